@@ -1,0 +1,3 @@
+from fgdepth.cli import main
+
+raise SystemExit(main())

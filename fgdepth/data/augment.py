@@ -1,0 +1,117 @@
+"""Paired augmentation on batches, on whatever device the batch lives.
+
+Geometric transforms (flip, zoom-in crop, shift) move all four images identically. Photometric
+ones (colour jitter, noise, RGB shift) touch only the inputs; cutout touches only fg_bg, as in
+the original study. The ground truth gets nothing but the geometry.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class AugmentSpec:
+    flip: float = 0.5  # probability of a horizontal flip
+    zoom: float = 0.15  # crop up to this much in (scale 1 .. 1 + zoom), then resize back
+    jitter: float = 0.15  # brightness / contrast / saturation strength
+    rgb_shift: float = 0.03  # per-channel offset, independently for fg_bg and bg
+    noise: float = 0.01  # std of Gaussian noise on the inputs
+    cutout: float = 0.3  # probability of a cutout rectangle on fg_bg
+    cutout_size: float = 0.25  # its side as a fraction of the image side
+
+    @property
+    def enabled(self) -> bool:
+        return any((self.flip, self.zoom, self.jitter, self.rgb_shift, self.noise, self.cutout))
+
+
+def _uniform(n, lo, hi, g, device):
+    return torch.rand(n, generator=g, device=device) * (hi - lo) + lo
+
+
+def geometric(batch: dict, spec: AugmentSpec, g: torch.Generator) -> dict:
+    """The same random flip / zoom / shift for fg_bg, bg, mask and depth of each sample."""
+    x = batch["fg_bg"]
+    n, device = x.shape[0], x.device
+    scale = 1.0 / _uniform(n, 1.0, 1.0 + spec.zoom, g, device)  # < 1: a crop
+    room = 1.0 - scale  # how far the crop may move and stay inside the image
+    tx = _uniform(n, -1, 1, g, device) * room
+    ty = _uniform(n, -1, 1, g, device) * room
+    flip = torch.where(torch.rand(n, generator=g, device=device) < spec.flip, -1.0, 1.0)
+    theta = torch.zeros(n, 2, 3, device=device)
+    theta[:, 0, 0] = scale * flip
+    theta[:, 1, 1] = scale
+    theta[:, 0, 2] = tx
+    theta[:, 1, 2] = ty
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    out = dict(batch)
+    for key in ("fg_bg", "bg", "depth"):
+        out[key] = F.grid_sample(
+            batch[key],
+            grid.to(batch[key].dtype),
+            mode="bilinear",
+            padding_mode="border",
+            align_corners=False,
+        )
+    out["mask"] = F.grid_sample(
+        batch["mask"],
+        grid.to(batch["mask"].dtype),
+        mode="nearest",
+        padding_mode="border",
+        align_corners=False,
+    )
+    return out
+
+
+def photometric(batch: dict, spec: AugmentSpec, g: torch.Generator) -> dict:
+    """Colour changes on fg_bg and bg only: a shared jitter, independent shifts and noise."""
+    x = batch["fg_bg"]
+    n, device = x.shape[0], x.device
+    shape = (n, 1, 1, 1)
+    brightness = _uniform(n, 1 - spec.jitter, 1 + spec.jitter, g, device).view(shape)
+    contrast = _uniform(n, 1 - spec.jitter, 1 + spec.jitter, g, device).view(shape)
+    saturation = _uniform(n, 1 - spec.jitter, 1 + spec.jitter, g, device).view(shape)
+    out = dict(batch)
+    for key in ("fg_bg", "bg"):
+        img = batch[key] * brightness
+        mean = img.mean(dim=(1, 2, 3), keepdim=True)
+        img = (img - mean) * contrast + mean
+        grey = img.mean(dim=1, keepdim=True)
+        img = (img - grey) * saturation + grey
+        shift = (torch.rand(n, 3, 1, 1, generator=g, device=device) * 2 - 1) * spec.rgb_shift
+        noise = torch.randn(img.shape, generator=g, device=device) * spec.noise
+        out[key] = (img + shift + noise).clamp_(0, 1)
+    return out
+
+
+def cutout(batch: dict, spec: AugmentSpec, g: torch.Generator) -> dict:
+    """A grey rectangle over fg_bg (not bg, not the ground truth) in some samples."""
+    x = batch["fg_bg"]
+    n, _, h, w = x.shape
+    device = x.device
+    side_h, side_w = max(1, int(h * spec.cutout_size)), max(1, int(w * spec.cutout_size))
+    top = (torch.rand(n, generator=g, device=device) * (h - side_h + 1)).long()
+    left = (torch.rand(n, generator=g, device=device) * (w - side_w + 1)).long()
+    use = torch.rand(n, generator=g, device=device) < spec.cutout
+    rows = torch.arange(h, device=device).view(1, h, 1)
+    cols = torch.arange(w, device=device).view(1, 1, w)
+    box = (rows >= top.view(n, 1, 1)) & (rows < (top + side_h).view(n, 1, 1))
+    box = box & (cols >= left.view(n, 1, 1)) & (cols < (left + side_w).view(n, 1, 1))
+    box = box & use.view(n, 1, 1)
+    out = dict(batch)
+    out["fg_bg"] = torch.where(box.unsqueeze(1), torch.full_like(x, 0.5), x)
+    return out
+
+
+def augment(batch: dict, spec: AugmentSpec, g: torch.Generator) -> dict:
+    """All of the above in order; a no-op spec returns the batch unchanged."""
+    if spec.flip or spec.zoom:
+        batch = geometric(batch, spec, g)
+    if spec.jitter or spec.rgb_shift or spec.noise:
+        batch = photometric(batch, spec, g)
+    if spec.cutout:
+        batch = cutout(batch, spec, g)
+    return batch

@@ -1,0 +1,267 @@
+"""The on-disk dataset format: a folder or a zip holding ``manifest.csv`` and images.
+
+A manifest row names four files relative to the dataset root: ``fg_bg`` (the scene with the
+foreground), ``bg`` (the same scene without it), ``mask`` (foreground where > 127) and ``depth``
+(single channel, 8- or 16-bit, brighter = nearer). Extra columns are kept. See README.md.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import posixpath
+import zipfile
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+COLUMNS = ("fg_bg", "bg", "mask", "depth")
+MANIFEST = "manifest.csv"
+
+
+class DataError(ValueError):
+    """A dataset that cannot be used as it is; the message is meant for the user."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a dataset, located by manifest row (0-based data row) and file."""
+
+    message: str
+    row: int | None = None
+    file: str | None = None
+
+    def __str__(self) -> str:
+        where = []
+        if self.row is not None:
+            where.append(f"row {self.row}")
+        if self.file:
+            where.append(self.file)
+        return f"{': '.join(where)}: {self.message}" if where else self.message
+
+
+class Source:
+    """Read-only access to the files of a dataset, whether a folder or a zip (read in place)."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.is_zip = self.path.is_file() and zipfile.is_zipfile(self.path)
+        if not self.is_zip and not self.path.is_dir():
+            raise DataError(f"{self.path}: no such dataset (expected a folder or a .zip)")
+        self._zip: zipfile.ZipFile | None = None
+        self._zip_pid: int | None = None
+        self._names: set[str] | None = None
+        self.prefix = ""
+        if self.is_zip:
+            self.prefix = self._find_prefix()
+
+    # A ZipFile handle must not be shared across fork: reopen it in each process.
+    def _zipfile(self) -> zipfile.ZipFile:
+        if self._zip is None or self._zip_pid != os.getpid():
+            self._zip = zipfile.ZipFile(self.path)
+            self._zip_pid = os.getpid()
+        return self._zip
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_zip"] = None
+        state["_zip_pid"] = None
+        return state
+
+    def _find_prefix(self) -> str:
+        """A zip may hold the dataset at its root or inside a single top-level folder."""
+        names = self.names()
+        if MANIFEST in names:
+            return ""
+        candidates = [n[: -len(MANIFEST)] for n in names if n.endswith("/" + MANIFEST)]
+        candidates = [c for c in candidates if c.count("/") == 1]
+        return candidates[0] if len(candidates) == 1 else ""
+
+    def names(self) -> set[str]:
+        if self._names is None:
+            self._names = set(self._zipfile().namelist()) if self.is_zip else set()
+        return self._names
+
+    def duplicate_names(self) -> list[str]:
+        if not self.is_zip:
+            return []
+        counts = Counter(self._zipfile().namelist())
+        return sorted(n for n, c in counts.items() if c > 1)
+
+    def exists(self, rel: str) -> bool:
+        if self.is_zip:
+            return self.prefix + rel in self.names()
+        return (self.path / rel).is_file()
+
+    def read(self, rel: str) -> bytes:
+        if self.is_zip:
+            return self._zipfile().read(self.prefix + rel)
+        return (self.path / rel).read_bytes()
+
+    def stat_key(self, rel: str) -> tuple:
+        """What identifies a file's content cheaply (for cache invalidation)."""
+        if self.is_zip:
+            info = self._zipfile().getinfo(self.prefix + rel)
+            return (rel, info.CRC, info.file_size)
+        st = (self.path / rel).stat()
+        return (rel, st.st_size, st.st_mtime_ns)
+
+    def escapes_root(self, rel: str) -> bool:
+        """True for a folder path that resolves (e.g. through a link) outside the root."""
+        if self.is_zip:
+            return False
+        root = self.path.resolve()
+        target = (self.path / rel).resolve()
+        return root != target and root not in target.parents
+
+
+def bad_relpath(rel: str) -> str | None:
+    """Why a manifest path is refused, or None when it is a plain path inside the root."""
+    if not rel:
+        return "empty path"
+    if "\\" in rel:
+        return "path uses '\\' (use '/')"
+    if rel.startswith("/") or (len(rel) > 1 and rel[1] == ":"):
+        return "absolute path (paths must be relative to the dataset root)"
+    parts = rel.split("/")
+    if ".." in parts:
+        return "path leaves the dataset root ('..')"
+    if posixpath.normpath(rel) in (".", ""):
+        return "path names the root itself"
+    return None
+
+
+def read_manifest(source: Source) -> pd.DataFrame:
+    """The manifest as strings, with its header checked; raises DataError."""
+    if not source.exists(MANIFEST):
+        raise DataError(f"{source.path}: {MANIFEST} not found at the dataset root")
+    try:
+        frame = pd.read_csv(io.BytesIO(source.read(MANIFEST)), dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise DataError(f"{source.path}: {MANIFEST} is not a readable CSV ({exc})") from exc
+    frame.columns = [c.strip() for c in frame.columns]
+    missing = [c for c in COLUMNS if c not in frame.columns]
+    if missing:
+        raise DataError(
+            f"{source.path}: {MANIFEST} lacks column(s) {', '.join(missing)}"
+            f" (header must include {','.join(COLUMNS)})"
+        )
+    if frame.empty:
+        raise DataError(f"{source.path}: {MANIFEST} has no rows: the dataset is empty")
+    for col in COLUMNS:
+        frame[col] = frame[col].str.strip()
+    return frame.reset_index(drop=True)
+
+
+def structural_problems(source: Source, frame: pd.DataFrame) -> list[Problem]:
+    """Problems found without decoding images: paths, missing files, zip duplicates."""
+    problems = [Problem(f"zip holds '{n}' more than once") for n in source.duplicate_names()]
+    for row, values in enumerate(frame[list(COLUMNS)].itertuples(index=False)):
+        for rel in values:
+            why = bad_relpath(rel)
+            if why is None and source.escapes_root(rel):
+                why = "path leaves the dataset root (through a link)"
+            if why is None and not source.exists(rel):
+                why = "file not found"
+            if why:
+                problems.append(Problem(why, row, rel or None))
+    return problems
+
+
+# --- decoding -----------------------------------------------------------------------------
+
+
+def _rgb(image: Image.Image, size: int | None) -> np.ndarray:
+    """(H, W, 3) uint8; JPEGs are decoded at reduced scale when much larger than ``size``."""
+    if size is not None and image.format == "JPEG":
+        image.draft("RGB", (size, size))
+    if image.mode != "RGB":
+        image = image.convert("RGBA").convert("RGB") if image.mode == "P" else image.convert("RGB")
+    if size is not None and image.size != (size, size):
+        image = image.resize((size, size), Image.BILINEAR)
+    return np.asarray(image)
+
+
+def read_rgb(source: Source, rel: str, size: int | None = None) -> np.ndarray:
+    """One RGB image as (H, W, 3) uint8, resized to ``size``×``size`` when given."""
+    try:
+        return _rgb(Image.open(io.BytesIO(source.read(rel))), size)
+    except (OSError, SyntaxError, ValueError, KeyError) as exc:
+        raise DataError(f"{rel}: not a readable image ({exc})") from exc
+
+
+def _depth_scale(image: Image.Image) -> float:
+    if image.mode.startswith("I;16") or image.mode == "I":
+        return 65535.0
+    if image.mode == "F":
+        return 1.0
+    return 255.0
+
+
+def _single_channel(image: Image.Image) -> np.ndarray:
+    """(H, W) float32 in [0, 1]: 8-bit / 255, 16-bit / 65535, float as is."""
+    if image.mode not in ("L", "I", "F") and not image.mode.startswith("I;16"):
+        image = image.convert("L")
+    scale = _depth_scale(image)
+    values = np.asarray(image).astype(np.float32) / scale
+    return np.clip(values, 0.0, 1.0)
+
+
+def _resize_float(values: np.ndarray, width: int, height: int) -> np.ndarray:
+    if values.shape == (height, width):
+        return values
+    return np.asarray(Image.fromarray(values, mode="F").resize((width, height), Image.BILINEAR))
+
+
+@dataclass
+class Sample:
+    """One decoded sample: fg_bg, bg (H, W, 3) uint8; mask (H, W) bool; depth (H, W) float32."""
+
+    fg_bg: np.ndarray
+    bg: np.ndarray | None
+    mask: np.ndarray
+    depth: np.ndarray
+
+
+def read_sample(
+    source: Source, row: pd.Series | dict, size: int | None = None, decode_bg: bool = True
+) -> Sample:
+    """Decode one manifest row, at ``size``×``size`` or at fg_bg's own size when None.
+
+    Raises DataError (naming the file) for an unreadable image or a bg/fg_bg size mismatch.
+    With ``decode_bg=False`` only bg's header is read (for the size check); ``bg`` is None.
+    """
+    images = {}
+    for col in COLUMNS:
+        rel = row[col]
+        try:
+            images[col] = Image.open(io.BytesIO(source.read(rel)))
+        except (OSError, SyntaxError, ValueError, KeyError) as exc:
+            raise DataError(f"{rel}: not a readable image ({exc})") from exc
+    if images["fg_bg"].size != images["bg"].size:
+        raise DataError(
+            f"{row['bg']}: size {images['bg'].size} differs from fg_bg {row['fg_bg']}"
+            f" {images['fg_bg'].size}"
+        )
+    out = {}
+    for col in COLUMNS:
+        if col == "bg" and not decode_bg:
+            out[col] = None
+            continue
+        try:
+            if col in ("fg_bg", "bg"):
+                out[col] = _rgb(images[col], size)
+            else:
+                out[col] = _single_channel(images[col])
+        except (OSError, SyntaxError, ValueError) as exc:
+            raise DataError(f"{row[col]}: not a readable image ({exc})") from exc
+    height, width = out["fg_bg"].shape[:2]
+    if size is not None:
+        height = width = size
+    mask = _resize_float(out["mask"], width, height) > (127.0 / 255.0)
+    depth = _resize_float(out["depth"], width, height)
+    return Sample(out["fg_bg"], out["bg"], mask, depth.astype(np.float32))

@@ -1,0 +1,76 @@
+"""Train / val / test splits that never put one background in two splits."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from fgdepth.data.format import DataError
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class SplitSpec:
+    """Fractions of all samples; train gets the rest. ``val`` is carved from the train part."""
+
+    test: float = 0.3
+    val: float = 0.1
+    seed: int = 0
+
+    def __post_init__(self):
+        if not (0 <= self.test < 1 and 0 <= self.val < 1 and self.test + self.val < 1):
+            raise DataError(f"split fractions test={self.test} val={self.val} leave no train part")
+
+
+def _group_order(groups: list[str], seed: int) -> list[str]:
+    key = lambda g: hashlib.sha1(f"{seed}:{g}".encode()).hexdigest()  # noqa: E731
+    return sorted(groups, key=key)
+
+
+def assign_by_group(groups: pd.Series, fractions: dict[str, float], seed: int) -> np.ndarray:
+    """Give every group (background) to one split, filling the split with the largest deficit.
+
+    Deterministic for a given seed; the group order is a hash, so adding rows of a new
+    background does not move existing backgrounds between splits most of the time.
+    """
+    sizes = groups.value_counts()
+    targets = {name: frac * len(groups) for name, frac in fractions.items()}
+    counts = dict.fromkeys(fractions, 0)
+    owner = {}
+    for group in _group_order(list(sizes.index), seed):
+        name = max(fractions, key=lambda s: (targets[s] - counts[s], fractions[s]))
+        owner[group] = name
+        counts[name] += int(sizes[group])
+    return groups.map(owner).to_numpy(dtype=object)
+
+
+def group_key(frame: pd.DataFrame) -> pd.Series:
+    """What 'the same background' means: a ``bg_id`` column when present, else the bg file."""
+    return frame["bg_id"] if "bg_id" in frame.columns else frame["bg"]
+
+
+def assign_splits(frame: pd.DataFrame, spec: SplitSpec = SplitSpec()) -> np.ndarray:
+    """One of train/val/test per row: the ``split`` column when present, else by background."""
+    groups = group_key(frame)
+    if "split" in frame.columns:
+        split = frame["split"].str.strip().str.lower().to_numpy(dtype=object)
+        unknown = sorted(set(split) - set(SPLITS))
+        if unknown:
+            raise DataError(f"split column holds {unknown}; allowed: {', '.join(SPLITS)}")
+        if "val" not in set(split) and spec.val > 0:
+            train = split == "train"
+            val_share = spec.val / max(1e-9, 1 - spec.test)
+            carved = assign_by_group(
+                groups[train].reset_index(drop=True),
+                {"train": 1 - val_share, "val": val_share},
+                spec.seed,
+            )
+            split[train] = carved
+        return split
+    fractions = {"train": 1 - spec.test - spec.val, "val": spec.val, "test": spec.test}
+    fractions = {k: v for k, v in fractions.items() if v > 0}
+    return assign_by_group(groups, fractions, spec.seed)

@@ -1,0 +1,77 @@
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fgdepth.data.synth import SynthSpec, generate
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("FGDEPTH_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+@pytest.fixture(scope="session")
+def synth_dir(tmp_path_factory) -> Path:
+    """A small built-in dataset (40 samples, 64 px, 5 backgrounds), shared read-only."""
+    out = tmp_path_factory.mktemp("synth") / "ds"
+    generate(SynthSpec(n=40, size=64, seed=3, backgrounds=5), out, quiet=True)
+    return out
+
+
+@pytest.fixture(scope="session")
+def synth_zip(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("synthzip") / "ds.zip"
+    generate(SynthSpec(n=40, size=64, seed=3, backgrounds=5), out, as_zip=True, quiet=True)
+    return out
+
+
+@pytest.fixture
+def copy_of(tmp_path):
+    """A writable copy of a dataset folder, to break in a test."""
+
+    def make(src: Path) -> Path:
+        dst = tmp_path / "copy"
+        shutil.copytree(src, dst)
+        return dst
+
+    return make
+
+
+def write_dataset(root: Path, rows: int = 3, size=(40, 30), mask_size=None, depth_mode="L"):
+    """A hand-made dataset in the documented format, independent of the generator."""
+    rng = np.random.default_rng(0)
+    root.mkdir(parents=True, exist_ok=True)
+    lines = ["fg_bg,bg,mask,depth,split"]
+    w, h = size
+    mw, mh = mask_size or size
+    for i in range(rows):
+        bg = rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
+        fg = bg.copy()
+        fg[5:15, 5:20] = 255
+        mask = np.zeros((mh, mw), np.uint8)
+        mask[mh * 5 // h : mh * 15 // h, mw * 5 // w : mw * 20 // w] = 255
+        if depth_mode == "I;16":
+            depth = Image.fromarray(np.full((mh, mw), 65535 // 2, np.uint16))
+        else:
+            depth = Image.fromarray(np.full((mh, mw), 128, np.uint8))
+        Image.fromarray(bg).save(root / f"bg{i}.png")
+        Image.fromarray(fg).save(root / f"fg{i}.jpg", quality=95)
+        Image.fromarray(mask).save(root / f"m{i}.png")
+        depth.save(root / f"d{i}.png")
+        split = ["train", "val", "test"][i % 3]
+        lines.append(f"fg{i}.jpg,bg{i}.png,m{i}.png,d{i}.png,{split}")
+    (root / "manifest.csv").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def pytest_collection_modifyitems(config, items):
+    if os.environ.get("FGDEPTH_RUN_SLOW"):
+        return
+    skip = pytest.mark.skip(reason="slow: set FGDEPTH_RUN_SLOW=1")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)

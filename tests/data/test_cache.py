@@ -1,0 +1,65 @@
+import numpy as np
+import pytest
+import torch
+
+from fgdepth.data import DataError, build_cache, open_dataset
+from tests.conftest import write_dataset
+
+
+def test_cache_matches_direct_decoding_for_folder_and_zip(synth_dir, synth_zip, tmp_path):
+    a = build_cache(open_dataset(synth_dir), 32, root=tmp_path / "c", quiet=True)
+    b = build_cache(open_dataset(synth_zip), 32, root=tmp_path / "c", workers=2, quiet=True)
+    idx = np.array([3, 0, 21])
+    ba, bb = a.batch(idx), b.batch(idx)
+    for key in ("fg_bg", "bg", "mask", "depth"):
+        torch.testing.assert_close(ba[key], bb[key], rtol=0, atol=0)
+    s = open_dataset(synth_dir).sample(21, 32)
+    row = list(ba["index"]).index(21)
+    np.testing.assert_array_equal((ba["fg_bg"][row] * 255).round().byte().permute(1, 2, 0), s.fg_bg)
+    np.testing.assert_array_equal(ba["mask"][row, 0].bool().numpy(), s.mask)
+    assert ba["depth"][row, 0].numpy() == pytest.approx(s.depth, abs=1 / 65535)
+    assert ba["fg_bg"].shape == (3, 3, 32, 32) and ba["mask"].shape == (3, 1, 32, 32)
+
+
+def test_cache_is_reused_and_invalidated_when_the_dataset_changes(copy_of, tmp_path):
+    from tests.conftest import write_dataset as make
+
+    root = make(tmp_path / "ds")
+    first = build_cache(open_dataset(root), 16, root=tmp_path / "c", quiet=True)
+    again = build_cache(open_dataset(root), 16, root=tmp_path / "c", quiet=True)
+    assert first.path == again.path
+    (root / "fg0.jpg").write_bytes((root / "fg1.jpg").read_bytes())
+    changed = build_cache(open_dataset(root), 16, root=tmp_path / "c", quiet=True)
+    assert changed.path != first.path
+    other_size = build_cache(open_dataset(root), 24, root=tmp_path / "c", quiet=True)
+    assert other_size.path != changed.path
+
+
+def test_corrupt_image_stops_the_build_unless_skipping(tmp_path):
+    root = write_dataset(tmp_path / "ds", rows=4)
+    data = (root / "fg2.jpg").read_bytes()
+    (root / "fg2.jpg").write_bytes(data[:200])
+    with pytest.raises(DataError, match="fg2.jpg: not a readable image"):
+        build_cache(open_dataset(root), 16, root=tmp_path / "c", quiet=True)
+    cache = build_cache(open_dataset(root), 16, root=tmp_path / "c", skip_bad=True, quiet=True)
+    assert [p.row for p in cache.bad] == [2]
+    # a later run that does not skip is still told
+    with pytest.raises(DataError, match="1 bad row"):
+        build_cache(open_dataset(root), 16, root=tmp_path / "c", quiet=True)
+
+
+def test_large_jpeg_is_decoded_at_reduced_scale_close_to_full_decode(tmp_path):
+    from PIL import Image
+
+    from fgdepth.data.format import Source, read_rgb
+
+    y, x = np.mgrid[0:512, 0:512]
+    img = np.stack([x % 256, y % 256, (x + y) % 256], -1).astype(np.uint8)
+    Image.fromarray(img).save(tmp_path / "big.jpg", quality=95)
+    src = Source(tmp_path)
+    fast = read_rgb(src, "big.jpg", 64).astype(float)
+    full = np.asarray(
+        Image.open(tmp_path / "big.jpg").convert("RGB").resize((64, 64), Image.BILINEAR)
+    )
+    assert fast.shape == (64, 64, 3)
+    assert np.abs(fast - full).mean() < 6

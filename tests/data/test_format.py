@@ -1,0 +1,167 @@
+import zipfile
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fgdepth.data import DataError, open_dataset
+from fgdepth.data.format import bad_relpath
+from fgdepth.data.inspect import inspect_dataset
+from tests.conftest import write_dataset
+
+
+def test_hand_made_dataset_loads_with_documented_conventions(tmp_path):
+    root = write_dataset(tmp_path / "ds", depth_mode="I;16", mask_size=(20, 15))
+    ds = open_dataset(root)
+    s = ds.sample(0)
+    assert s.fg_bg.shape == (30, 40, 3) and s.bg.shape == (30, 40, 3)
+    # mask and depth come at half resolution and are resized to fg_bg's size
+    assert s.mask.shape == (30, 40) and s.depth.shape == (30, 40)
+    assert s.depth.dtype == np.float32
+    assert s.depth == pytest.approx(32767 / 65535, abs=1e-4)  # 16-bit: / 65535
+    assert s.mask[10, 10] and not s.mask[25, 35]
+    assert list(ds.split) == ["train", "val", "test"]  # the split column wins
+
+
+def test_eight_bit_depth_divides_by_255_and_mask_threshold_is_127(tmp_path):
+    root = write_dataset(tmp_path / "ds", rows=1)
+    Image.fromarray(np.array([[127, 128]], np.uint8)).resize((40, 30), Image.NEAREST).save(
+        root / "m0.png"
+    )
+    s = open_dataset(root).sample(0)
+    assert s.depth == pytest.approx(128 / 255, abs=1e-6)
+    assert not s.mask[:, :20].any() and s.mask[:, 20:].all()
+
+
+def test_folder_and_zip_give_identical_samples(synth_dir, synth_zip):
+    a, b = open_dataset(synth_dir), open_dataset(synth_zip)
+    assert len(a) == len(b) == 40
+    for i in (0, 17, 39):
+        for size in (None, 32):
+            sa, sb = a.sample(i, size), b.sample(i, size)
+            for key in ("fg_bg", "bg", "mask", "depth"):
+                np.testing.assert_array_equal(getattr(sa, key), getattr(sb, key))
+
+
+def test_extra_columns_are_kept(synth_dir):
+    rows = open_dataset(synth_dir).rows
+    assert {"bg_id", "kind", "fg_distance_m"} <= set(rows.columns)
+
+
+@pytest.mark.parametrize(
+    "path, reason",
+    [
+        ("../x.png", "leaves the dataset root"),
+        ("a/../../x.png", "leaves the dataset root"),
+        ("/etc/passwd", "absolute path"),
+        ("C:/x.png", "absolute path"),
+        ("a\\b.png", "use '/'"),
+        ("", "empty path"),
+    ],
+)
+def test_paths_outside_the_root_are_refused(path, reason):
+    assert reason in bad_relpath(path)
+
+
+def test_plain_relative_path_is_accepted():
+    assert bad_relpath("fg_bg/0001/x.jpg") is None
+
+
+def _break(root, what):
+    manifest = root / "manifest.csv"
+    lines = manifest.read_text().splitlines()
+    if what == "no manifest":
+        manifest.unlink()
+    elif what == "missing column":
+        manifest.write_text("\n".join(l.rsplit(",", 2)[0] for l in lines) + "\n")
+    elif what == "missing file":
+        (root / "fg1.jpg").unlink()
+    elif what == "truncated":
+        data = (root / "fg1.jpg").read_bytes()
+        (root / "fg1.jpg").write_bytes(data[: len(data) // 2])
+    elif what == "not an image":
+        (root / "d1.png").write_text("hello")
+    elif what == "size mismatch":
+        Image.new("RGB", (10, 10)).save(root / "bg1.png")
+    elif what == "escape":
+        lines[2] = lines[2].replace("m1.png", "../m1.png")
+        manifest.write_text("\n".join(lines) + "\n")
+    elif what == "absolute":
+        lines[2] = lines[2].replace("m1.png", str(root / "m1.png"))
+        manifest.write_text("\n".join(lines) + "\n")
+    elif what == "empty":
+        manifest.write_text(lines[0] + "\n")
+
+
+CASES = {
+    "no manifest": "manifest.csv not found",
+    "missing column": "lacks column(s) depth",
+    "missing file": "row 1: fg1.jpg: file not found",
+    "truncated": "fg1.jpg: not a readable image",
+    "not an image": "d1.png: not a readable image",
+    "size mismatch": "bg1.png: size (10, 10) differs from fg_bg",
+    "escape": "row 1: ../m1.png: path leaves the dataset root",
+    "absolute": "row 1:",
+    "empty": "the dataset is empty",
+}
+
+
+@pytest.mark.parametrize("what", list(CASES))
+def test_each_bad_input_has_its_message(tmp_path, what):
+    root = write_dataset(tmp_path / "ds")
+    _break(root, what)
+    summary, problems = inspect_dataset(root)
+    assert any(CASES[what] in str(p) for p in problems), [str(p) for p in problems]
+    if what == "absolute":
+        assert any("absolute path" in str(p) for p in problems)
+
+
+def test_inspect_reports_all_problems_at_once(tmp_path):
+    root = write_dataset(tmp_path / "ds", rows=6)
+    (root / "fg1.jpg").unlink()
+    (root / "d3.png").write_text("x")
+    Image.new("RGB", (10, 10)).save(root / "bg5.png")
+    _, problems = inspect_dataset(root)
+    assert [p.row for p in problems] == [1, 3, 5]
+
+
+def test_open_dataset_refuses_structural_problems_unless_skipping(tmp_path):
+    root = write_dataset(tmp_path / "ds", rows=6)
+    (root / "fg1.jpg").unlink()
+    with pytest.raises(DataError, match="row 1: fg1.jpg: file not found"):
+        open_dataset(root)
+    ds = open_dataset(root, skip_bad=True)
+    assert [p.row for p in ds.skipped] == [1]
+    assert 1 not in ds.indices()
+
+
+def test_zip_with_duplicate_names_is_refused(tmp_path, synth_dir):
+    out = tmp_path / "dup.zip"
+    with zipfile.ZipFile(out, "w") as z:
+        for p in sorted(synth_dir.rglob("*")):
+            if p.is_file():
+                z.write(p, p.relative_to(synth_dir).as_posix())
+        with pytest.warns(UserWarning, match="Duplicate name"):
+            z.writestr("manifest.csv", (synth_dir / "manifest.csv").read_text())
+    with pytest.raises(DataError, match="more than once"):
+        open_dataset(out)
+
+
+def test_zip_with_a_top_level_folder_is_read(tmp_path, synth_dir):
+    out = tmp_path / "nested.zip"
+    with zipfile.ZipFile(out, "w") as z:
+        for p in sorted(synth_dir.rglob("*")):
+            if p.is_file():
+                z.write(p, "mydata/" + p.relative_to(synth_dir).as_posix())
+    assert len(open_dataset(out)) == 40
+
+
+def test_inspect_summary_of_a_good_dataset(synth_zip):
+    summary, problems = inspect_dataset(synth_zip)
+    assert problems == []
+    assert summary["samples"] == 40 and summary["backgrounds"] == 5
+    assert summary["format"] == "zip" and summary["image_sizes"] == {"64x64": 40}
+    assert sum(summary["splits"].values()) == 40
+    assert 0 < summary["foreground_fraction"] < 0.5
+    lo, hi = summary["depth_range"]
+    assert 0 <= lo < hi <= 1

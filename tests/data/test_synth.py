@@ -1,0 +1,64 @@
+import hashlib
+
+import numpy as np
+
+from fgdepth.data import open_dataset
+from fgdepth.data.synth import SynthSpec, depth_to_unit, generate
+
+
+def _digest(path):
+    if path.is_file():
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    files = sorted(p for p in path.rglob("*") if p.is_file())
+    return {
+        p.relative_to(path).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in files
+    }
+
+
+def test_same_arguments_same_bytes_whatever_the_workers(tmp_path):
+    spec = SynthSpec(n=24, size=48, seed=7, backgrounds=4)
+    a = generate(spec, tmp_path / "a", workers=1, quiet=True)
+    b = generate(spec, tmp_path / "b", workers=2, quiet=True)
+    assert _digest(a) == _digest(b)
+    za = generate(spec, tmp_path / "a.zip", as_zip=True, workers=1, quiet=True)
+    zb = generate(spec, tmp_path / "b.zip", as_zip=True, workers=2, quiet=True)
+    assert _digest(za) == _digest(zb)
+
+
+def test_another_seed_gives_other_images(tmp_path):
+    a = generate(SynthSpec(n=4, size=32, seed=1, backgrounds=1), tmp_path / "a", quiet=True)
+    b = generate(SynthSpec(n=4, size=32, seed=2, backgrounds=1), tmp_path / "b", quiet=True)
+    assert _digest(a)["fg_bg/0000/0000000.jpg"] != _digest(b)["fg_bg/0000/0000000.jpg"]
+
+
+def test_many_composites_share_a_background(synth_dir):
+    ds = open_dataset(synth_dir)
+    assert ds.rows["bg"].nunique() == 5
+    assert ds.rows["bg"].value_counts().min() >= 8
+
+
+def test_composites_are_realistic_pairs(synth_dir):
+    """fg_bg differs from bg inside the mask a lot, outside it a little but not nothing
+    (shadow, illumination, noise, JPEG), and the foreground is nearer than what it hides."""
+    ds = open_dataset(synth_dir)
+    inside, outside = [], []
+    for i in range(len(ds)):
+        s = ds.sample(i)
+        diff = np.abs(s.fg_bg.astype(float) - s.bg.astype(float)).mean(axis=2)
+        assert s.mask.any()
+        inside.append(diff[s.mask].mean())
+        outside.append(diff[~s.mask].mean())
+        assert 0 < s.depth.min() and s.depth.max() <= 1
+    assert np.median(inside) > 3 * np.median(outside)
+    assert 0.5 < np.median(outside) < 15  # not identical outside the mask
+
+
+def test_textures_are_not_flat(synth_dir):
+    s = open_dataset(synth_dir).sample(0)
+    assert len(np.unique(s.bg.reshape(-1, 3), axis=0)) > 500
+
+
+def test_depth_encoding_is_monotonic_brighter_nearer():
+    z = np.array([1.0, 2.0, 5.0, 20.0, 40.0])
+    d = depth_to_unit(z)
+    assert d[0] == 1.0 and d[-1] == 0.0 and np.all(np.diff(d) < 0)
