@@ -23,7 +23,8 @@ def machine() -> str:
         pass
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return f"{cpu}, {cores} cores, {gpu}; Python {platform.python_version()}, torch {torch.__version__}"
+    versions = f"Python {platform.python_version()}, torch {torch.__version__}"
+    return f"{cpu}, {cores} cores, {gpu}; {versions}"
 
 
 def write_section(name: str, body: str, path: Path = BENCHMARKS_MD) -> None:
@@ -32,7 +33,11 @@ def write_section(name: str, body: str, path: Path = BENCHMARKS_MD) -> None:
     block = f"{start}\n{body.strip()}\n{end}"
     text = path.read_text() if path.exists() else "# Benchmarks\n"
     pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.S)
-    text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
+    text = (
+        pattern.sub(lambda _: block, text)
+        if pattern.search(text)
+        else text.rstrip() + "\n\n" + block + "\n"
+    )
     path.write_text(text)
 
 

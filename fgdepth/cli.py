@@ -44,6 +44,106 @@ def _inspect(args) -> int:
     return 0
 
 
+def _config_from_args(args):
+    from fgdepth.config import load_config
+
+    extra: dict = {}
+    if args.data is not None:
+        extra.setdefault("data", {})["path"] = None if args.data in ("", "builtin") else args.data
+    if args.seed is not None:
+        extra["seed"] = args.seed
+    if args.max_minutes is not None:
+        extra["max_minutes"] = args.max_minutes if args.max_minutes > 0 else None
+    if getattr(args, "skip_bad", False):
+        extra.setdefault("data", {})["skip_bad"] = True
+    return load_config(args.config, args.profile, args.set or [], extra)
+
+
+def _train(args) -> int:
+    from fgdepth.runner import quiet_libraries, resolve_dataset, train_tracked
+
+    config = _config_from_args(args)  # every check happens before a run is created
+    dataset = resolve_dataset(config)
+    quiet_libraries()
+    result, run_id = train_tracked(
+        config,
+        dataset,
+        tracking=args.tracking,
+        experiment_name=args.experiment_name,
+        run_name=args.run_name,
+        entry_point=args.entry_point,
+        system_metrics=not args.no_system_metrics,
+    )
+    print(
+        json.dumps(
+            {
+                "run_id": run_id,
+                "minutes": round(result.seconds / 60, 2),
+                "metrics": {k: round(v, 5) for k, v in result.metrics.items()},
+            },
+            indent=2,
+        )
+    )
+    return 0
+
+
+def _evaluate(args) -> int:
+    import numpy as np
+    import torch
+
+    from fgdepth.data import SplitSpec, build_cache, open_dataset
+    from fgdepth.engine.evaluate import evaluate
+    from fgdepth.engine.fit import default_device
+    from fgdepth.engine.precision import resolve_precision
+    from fgdepth.runner import quiet_libraries
+    from fgdepth.tracking import load_logged_model, setup_tracking
+
+    quiet_libraries()
+    setup_tracking(args.tracking)
+    dataset = open_dataset(args.data, SplitSpec(), skip_bad=args.skip_bad)
+    model, trained_size = load_logged_model(args.model)
+    size = args.size or trained_size or 64
+    device = default_device()
+    rows = dataset.indices(None if args.split == "all" else args.split)
+    if len(rows) == 0:
+        raise DataError(f"{args.data}: the {args.split} split is empty")
+    cache = build_cache(dataset, size, skip_bad=args.skip_bad)
+    precision = resolve_precision(args.precision, device)
+    metrics = evaluate(model.to(device), cache, np.asarray(rows), device, 64, precision)
+    out = {
+        "model": args.model,
+        "data": str(args.data),
+        "split": args.split,
+        "samples": len(rows),
+        "size": size,
+        "metrics": {k: round(v, 6) for k, v in metrics.items()},
+    }
+    print(json.dumps(out, indent=2))
+    del torch
+    return 0
+
+
+def _add_train_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--profile",
+        choices=["smoke", "cpu", "full"],
+        default=None,
+        help="scale: smoke (seconds), cpu (minutes on a laptop), full (original)",
+    )
+    p.add_argument("--data", default=None, help="dataset folder or .zip (default: built-in)")
+    p.add_argument("--seed", type=lambda x: int(float(x)), default=None)
+    p.add_argument("--max-minutes", type=float, default=None, help="stop training after this")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value")
+    p.add_argument("--skip-bad", action="store_true", help="train without unreadable rows")
+    p.add_argument(
+        "--tracking",
+        default="local",
+        help="mlruns_config/NAME.yaml or a path (MLFLOW_TRACKING_URI wins)",
+    )
+    p.add_argument("--experiment-name", default=None, help="MLflow experiment (default fgdepth)")
+    p.add_argument("--no-system-metrics", action="store_true")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fgdepth", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -70,14 +170,35 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("path")
     inspect.add_argument("--workers", type=int, default=default_workers())
     inspect.set_defaults(run=_inspect)
+
+    train = sub.add_parser("train", help="train an experiment, tracked in MLflow")
+    train.add_argument("--config", default="default", help="experiment name or YAML file")
+    _add_train_options(train)
+    train.add_argument("--run-name", default=None)
+    train.add_argument("--entry-point", default=None, help=argparse.SUPPRESS)
+    train.set_defaults(run=_train)
+
+    ev = sub.add_parser("evaluate", help="metrics of a model on a dataset, as JSON")
+    ev.add_argument(
+        "--model", required=True, help="runs:/RUN_ID/model, models:/NAME@ALIAS or a checkpoint file"
+    )
+    ev.add_argument("--data", required=True)
+    ev.add_argument("--split", default="test", choices=["train", "val", "test", "all"])
+    ev.add_argument("--size", type=int, default=None, help="default: the model's training size")
+    ev.add_argument("--precision", default="auto")
+    ev.add_argument("--skip-bad", action="store_true")
+    ev.add_argument("--tracking", default="local")
+    ev.set_defaults(run=_evaluate)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from fgdepth.config import ConfigError
+
     try:
         return args.run(args)
-    except DataError as exc:
+    except (DataError, ConfigError, FileNotFoundError) as exc:
         print(f"fgdepth: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -32,17 +32,17 @@ def _group_order(groups: list[str], seed: int) -> list[str]:
 
 
 def assign_by_group(groups: pd.Series, fractions: dict[str, float], seed: int) -> np.ndarray:
-    """Give every group (background) to one split, filling the split with the largest deficit.
+    """Give every group (background) to one split: the one furthest below its target,
+    relative to the target (so every split gets a group while there are enough groups).
 
-    Deterministic for a given seed; the group order is a hash, so adding rows of a new
-    background does not move existing backgrounds between splits most of the time.
+    Deterministic for a given seed; the group order is a hash of the group's name.
     """
     sizes = groups.value_counts()
     targets = {name: frac * len(groups) for name, frac in fractions.items()}
     counts = dict.fromkeys(fractions, 0)
     owner = {}
     for group in _group_order(list(sizes.index), seed):
-        name = max(fractions, key=lambda s: (targets[s] - counts[s], fractions[s]))
+        name = max(fractions, key=lambda s: ((targets[s] - counts[s]) / targets[s], fractions[s]))
         owner[group] = name
         counts[name] += int(sizes[group])
     return groups.map(owner).to_numpy(dtype=object)

@@ -1,0 +1,450 @@
+"""Experiment configuration: YAML -> typed dataclasses, checked strictly.
+
+An experiment file may ``inherit`` another (by name: from the same folder, else a shipped
+experiment; or by path) and lists only what
+differs; lists (such as ``stages``) are replaced whole, mappings are merged (except ``model``
+when it names a model: its options are the new model's own). A *profile*
+(``smoke``, ``cpu``, ``full``; see ``experiments/profiles.yaml``) then scales the experiment,
+and ``--set key.path=value`` overrides single values (``stages.1.lr=0.01``). Unknown keys, wrong
+types and unknown names fail with one line before any work starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import inspect
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from fgdepth.data.augment import AugmentSpec
+
+EXPERIMENTS_DIR = Path(__file__).resolve().parent.parent / "experiments"
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot run; the message is one line for the user."""
+
+
+@dataclass
+class ModelConfig:
+    name: str = "unet"
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class OptimizerConfig:
+    name: str = "adamw"
+    lr: float = 0.003
+    weight_decay: float = 0.0001
+    momentum: float = 0.9
+
+
+@dataclass
+class ScheduleConfig:
+    name: str = "onecycle"  # onecycle | cosine | step | constant
+    step_size: int = 2  # epochs, for "step"
+    gamma: float = 0.1  # for "step"
+    warmup: float = 0.15  # fraction of the stage, for "onecycle"
+
+
+@dataclass
+class StageConfig:
+    name: str = ""
+    size: int = 64
+    samples: int = 1000  # training samples per epoch
+    epochs: int = 1
+    batch_size: int | None = None  # default: the experiment's
+    loss: dict[str, dict[str, float]] | None = None  # default: the experiment's
+    loss_weights: dict[str, float] | None = None
+    freeze: list[str] = field(default_factory=list)
+    optimizer: dict[str, Any] = field(default_factory=dict)  # merged over the experiment's
+    schedule: dict[str, Any] = field(default_factory=dict)
+    init_from: str | None = None  # a checkpoint file or MLflow model URI to start from
+
+
+@dataclass
+class SynthConfig:
+    n: int = 4000
+    size: int = 192
+    seed: int = 0
+
+
+@dataclass
+class DataConfig:
+    path: str | None = None  # None: the built-in dataset
+    synth: SynthConfig = field(default_factory=SynthConfig)
+    test: float = 0.3
+    val: float = 0.1
+    split_seed: int = 0
+    skip_bad: bool = False
+    workers: int = 2
+    val_samples: int = 1000  # validation rows evaluated each epoch (the first ones, fixed)
+
+
+@dataclass
+class EvalConfig:
+    images: int = 6  # test samples drawn in the image grid
+    batch_size: int = 64
+    max_samples: int | None = None  # cap on test rows (None: the whole split)
+
+
+@dataclass
+class ScaleConfig:
+    """How a profile shrinks an experiment written at the original scale."""
+
+    samples: float = 1.0  # multiply each stage's samples by this
+    max_size: int | None = None  # cap image sizes
+    max_epochs: int | None = None
+    min_samples: int = 1
+
+
+@dataclass
+class Config:
+    name: str = "experiment"
+    description: str = ""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: dict[str, dict[str, float]] = field(
+        default_factory=lambda: {"mask": {"bce": 1.0}, "depth": {"ssim": 1.0}}
+    )
+    loss_weights: dict[str, float] = field(default_factory=lambda: {"mask": 1.0, "depth": 1.0})
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    batch_size: int = 32
+    stages: list[StageConfig] = field(default_factory=lambda: [StageConfig()])
+    data: DataConfig = field(default_factory=DataConfig)
+    augment: AugmentSpec = field(default_factory=AugmentSpec)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    precision: str = "auto"
+    seed: int = 0
+    deterministic: bool = False
+    max_minutes: float | None = None
+    profile: str = "full"
+    scale: ScaleConfig = field(default_factory=ScaleConfig)
+    tune: dict[str, Any] = field(default_factory=dict)  # the search space, read by tuning
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# --- merging and overrides -----------------------------------------------------------------
+
+
+def deep_merge(base: dict, over: dict) -> dict:
+    """``over`` wins; mappings merge recursively, everything else (lists too) is replaced."""
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config file must be a mapping at the top")
+    return data
+
+
+def resolve_path(name_or_path: str | Path) -> Path:
+    """An experiment name (``bce_ssim``) or a YAML path."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        return path
+    candidate = EXPERIMENTS_DIR / f"{name_or_path}.yaml"
+    if candidate.exists():
+        return candidate
+    names = sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.yaml") if p.stem != "profiles")
+    raise ConfigError(f"unknown experiment '{name_or_path}'; valid: {', '.join(names)}")
+
+
+def load_raw(path: Path, seen: tuple = ()) -> dict:
+    """A YAML file with its ``inherit`` chain merged in."""
+    path = path.resolve()
+    if path in seen:
+        raise ConfigError(f"{path}: inherits itself")
+    data = _read_yaml(path)
+    parent = data.pop("inherit", None)
+    if parent is None:
+        return data
+    parent_path = path.parent / (parent if str(parent).endswith(".yaml") else f"{parent}.yaml")
+    if not parent_path.exists():  # a user's file may inherit a shipped experiment by name
+        parent_path = resolve_path(parent)
+    base = load_raw(parent_path, seen + (path,))
+    if isinstance(data.get("model"), dict) and "name" in data["model"]:
+        base.pop("model", None)  # another model: the parent's model options do not apply
+    return deep_merge(base, data)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    if "=" not in text:
+        raise ConfigError(f"--set {text}: expected KEY=VALUE")
+    key, value = text.split("=", 1)
+    try:
+        parsed = yaml.safe_load(value) if value else ""
+    except yaml.YAMLError:
+        parsed = value
+    return key.strip().split("."), parsed
+
+
+def apply_override(raw: dict, keys: list[str], value: Any) -> None:
+    node: Any = raw
+    for i, key in enumerate(keys[:-1]):
+        if isinstance(node, list):
+            node = _list_item(node, key, keys[: i + 1])
+        else:
+            node = node.setdefault(key, {})
+            if not isinstance(node, dict | list):
+                raise ConfigError(f"--set {'.'.join(keys)}: '{key}' is not a mapping")
+    last = keys[-1]
+    if isinstance(node, list):
+        index = _index(node, last, keys)
+        node[index] = value
+    else:
+        node[last] = value
+
+
+def _index(items: list, key: str, keys: list[str]) -> int:
+    try:
+        index = int(key)
+        items[index]  # noqa: B018
+        return index
+    except (ValueError, IndexError):
+        raise ConfigError(
+            f"--set {'.'.join(keys)}: '{key}' is not an index of a list of {len(items)}"
+        ) from None
+
+
+def _list_item(items: list, key: str, keys: list[str]):
+    return items[_index(items, key, keys)]
+
+
+# --- typed construction --------------------------------------------------------------------
+
+
+def _type_name(tp) -> str:
+    return getattr(tp, "__name__", str(tp).replace("typing.", ""))
+
+
+def _convert(value: Any, tp: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(value, arg, where)
+            except ConfigError as exc:
+                errors.append(exc)
+        raise errors[0]
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return build(tp, value, where)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        (item,) = typing.get_args(tp)
+        return [_convert(v, item, f"{where}.{i}") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        _, item = typing.get_args(tp)
+        return {str(k): _convert(v, item, f"{where}.{k}") for k, v in value.items()}
+    if tp is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if tp is float and isinstance(value, str):  # YAML 1.1 reads "1e-4" (no dot) as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    if tp is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if tp is bool and isinstance(value, bool):
+        return value
+    if tp is str and isinstance(value, str):
+        return value
+    raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+
+
+def unknown_key_error(key: str, valid: list[str], where: str) -> ConfigError:
+    close = difflib.get_close_matches(key, valid, n=1)
+    hint = f"; did you mean '{close[0]}'?" if close else f"; valid: {', '.join(sorted(valid))}"
+    return ConfigError(f"{where}{'.' if where else ''}{key}: unknown key{hint}")
+
+
+def build(cls, data: dict, where: str = ""):
+    """A ``cls`` instance from ``data``, refusing unknown keys and wrong types."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        if key not in names:
+            raise unknown_key_error(key, names, where)
+        kwargs[key] = _convert(value, hints[key], f"{where}.{key}" if where else key)
+    return cls(**kwargs)
+
+
+def _normalise(raw: dict) -> dict:
+    """Shorthands: ``loss: {mask: bce}`` -> ``{mask: {bce: 1.0}}``; extra model keys -> options."""
+    raw = dict(raw)
+
+    def loss_map(spec, where):
+        if spec is None:
+            return None
+        if not isinstance(spec, dict):
+            raise ConfigError(f"{where}: expected a mapping of head -> loss")
+        out = {}
+        for head, terms in spec.items():
+            out[head] = {terms: 1.0} if isinstance(terms, str) else terms
+        return out
+
+    if "loss" in raw:
+        raw["loss"] = loss_map(raw["loss"], "loss")
+    if isinstance(raw.get("stages"), list):
+        stages = []
+        for i, stage in enumerate(raw["stages"]):
+            if isinstance(stage, dict) and "loss" in stage:
+                stage = {**stage, "loss": loss_map(stage["loss"], f"stages.{i}.loss")}
+            stages.append(stage)
+        raw["stages"] = stages
+    if isinstance(raw.get("model"), dict):
+        model = dict(raw["model"])
+        options = dict(model.pop("options", {}) or {})
+        name = model.pop("name", "unet")
+        options.update(model)
+        raw["model"] = {"name": name, "options": options}
+    return raw
+
+
+def load_profiles(path: Path | None = None) -> dict:
+    return _read_yaml(path or EXPERIMENTS_DIR / "profiles.yaml")
+
+
+def load_config(
+    experiment: str | Path,
+    profile: str | None = None,
+    overrides: list[str] | tuple = (),
+    extra: dict | None = None,
+) -> Config:
+    """Read, merge, scale, override and check an experiment; raises ConfigError."""
+    raw = load_raw(resolve_path(experiment))
+    if profile:
+        profiles = load_profiles()
+        if profile not in profiles:
+            raise ConfigError(f"unknown profile '{profile}'; valid: {', '.join(profiles)}")
+        raw = deep_merge(raw, profiles[profile] or {})
+        raw["profile"] = profile
+    raw = deep_merge(raw, extra or {})
+    for text in overrides:
+        apply_override(raw, *parse_override(text))
+    config = build(Config, _normalise(raw))
+    check(config)
+    return config
+
+
+# --- checks that need the registries -------------------------------------------------------
+
+
+def scaled_stages(config: Config) -> list[StageConfig]:
+    """The stages after the profile's ``scale``: fewer samples, smaller sizes, fewer epochs."""
+    out = []
+    s = config.scale
+    for stage in config.stages:
+        size = min(stage.size, s.max_size) if s.max_size else stage.size
+        epochs = min(stage.epochs, s.max_epochs) if s.max_epochs else stage.epochs
+        samples = max(s.min_samples, round(stage.samples * s.samples))
+        out.append(dataclasses.replace(stage, size=size, epochs=epochs, samples=samples))
+    return out
+
+
+def check(config: Config) -> None:
+    from fgdepth.engine.stages import OPTIMIZERS, SCHEDULES
+    from fgdepth.losses import LOSSES
+    from fgdepth.models import MODELS
+
+    if config.model.name not in MODELS:
+        raise ConfigError(
+            f"model.name: unknown model '{config.model.name}'; valid: {', '.join(MODELS.names())}"
+        )
+    builder = MODELS.get(config.model.name)
+    params = list(inspect.signature(builder).parameters)
+    for key in config.model.options:
+        if key not in params:
+            raise unknown_key_error(key, params, "model")
+    model = builder(**config.model.options)
+    if config.precision not in PRECISIONS:
+        raise ConfigError(f"precision: '{config.precision}' is not one of {', '.join(PRECISIONS)}")
+    if not config.stages:
+        raise ConfigError("stages: an experiment needs at least one stage")
+    for kind, registry, name in (
+        ("optimizer", OPTIMIZERS, config.optimizer.name),
+        ("schedule", SCHEDULES, config.schedule.name),
+    ):
+        if name not in registry:
+            raise ConfigError(
+                f"{kind}.name: unknown {kind} '{name}'; valid: {', '.join(registry.names())}"
+            )
+    for i, stage in enumerate(config.stages):
+        where = f"stages.{i}"
+        for head, terms in (stage.loss or config.loss).items():
+            if head not in ("mask", "depth"):
+                raise ConfigError(f"{where}.loss.{head}: unknown head; valid: depth, mask")
+            for name in terms:
+                if name not in LOSSES:
+                    raise ConfigError(
+                        f"{where}.loss.{head}: unknown loss '{name}'; valid: "
+                        f"{', '.join(LOSSES.names())}"
+                    )
+        for group in stage.freeze:
+            if group not in model.groups:
+                raise ConfigError(
+                    f"{where}.freeze: unknown parameter group '{group}' of "
+                    f"{config.model.name}; valid: {', '.join(sorted(model.groups))}"
+                )
+        if stage.epochs < 1:
+            raise ConfigError(f"{where}.epochs: must be at least 1, got {stage.epochs}")
+        if stage.samples < 1:
+            raise ConfigError(f"{where}.samples: must be at least 1, got {stage.samples}")
+        if stage.size < 16 or stage.size % model.size_multiple:
+            raise ConfigError(
+                f"{where}.size: {config.model.name} takes sizes that are multiples "
+                f"of {model.size_multiple} (>= 16), got {stage.size}"
+            )
+        for key in stage.optimizer:
+            if key not in {f.name for f in dataclasses.fields(OptimizerConfig)}:
+                raise unknown_key_error(
+                    key, [f.name for f in dataclasses.fields(OptimizerConfig)], f"{where}.optimizer"
+                )
+        for key in stage.schedule:
+            if key not in {f.name for f in dataclasses.fields(ScheduleConfig)}:
+                raise unknown_key_error(
+                    key, [f.name for f in dataclasses.fields(ScheduleConfig)], f"{where}.schedule"
+                )
+    for stage in scaled_stages(config):
+        if stage.size % model.size_multiple:
+            raise ConfigError(
+                f"profile '{config.profile}' scales a stage to {stage.size} px, "
+                f"not a multiple of {model.size_multiple}"
+            )

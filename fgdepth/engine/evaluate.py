@@ -1,0 +1,73 @@
+"""Evaluation and prediction over cached samples, batched on the device."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from fgdepth.data.cache import ArrayCache
+from fgdepth.engine.precision import autocast
+from fgdepth.metrics import MetricAccumulator
+
+INPUTS = ("fg_bg", "bg", "mask", "depth")
+
+
+def to_device(batch: dict, device: torch.device) -> dict:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items() if k in INPUTS}
+
+
+@torch.no_grad()
+def predict(model: nn.Module, fg_bg, bg, precision: str = "fp32"):
+    """Mask probability and depth, each (B,1,H,W) float in [0, 1]."""
+    with autocast(fg_bg.device, precision):
+        mask_logits, depth_logits = model(fg_bg, bg)
+    return torch.sigmoid(mask_logits.float()), torch.sigmoid(depth_logits.float())
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    cache: ArrayCache,
+    indices: np.ndarray,
+    device: torch.device,
+    batch_size: int = 64,
+    precision: str = "fp32",
+) -> dict[str, float]:
+    """All metrics over ``indices`` (model put in eval mode, restored after)."""
+    was_training = model.training
+    model.eval()
+    acc = MetricAccumulator()
+    for start in range(0, len(indices), batch_size):
+        batch = to_device(cache.batch(indices[start : start + batch_size]), device)
+        mask, depth = predict(model, batch["fg_bg"], batch["bg"], precision)
+        acc.update(mask, depth, batch["mask"], batch["depth"])
+    model.train(was_training)
+    return acc.compute()
+
+
+def _image(chw: torch.Tensor) -> np.ndarray:
+    return (chw.permute(1, 2, 0).cpu().float().numpy() * 255).round().astype(np.uint8)
+
+
+@torch.no_grad()
+def sample_predictions(model, cache, indices, device, precision="fp32") -> list[dict]:
+    """The fixed picture samples: inputs, truths and predictions as (H,W[,3]) numpy arrays."""
+    if len(indices) == 0:
+        return []
+    was_training = model.training
+    model.eval()
+    batch = to_device(cache.batch(np.asarray(indices)), device)
+    mask, depth = predict(model, batch["fg_bg"], batch["bg"], precision)
+    model.train(was_training)
+    out = []
+    for i in range(len(mask)):
+        out.append({
+            "fg_bg": _image(batch["fg_bg"][i]),
+            "bg": _image(batch["bg"][i]),
+            "mask": batch["mask"][i, 0].cpu().numpy(),
+            "mask_pred": mask[i, 0].cpu().numpy(),
+            "depth": batch["depth"][i, 0].cpu().numpy(),
+            "depth_pred": depth[i, 0].cpu().numpy(),
+        })  # fmt: skip
+    return out

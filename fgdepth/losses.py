@@ -1,0 +1,63 @@
+"""Losses by name. Every loss takes logits and a target in [0, 1], both (B,1,H,W).
+
+``dice`` is a soft Dice on the sigmoid (a softmax over a 1-channel output is constant, so a
+softmax Dice has no gradient there); ``ssim`` is 1 - SSIM of the sigmoid with ``data_range=1``
+and a window that fits the image.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from pytorch_msssim import ssim as _ssim
+
+from fgdepth.registry import Registry
+
+LOSSES = Registry("loss")
+
+
+def ssim_window(size: int, largest: int = 11) -> int:
+    """The largest odd window up to ``largest`` that fits an image side of ``size``."""
+    win = min(largest, size if size % 2 else size - 1)
+    if win < 3:
+        raise ValueError(f"images of {size} px are too small for SSIM")
+    return win
+
+
+@LOSSES.register("bce")
+def bce_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return F.binary_cross_entropy_with_logits(logits.float(), target.float())
+
+
+@LOSSES.register("dice")
+def dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
+    """1 - soft Dice per image, averaged. ``eps`` keeps empty masks finite."""
+    prob = torch.sigmoid(logits.float()).flatten(1)
+    target = target.float().flatten(1)
+    inter = (prob * target).sum(1)
+    dice = (2 * inter + eps) / (prob.sum(1) + target.sum(1) + eps)
+    return 1 - dice.mean()
+
+
+@LOSSES.register("ssim")
+def ssim_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    prob = torch.sigmoid(logits.float())
+    win = ssim_window(min(prob.shape[-2:]))
+    return 1 - _ssim(prob, target.float(), data_range=1.0, win_size=win, size_average=True)
+
+
+@LOSSES.register("l1")
+def l1_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return F.l1_loss(torch.sigmoid(logits.float()), target.float())
+
+
+class HeadLoss:
+    """A weighted sum of named losses for one head, e.g. ``{"ssim": 1.0, "l1": 0.1}``."""
+
+    def __init__(self, terms: dict[str, float]):
+        if not terms:
+            raise ValueError("a head needs at least one loss")
+        self.terms = {name: (LOSSES.get(name), float(w)) for name, w in terms.items()}
+
+    def __call__(self, logits, target) -> torch.Tensor:
+        return sum(w * fn(logits, target) for fn, w in self.terms.values())

@@ -1,0 +1,106 @@
+"""Mask and depth metrics, accumulated over batches on the training device.
+
+Names as logged: ``mask_iou`` (pooled over pixels), ``mask_iou_image`` (mean per image),
+``mask_dice``, ``depth_rmse``, ``depth_absrel``, ``depth_delta1`` (on pixels with true depth
+> 0), ``depth_ssim``, ``depth_rmse_fg`` (inside the true mask), ``fg_distance_error``
+(|median predicted - median true depth inside the true mask|, per image, averaged) and
+``depth_iou_seed`` (IoU of depth > 0.5, the original study's measure, weak: for comparison).
+"""
+
+from __future__ import annotations
+
+import torch
+from pytorch_msssim import ssim
+
+from fgdepth.losses import ssim_window
+
+METRIC_NAMES = (
+    "mask_iou", "mask_iou_image", "mask_dice", "depth_rmse", "depth_absrel", "depth_delta1",
+    "depth_ssim", "depth_rmse_fg", "fg_distance_error", "depth_iou_seed",
+)  # fmt: skip
+# metrics where lower is better (the rest: higher is better)
+LOWER_IS_BETTER = {"depth_rmse", "depth_absrel", "depth_rmse_fg", "fg_distance_error"}
+
+
+def masked_median(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Per image median of ``values`` where ``mask``; NaN for an empty mask. (B,...) -> (B,)."""
+    v = values.flatten(1).float()
+    m = mask.flatten(1).bool()
+    v = torch.where(m, v, torch.full_like(v, float("inf")))
+    count = m.sum(1)
+    ordered = v.sort(dim=1).values
+    index = ((count - 1).clamp(min=0) // 2).unsqueeze(1)  # lower median, as torch.median
+    median = ordered.gather(1, index).squeeze(1)
+    return torch.where(count > 0, median, torch.full_like(median, float("nan")))
+
+
+class MetricAccumulator:
+    """Sums that make the metrics exact over any batching; ``compute`` returns floats."""
+
+    def __init__(self):
+        self.sums: dict[str, torch.Tensor] = {}
+
+    def _add(self, name: str, value: torch.Tensor) -> None:
+        value = value.detach().double()
+        self.sums[name] = self.sums[name] + value if name in self.sums else value
+
+    @torch.no_grad()
+    def update(self, mask_prob, depth_pred, mask, depth) -> None:
+        """Probabilities / predictions and truths, all (B,1,H,W) in [0, 1]."""
+        mask_prob, depth_pred = mask_prob.float(), depth_pred.float()
+        truth = mask > 0.5
+        pred = mask_prob > 0.5
+        inter = (pred & truth).flatten(1).sum(1).double()
+        union = (pred | truth).flatten(1).sum(1).double()
+        sizes = pred.flatten(1).sum(1).double() + truth.flatten(1).sum(1).double()
+        self._add("inter", inter.sum())
+        self._add("union", union.sum())
+        self._add("sizes", sizes.sum())
+        # an image with empty truth and empty prediction is a perfect 1
+        self._add("iou_image", torch.where(union > 0, inter / union.clamp(min=1), 1.0).sum())
+        self._add("images", torch.tensor(float(len(mask))))
+
+        valid = depth > 0
+        err = depth_pred - depth
+        self._add("sq", (err.square() * valid).sum())
+        self._add("valid", valid.sum())
+        self._add("absrel", ((err.abs() / depth.clamp(min=1e-6)) * valid).sum())
+        ratio = torch.maximum(
+            depth_pred / depth.clamp(min=1e-6), depth / depth_pred.clamp(min=1e-6)
+        )
+        self._add("delta1", ((ratio < 1.25) & valid).sum())
+        win = ssim_window(min(depth.shape[-2:]))
+        per_image = ssim(
+            depth_pred, depth.float(), data_range=1.0, win_size=win, size_average=False
+        )
+        self._add("ssim", per_image.sum())
+        self._add("sq_fg", (err.square() * truth).sum())
+        self._add("fg_pixels", truth.sum())
+        gap = (masked_median(depth_pred, truth) - masked_median(depth, truth)).abs()
+        has_fg = ~torch.isnan(gap)
+        self._add("fg_gap", torch.where(has_fg, gap, 0.0).sum())
+        self._add("fg_images", has_fg.sum())
+        dp, dt = depth_pred > 0.5, depth > 0.5
+        self._add("d_inter", (dp & dt).sum())
+        self._add("d_union", (dp | dt).sum())
+
+    def compute(self) -> dict[str, float]:
+        s = {k: float(v) for k, v in self.sums.items()}
+        if not s:
+            return {}
+
+        def ratio(a, b, empty=float("nan")):
+            return s[a] / s[b] if s[b] else empty
+
+        return {
+            "mask_iou": ratio("inter", "union", 1.0),
+            "mask_iou_image": ratio("iou_image", "images"),
+            "mask_dice": 2 * s["inter"] / s["sizes"] if s["sizes"] else 1.0,
+            "depth_rmse": ratio("sq", "valid") ** 0.5,
+            "depth_absrel": ratio("absrel", "valid"),
+            "depth_delta1": ratio("delta1", "valid"),
+            "depth_ssim": ratio("ssim", "images"),
+            "depth_rmse_fg": ratio("sq_fg", "fg_pixels") ** 0.5,
+            "fg_distance_error": ratio("fg_gap", "fg_images"),
+            "depth_iou_seed": ratio("d_inter", "d_union", 1.0),
+        }

@@ -1,0 +1,71 @@
+"""Glue between the command line and the layers: resolve data, track a run, train."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from fgdepth.config import Config
+from fgdepth.data import Dataset, SplitSpec, open_dataset
+from fgdepth.data.builtin import builtin_dataset
+
+log = logging.getLogger("fgdepth")
+BUILTIN = ("", "builtin", "none", None)
+
+
+def resolve_dataset(config: Config) -> Dataset:
+    """The configured dataset, or the built-in one (generated once, then reused)."""
+    data = config.data
+    if data.path in BUILTIN:
+        path = builtin_dataset(data.synth.n, data.synth.size, data.synth.seed, data.workers)
+    else:
+        path = Path(data.path)
+    return open_dataset(
+        path, SplitSpec(test=data.test, val=data.val, seed=data.split_seed), skip_bad=data.skip_bad
+    )
+
+
+def _resolve_transfers(config: Config) -> None:
+    """``init_from`` may name an MLflow run or model: fetch its checkpoint file."""
+    from fgdepth.tracking import download_checkpoint
+
+    for stage in config.stages:
+        if stage.init_from and not Path(stage.init_from).exists():
+            stage.init_from = str(download_checkpoint(stage.init_from))
+
+
+def train_tracked(
+    config: Config,
+    dataset: Dataset,
+    *,
+    tracking: str = "local",
+    experiment_name: str | None = None,
+    run_name: str | None = None,
+    entry_point: str | None = None,
+    callbacks=(),
+    system_metrics: bool = True,
+):
+    """Train ``config`` on ``dataset`` inside an MLflow run; returns (FitResult, run_id)."""
+    from fgdepth import tracking as trk
+    from fgdepth.engine import fit
+
+    settings = trk.setup_tracking(tracking)
+    _resolve_transfers(config)
+    with trk.tracked_run(
+        experiment_name or trk.DEFAULT_EXPERIMENT,
+        run_name or entry_point or config.name,
+        settings.get("artifact_root"),
+        system_metrics=system_metrics,
+    ) as run:
+        run_id = run.info.run_id
+        cb = trk.MLflowCallback(run_id, dataset.fingerprint(), entry_point)
+        result = fit(config, dataset, [cb, *callbacks])
+    return result, run_id
+
+
+def quiet_libraries() -> None:
+    """Keep the console for progress and results: MLflow and Alembic chatter goes to warnings."""
+    for name in ("mlflow", "alembic", "urllib3"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    os.environ.setdefault("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "5")

@@ -1,0 +1,316 @@
+"""MLflow tracking: the only module of the training path that imports mlflow.
+
+Where runs go: ``MLFLOW_TRACKING_URI`` when set, else ``mlruns_config/local.yaml`` (a SQLite
+store and a local artifact folder). Under ``mlflow run`` the run that MLflow created
+(``MLFLOW_RUN_ID``) is adopted. A run that fails ends FAILED (KILLED on Ctrl-C) with the
+reason in the ``fgdepth.failure`` tag: never left RUNNING.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+
+import mlflow
+import yaml
+from mlflow.tracking import MlflowClient
+
+from fgdepth.config import Config
+from fgdepth.data.preview import colour_depth, grid, to_rgb
+from fgdepth.engine.callbacks import Callback, EpochResult, FitResult, StageResult
+from fgdepth.engine.checkpoint import save_checkpoint
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CONFIG_DIR = REPO_ROOT / "mlruns_config"
+DEFAULT_EXPERIMENT = "fgdepth"
+
+
+def read_tracking_config(name_or_path: str = "local") -> dict:
+    path = Path(name_or_path)
+    if not path.exists():
+        path = CONFIG_DIR / f"{name_or_path}.yaml"
+    with open(path) as f:
+        data = yaml.safe_load(f) or {}
+    return {k: os.path.expandvars(str(v)) if v is not None else None for k, v in data.items()}
+
+
+def setup_tracking(config_name: str = "local") -> dict:
+    """Point mlflow at the store; returns the tracking settings in use."""
+    settings = read_tracking_config(config_name)
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or settings["tracking_uri"]
+    settings["tracking_uri"] = uri
+    mlflow.set_tracking_uri(uri)
+    return settings
+
+
+def experiment_id(name: str, artifact_root: str | None) -> str:
+    """The id of experiment ``name``, created with a local artifact folder if it is new."""
+    client = MlflowClient()
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    location = None
+    if artifact_root and "://" not in artifact_root:
+        location = (Path(artifact_root).resolve() / name).as_uri()
+    elif artifact_root:
+        location = f"{artifact_root.rstrip('/')}/{name}"
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except mlflow.exceptions.MlflowException:
+        return client.get_experiment_by_name(name).experiment_id  # created meanwhile
+
+
+def flatten(data: dict, prefix: str = "") -> dict[str, str]:
+    out = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, name + "."))
+        elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            for i, item in enumerate(value):
+                out.update(flatten(item, f"{name}.{i}."))
+        else:
+            out[name] = str(value)[:6000]
+    return out
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def loss_label(config: Config) -> str:
+    """e.g. 'mask=bce+dice,depth=ssim+l1' (the first stage's losses)."""
+    terms = config.stages[0].loss or config.loss
+    return ",".join(f"{head}={'+'.join(terms[head])}" for head in ("mask", "depth"))
+
+
+def picture(images: list[dict]):
+    """fg_bg | bg | true mask | predicted mask | true depth | predicted depth, a row a sample."""
+    rows = [
+        [
+            s["fg_bg"],
+            s["bg"],
+            to_rgb(s["mask"]),
+            to_rgb(s["mask_pred"]),
+            colour_depth(s["depth"]),
+            colour_depth(s["depth_pred"]),
+        ]
+        for s in images
+    ]
+    titles = ["fg_bg", "bg", "mask", "mask pred", "depth", "depth pred"]
+    return grid(rows, titles)
+
+
+class MLflowCallback(Callback):
+    """Logs params, per-epoch metrics, per-stage test metrics and pictures, the model."""
+
+    def __init__(self, run_id: str, dataset_fingerprint: str, entry_point: str | None = None):
+        self.run_id = run_id
+        self.client = MlflowClient()
+        self.fingerprint = dataset_fingerprint
+        self.entry_point = entry_point
+        self.tmp = tempfile.TemporaryDirectory(prefix="fgdepth-")
+
+    def _metrics(self, values: dict[str, float], prefix: str, step: int) -> None:
+        metrics = [
+            mlflow.entities.Metric(f"{prefix}{k}", float(v), _now(), step)
+            for k, v in values.items()
+            if v == v
+        ]  # NaN (nothing to measure) left out
+        if metrics:
+            self.client.log_batch(self.run_id, metrics=metrics)
+
+    def on_fit_start(self, config: Config, model, info: dict) -> None:
+        params = flatten(config.to_dict())
+        params["precision_resolved"] = info["precision"]
+        params["device"] = info["device"]
+        for i, stage in enumerate(info["stages"]):  # after the profile's scaling
+            params[f"run.stages.{i}"] = f"{stage.size}px x {stage.samples} x {stage.epochs}ep"
+        # under `mlflow run` the entry point's own parameters are logged already, as given
+        given = self.client.get_run(self.run_id).data.params
+        params = {
+            (f"{k}.resolved" if k in given and given[k] != v else k): v
+            for k, v in params.items()
+            if given.get(k) != v
+        }
+        items = list(params.items())
+        for start in range(0, len(items), 100):
+            self.client.log_batch(
+                self.run_id,
+                params=[mlflow.entities.Param(k, v) for k, v in items[start : start + 100]],
+            )
+        tags = {
+            "fgdepth.experiment": config.name,
+            "fgdepth.entry_point": self.entry_point or config.name,
+            "fgdepth.losses": loss_label(config),
+            "fgdepth.model": config.model.name,
+            "fgdepth.profile": config.profile,
+            "fgdepth.dataset": config.data.path or "builtin",
+            "fgdepth.dataset_fingerprint": self.fingerprint[:16],
+            "fgdepth.parameters": str(sum(p.numel() for p in model.parameters())),
+        }
+        commit = git_commit()
+        if commit:
+            tags["fgdepth.git_commit"] = commit
+        if info["skipped_rows"]:
+            tags["fgdepth.skipped_rows"] = json.dumps(info["skipped_rows"])[:5000]
+        for key, value in tags.items():
+            self.client.set_tag(self.run_id, key, value)
+        path = Path(self.tmp.name) / "config.yaml"
+        path.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+        self.client.log_artifact(self.run_id, str(path))
+
+    def on_epoch_end(self, result: EpochResult, model) -> None:
+        self._metrics(result.train, "train_", result.step)
+        self._metrics(result.val, "val_", result.step)
+        self._metrics(
+            {"lr": result.lr, "samples_per_s": result.samples_per_s, "stage": result.stage},
+            "",
+            result.step,
+        )
+
+    def on_stage_end(self, result: StageResult, model) -> None:
+        self._metrics(result.test, "test_", result.stage)
+        if result.images:
+            name = f"stage{result.stage}_{result.config.name or result.stage}.png"
+            self.client.log_image(self.run_id, picture(result.images), f"samples/{name}")
+
+    def on_fit_end(self, result: FitResult) -> None:
+        self._metrics(result.metrics, "", 0)
+        self._metrics(
+            {
+                "train_minutes": result.seconds / 60,
+                "train_samples_per_s": result.train_samples_per_s,
+            },
+            "",
+            0,
+        )
+        summary = {
+            "metrics": result.metrics,
+            "minutes": result.seconds / 60,
+            "train_samples_per_s": result.train_samples_per_s,
+            "stopped_early": result.stopped_early,
+            "stages": [
+                {"name": s.config.name, "size": s.config.size, "test": s.test}
+                for s in result.stages
+            ],
+        }
+        folder = Path(self.tmp.name)
+        (folder / "metrics.json").write_text(json.dumps(summary, indent=2))
+        self.client.log_artifact(self.run_id, str(folder / "metrics.json"))
+        if result.stopped_early:
+            self.client.set_tag(self.run_id, "fgdepth.stopped_early", result.stopped_early)
+        config = result.config
+        last_size = result.stages[-1].config.size
+        ckpt = save_checkpoint(
+            folder / "model.pt",
+            result.model,
+            config.model.name,
+            config.model.options,
+            config=config.to_dict(),
+            size=last_size,
+            metrics=result.metrics,
+        )
+        self.client.log_artifact(self.run_id, str(ckpt), "checkpoint")
+        log_model(self.run_id, result.model, last_size)
+
+
+def log_model(run_id: str, model, size: int) -> None:
+    """The model as an MLflow PyTorch model (pickle format) in the run."""
+    import mlflow.pytorch
+    import torch
+
+    with _active(run_id):
+        mlflow.pytorch.log_model(
+            model.cpu().eval(), name="model", serialization_format="pickle",
+            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+            metadata={"fgdepth_size": size},
+        )  # fmt: skip
+
+
+@contextlib.contextmanager
+def _active(run_id: str):
+    """Make ``run_id`` the active fluent run for APIs that need one."""
+    active = mlflow.active_run()
+    if active is not None and active.info.run_id == run_id:
+        yield
+        return
+    with mlflow.start_run(run_id=run_id):
+        yield
+
+
+def _now() -> int:
+    import time
+
+    return int(time.time() * 1000)
+
+
+@contextlib.contextmanager
+def tracked_run(
+    experiment_name: str,
+    run_name: str | None,
+    artifact_root: str | None,
+    tags: dict | None = None,
+    system_metrics: bool = True,
+):
+    """Start (or adopt, under ``mlflow run``) a run; end it FINISHED, FAILED or KILLED."""
+    run_id = os.environ.get("MLFLOW_RUN_ID")
+    if run_id:
+        run = mlflow.start_run(run_id=run_id, log_system_metrics=system_metrics)
+    else:
+        exp = experiment_id(
+            os.environ.get("MLFLOW_EXPERIMENT_NAME") or experiment_name, artifact_root
+        )
+        run = mlflow.start_run(
+            experiment_id=exp, run_name=run_name, tags=tags, log_system_metrics=system_metrics
+        )
+    try:
+        yield run
+    except KeyboardInterrupt:
+        mlflow.set_tag("fgdepth.failure", "interrupted (Ctrl-C / SIGINT)")
+        mlflow.end_run("KILLED")
+        raise
+    except BaseException as exc:
+        mlflow.set_tag("fgdepth.failure", f"{type(exc).__name__}: {exc}"[:5000])
+        mlflow.end_run("FAILED")
+        raise
+    else:
+        mlflow.end_run("FINISHED")
+
+
+def load_logged_model(spec: str):
+    """A model from a checkpoint file or an MLflow model URI (``runs:/ID/model``,
+    ``models:/name@alias``); returns (model in eval mode, the size it was trained at)."""
+    from fgdepth.engine.checkpoint import load_model
+
+    if Path(spec).exists():
+        model, data = load_model(spec)
+        return model, data.get("size")
+    if "://" not in spec and not spec.startswith(("runs:/", "models:/")):
+        raise FileNotFoundError(f"{spec}: no such checkpoint file or MLflow model URI")
+    import mlflow.pytorch
+
+    model = mlflow.pytorch.load_model(spec, map_location="cpu")
+    info = mlflow.models.get_model_info(spec)
+    return model.eval(), (info.metadata or {}).get("fgdepth_size")
+
+
+def download_checkpoint(spec: str) -> Path:
+    """The checkpoint file of a run: ``runs:/ID[/...]`` or a bare run id."""
+    run_id = spec.split("/")[1] if spec.startswith("runs:/") else spec
+    try:
+        return Path(
+            mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="checkpoint/model.pt")
+        )
+    except mlflow.exceptions.MlflowException as exc:
+        raise FileNotFoundError(f"{spec}: no checkpoint found in that run ({exc})") from None

@@ -1,0 +1,138 @@
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from fgdepth.config import ConfigError, load_config
+from fgdepth.engine import Callback, DivergenceError, fit
+from fgdepth.metrics import METRIC_NAMES
+
+
+class Recorder(Callback):
+    def __init__(self):
+        self.events, self.states = [], {}
+
+    def on_fit_start(self, config, model, info):
+        self.model = model
+        self.events.append("fit_start")
+
+    def _snapshot(self):
+        return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+
+    def on_stage_start(self, stage, config):
+        self.events.append(f"stage_start {stage}")
+        self.states[("start", stage)] = self._snapshot()
+
+    def on_epoch_end(self, result, model):
+        self.events.append(f"epoch {result.stage}.{result.epoch} step {result.step}")
+
+    def on_stage_end(self, result, model):
+        self.events.append(f"stage_end {result.stage}")
+        self.states[("end", result.stage)] = self._snapshot()
+
+    def on_fit_end(self, result):
+        self.events.append("fit_end")
+
+
+def test_fit_runs_all_stages_and_reports_every_metric(train_dataset):
+    config = load_config("default", "smoke")
+    rec = Recorder()
+    result = fit(config, train_dataset, [rec])
+    assert rec.events == [
+        "fit_start",
+        "stage_start 0",
+        "epoch 0.0 step 0",
+        "stage_end 0",
+        "stage_start 1",
+        "epoch 1.0 step 1",
+        "stage_end 1",
+        "stage_start 2",
+        "epoch 2.0 step 2",
+        "stage_end 2",
+        "fit_end",
+    ]
+    assert set(result.metrics) == set(METRIC_NAMES)
+    assert len(result.stages) == 3 and len(result.stages[0].images) == 3
+    assert result.train_samples_per_s > 0 and result.stopped_early is None
+
+
+def _group_state(model, group):
+    keys = set()
+    for module in model.group_modules(group):
+        for name, _ in module.named_parameters():
+            keys.add(name)
+        for name, _ in module.named_buffers():
+            keys.add(name)
+    prefix = {id(m): n for n, m in model.named_modules()}
+    out = []
+    for module in model.group_modules(group):
+        base = prefix[id(module)]
+        out += [
+            f"{base}.{k}"
+            for k in list(dict(module.named_parameters())) + list(dict(module.named_buffers()))
+        ]
+    return out
+
+
+def test_frozen_groups_stay_bit_identical_and_weights_carry_over(train_dataset):
+    config = load_config("staged_transfer", "smoke")
+    rec = Recorder()
+    fit(config, train_dataset, [rec])
+    model = rec.model
+    # stage 1 freezes trunk and mask: weights and BatchNorm statistics do not move
+    frozen = _group_state(model, "trunk") + _group_state(model, "mask")
+    assert any("running_mean" in k for k in frozen)
+    for key in frozen:
+        assert torch.equal(rec.states[("start", 1)][key], rec.states[("end", 1)][key]), key
+    trained = _group_state(model, "depth")
+    assert any(
+        not torch.equal(rec.states[("start", 1)][k], rec.states[("end", 1)][k]) for k in trained
+    )
+    # stage 2 freezes depth and trains the rest
+    for key in trained:
+        assert torch.equal(rec.states[("start", 2)][key], rec.states[("end", 2)][key]), key
+    assert any(
+        not torch.equal(rec.states[("start", 2)][k], rec.states[("end", 2)][k]) for k in frozen
+    )
+    # each stage starts from the weights the previous one ended with
+    for stage in (1, 2):
+        start, end = rec.states[("start", stage)], rec.states[("end", stage - 1)]
+        assert all(torch.equal(start[k], end[k]) for k in start)
+
+
+def test_divergence_stops_with_a_clear_message(train_dataset):
+    config = load_config(
+        "default", "smoke", ["optimizer.lr=1e12", "optimizer.name=sgd", "schedule.name=constant"]
+    )
+    with pytest.raises(DivergenceError, match="loss became .* try a lower learning rate"):
+        fit(config, train_dataset)
+
+
+def test_max_minutes_stops_after_the_current_epoch(train_dataset):
+    config = load_config("default", "smoke", ["max_minutes=0.00001"])
+    result = fit(config, train_dataset)
+    assert len(result.stages) == 1 and "max_minutes" in result.stopped_early
+
+
+def test_more_samples_than_the_split_is_refused(train_dataset):
+    config = load_config(
+        "default", None, ["stages.0.samples=100000", "stages.0.size=32", "data.workers=1"]
+    )
+    with pytest.raises(ConfigError, match="more than the .* samples of the train split"):
+        fit(config, train_dataset)
+
+
+def test_same_seed_same_result(train_dataset):
+    config = load_config("bce_ssim", "smoke", ["deterministic=true", "precision=fp32"])
+    a, b = fit(config, train_dataset), fit(config, train_dataset)
+    assert a.metrics == b.metrics
+
+
+def test_the_engine_does_not_import_tracking_or_tuning():
+    code = (
+        "import sys, fgdepth.engine, fgdepth.data, fgdepth.models, fgdepth.losses, "
+        "fgdepth.metrics; print(sorted(m for m in ('mlflow', 'optuna') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

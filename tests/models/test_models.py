@@ -1,0 +1,46 @@
+import pytest
+import torch
+
+from fgdepth.models import MODELS, build_model
+
+
+def count(params):
+    return sum(p.numel() for p in params)
+
+
+def test_seed_network_has_the_original_parameter_counts():
+    model = build_model("seed")
+    assert count(model.parameters()) == 8_801_568
+    mask_branch = model.group_parameters("trunk") + model.group_parameters("mask")
+    assert count(mask_branch) == 152_544
+
+
+@pytest.mark.parametrize("name", MODELS.names())
+def test_models_map_pairs_to_mask_and_depth_logits(name):
+    model = build_model(name)
+    fg_bg, bg = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)
+    mask, depth = model(fg_bg, bg)
+    assert mask.shape == depth.shape == (2, 1, 32, 32)
+    (mask.mean() + depth.mean()).backward()
+    assert all(p.grad is not None for p in model.parameters())
+
+
+@pytest.mark.parametrize("name", MODELS.names())
+def test_groups_cover_every_parameter_once(name):
+    model = build_model(name)
+    ids = [id(p) for g in ("trunk", "mask", "depth") for p in model.group_parameters(g)]
+    assert len(ids) == len(set(ids)) == len(list(model.parameters()))
+
+
+def test_default_model_is_much_smaller_than_the_seed():
+    assert count(build_model("unet").parameters()) < count(build_model("seed").parameters()) / 5
+
+
+def test_unknown_model_lists_valid_names():
+    with pytest.raises(KeyError, match="valid: seed, unet"):
+        build_model("resnet")
+
+
+def test_unknown_group_lists_valid_names():
+    with pytest.raises(KeyError, match="valid: .*depth.*mask"):
+        build_model("unet").group_modules("decoder_head")

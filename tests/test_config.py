@@ -1,0 +1,78 @@
+import pytest
+
+from fgdepth.config import EXPERIMENTS_DIR, ConfigError, load_config, scaled_stages
+
+EXPERIMENTS = sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.yaml") if p.stem != "profiles")
+
+
+@pytest.mark.parametrize("profile", ["smoke", "cpu", "full"])
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_every_experiment_loads_under_every_profile(name, profile):
+    config = load_config(name, profile)
+    assert config.name == name and config.profile == profile
+
+
+def test_experiments_inherit_and_list_only_what_differs():
+    base, bce_ssim = load_config("default"), load_config("bce_ssim")
+    assert bce_ssim.loss == {"mask": {"bce": 1.0}, "depth": {"ssim": 1.0}}
+    assert bce_ssim.stages == base.stages and bce_ssim.model == base.model
+
+
+def test_seed_original_uses_the_original_recipe():
+    c = load_config("seed_original")
+    assert c.model.name == "seed" and c.model.options == {}
+    assert (c.optimizer.name, c.optimizer.lr) == ("sgd", 0.01)
+    assert (c.schedule.name, c.schedule.step_size, c.schedule.gamma) == ("step", 2, 0.1)
+    assert [(s.size, s.samples) for s in c.stages] == [(64, 180000), (96, 60000), (192, 20000)]
+
+
+def test_profile_scales_stages():
+    stages = scaled_stages(load_config("default", "smoke"))
+    assert all(s.size == 32 and s.epochs == 1 and s.samples >= 16 for s in stages)
+
+
+def test_set_overrides_nested_values_and_list_items():
+    c = load_config("default", None, ["optimizer.lr=0.5", "stages.1.epochs=7", "model.width=8"])
+    assert c.optimizer.lr == 0.5 and c.stages[1].epochs == 7 and c.model.options["width"] == 8
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["optimiser.lr=0.1"], "optimiser: unknown key; did you mean 'optimizer'?"),
+        (["optimizer.lr=fast"], "optimizer.lr: expected float, got 'fast'"),
+        (["model.name=resnet"], "unknown model 'resnet'; valid: seed, unet"),
+        (["loss.mask=focal"], "unknown loss 'focal'; valid: bce, dice, l1, ssim"),
+        (["stages.0.freeze=[heads]"], "unknown parameter group 'heads'"),
+        (["stages.0.epochs=0"], "stages.0.epochs: must be at least 1"),
+        (["stages.0.size=72"], "multiples of 16"),
+        (["stages.9.epochs=1"], "'9' is not an index"),
+        (["model.depth=3"], "model.depth: unknown key"),
+        (["precision=fp8"], "precision: 'fp8' is not one of"),
+        (["optimizer.name=lion"], "unknown optimizer 'lion'"),
+        (["schedule.name=poly"], "unknown schedule 'poly'"),
+        (["lr"], "expected KEY=VALUE"),
+    ],
+)
+def test_bad_config_is_one_clear_line(overrides, message):
+    with pytest.raises(ConfigError) as err:
+        load_config("default", "smoke", overrides)
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_unknown_experiment_and_profile_list_valid_names():
+    with pytest.raises(ConfigError, match="valid: .*bce_ssim"):
+        load_config("bce_sim")
+    with pytest.raises(ConfigError, match="valid: smoke, cpu, full"):
+        load_config("default", "tiny")
+
+
+def test_yaml_errors_and_unknown_top_level_keys(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    bad.write_text("inherit: default\nepochs: 3\n")
+    with pytest.raises(ConfigError, match="epochs: unknown key"):
+        load_config(bad)

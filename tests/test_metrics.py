@@ -1,0 +1,75 @@
+import pytest
+import torch
+
+from fgdepth.metrics import METRIC_NAMES, MetricAccumulator, masked_median
+
+
+def _batch():
+    mask = torch.zeros(2, 1, 8, 8)
+    mask[0, 0, :4, :4] = 1  # 16 pixels
+    mask[1, 0, 2:6, 2:6] = 1
+    depth = torch.full((2, 1, 8, 8), 0.25)
+    depth[mask > 0] = 0.75
+    return mask, depth
+
+
+def test_perfect_prediction():
+    mask, depth = _batch()
+    acc = MetricAccumulator()
+    acc.update(mask, depth, mask, depth)
+    m = acc.compute()
+    assert set(m) == set(METRIC_NAMES)
+    assert m["mask_iou"] == m["mask_iou_image"] == m["mask_dice"] == 1.0
+    assert m["depth_rmse"] == m["depth_absrel"] == m["depth_rmse_fg"] == 0.0
+    assert m["fg_distance_error"] == 0.0
+    assert m["depth_delta1"] == 1.0 and m["depth_iou_seed"] == 1.0
+    assert m["depth_ssim"] == pytest.approx(1.0)
+
+
+def test_known_values():
+    mask, depth = _batch()
+    pred_mask = torch.zeros_like(mask)
+    pred_mask[0, 0, :4, :2] = 1  # half of image 0's foreground, nothing in image 1
+    pred_depth = depth + 0.1  # everywhere off by 0.1
+    acc = MetricAccumulator()
+    acc.update(pred_mask, pred_depth, mask, depth)
+    m = acc.compute()
+    assert m["mask_iou"] == pytest.approx(8 / 32)
+    assert m["mask_iou_image"] == pytest.approx((0.5 + 0.0) / 2)
+    assert m["mask_dice"] == pytest.approx(2 * 8 / (8 + 32))
+    assert m["depth_rmse"] == pytest.approx(0.1, abs=1e-6)
+    assert m["depth_rmse_fg"] == pytest.approx(0.1, abs=1e-6)
+    assert m["fg_distance_error"] == pytest.approx(0.1, abs=1e-6)
+    n_bg, n_fg = 128 - 32, 32
+    assert m["depth_absrel"] == pytest.approx((n_bg * 0.1 / 0.25 + n_fg * 0.1 / 0.75) / 128)
+    assert m["depth_delta1"] == pytest.approx(n_fg / 128)  # 0.35/0.25 = 1.4 fails, 0.85/0.75 ok
+
+
+def test_batching_does_not_change_the_result():
+    g = torch.Generator().manual_seed(0)
+    mask = (torch.rand(6, 1, 16, 16, generator=g) > 0.7).float()
+    depth = torch.rand(6, 1, 16, 16, generator=g)
+    pm, pd = torch.rand(6, 1, 16, 16, generator=g), torch.rand(6, 1, 16, 16, generator=g)
+    whole, parts = MetricAccumulator(), MetricAccumulator()
+    whole.update(pm, pd, mask, depth)
+    parts.update(pm[:2], pd[:2], mask[:2], depth[:2])
+    parts.update(pm[2:], pd[2:], mask[2:], depth[2:])
+    a, b = whole.compute(), parts.compute()
+    for key in METRIC_NAMES:
+        assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-8), key
+
+
+def test_masked_median_matches_torch_median_and_empty_is_nan():
+    values = torch.tensor([[5.0, 1.0, 3.0, 9.0], [2.0, 2.0, 2.0, 2.0]])
+    mask = torch.tensor([[1, 1, 1, 0], [0, 0, 0, 0]]).bool()
+    med = masked_median(values, mask)
+    assert med[0] == torch.tensor([5.0, 1.0, 3.0]).median()
+    assert torch.isnan(med[1])
+
+
+def test_depth_iou_seed_rewards_a_constant_map():
+    """The study's depth 'IoU' is weak: a constant map can score well. Here it scores 0.5."""
+    depth = torch.cat([torch.full((1, 1, 4, 8), 0.9), torch.full((1, 1, 4, 8), 0.4)], 2)
+    acc = MetricAccumulator()
+    acc.update(torch.zeros_like(depth), torch.full_like(depth, 0.6), torch.zeros_like(depth), depth)
+    assert acc.compute()["depth_iou_seed"] == pytest.approx(0.5)

@@ -1,0 +1,181 @@
+"""The MLflow Project entry points, run as a user would: `mlflow run . -e NAME`."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+REPO = Path(__file__).resolve().parent.parent
+ENTRY_POINTS = list(yaml.safe_load((REPO / "MLproject").read_text())["entry_points"])
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """A fresh SQLite tracking store, created here before any run touches it."""
+    folder = tmp_path_factory.mktemp("store")
+    uri = f"sqlite:///{folder}/mlflow.db"
+    MlflowClient(uri).search_experiments()  # creates the tables from one process
+    return folder, uri
+
+
+def _run(args, cwd, uri, check=True, **kw):
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    out = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=600, **kw)
+    if check and out.returncode != 0:
+        raise AssertionError(f"{args} failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
+    return out
+
+
+def test_every_loss_combination_has_an_entry_point():
+    assert set(ENTRY_POINTS) == {
+        "main",
+        "bce",
+        "dice",
+        "ssim",
+        "bce_ssim",
+        "dice_ssim",
+        "staged_transfer",
+    }
+
+
+@pytest.mark.parametrize("entry_point", ENTRY_POINTS)
+def test_entry_point_gives_a_tracked_run(entry_point, store):
+    folder, uri = store
+    _run(
+        [
+            "mlflow",
+            "run",
+            str(REPO),
+            "-e",
+            entry_point,
+            "--env-manager",
+            "local",
+            "--experiment-name",
+            "smoke",
+            "-P",
+            "profile=smoke",
+        ],
+        folder,
+        uri,
+    )
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("smoke")
+    runs = client.search_runs([exp.experiment_id], f"tags.`fgdepth.entry_point` = '{entry_point}'")
+    assert len(runs) == 1
+    run = runs[0]
+    assert run.info.status == "FINISHED"
+    metrics = run.data.metrics
+    for name in (
+        "mask_iou",
+        "mask_dice",
+        "depth_rmse",
+        "depth_absrel",
+        "depth_delta1",
+        "depth_ssim",
+        "depth_rmse_fg",
+        "fg_distance_error",
+        "depth_iou_seed",
+    ):
+        assert 0 <= metrics[name] <= 1.5, name
+    history = client.get_metric_history(run.info.run_id, "val_mask_iou")
+    assert [m.step for m in history] == list(range(len(history))) and len(history) == 3
+    assert len(client.get_metric_history(run.info.run_id, "test_depth_rmse")) == 3
+    tags = run.data.tags
+    assert tags["fgdepth.model"] == "unet" and "mask=" in tags["fgdepth.losses"]
+    assert len(tags["fgdepth.dataset_fingerprint"]) == 16
+    files = {f.path for f in client.list_artifacts(run.info.run_id)}
+    assert {"config.yaml", "metrics.json", "samples", "checkpoint"} <= files
+    pictures = [f.path for f in client.list_artifacts(run.info.run_id, "samples")]
+    assert len(pictures) == 3 and all(p.endswith(".png") for p in pictures)
+    local = client.download_artifacts(run.info.run_id, pictures[0], str(folder / "dl"))
+    from PIL import Image
+
+    assert Image.open(local).size[0] > 6 * 32  # six 32 px columns: fg_bg .. depth pred
+    summary = json.loads(
+        Path(
+            client.download_artifacts(run.info.run_id, "metrics.json", str(folder / "dl"))
+        ).read_text()
+    )
+    assert summary["metrics"]["mask_iou"] == pytest.approx(metrics["mask_iou"])
+
+
+def test_bad_config_fails_before_any_run_is_created(store, tmp_path):
+    folder, uri = store
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("inherit: default\nstages:\n  - {size: 64, samples: 10, epochs: 0}\n")
+    before = len(
+        MlflowClient(uri).search_runs(
+            [e.experiment_id for e in MlflowClient(uri).search_experiments()]
+        )
+    )
+    out = _run(
+        [sys.executable, "-m", "fgdepth", "train", "--config", str(bad)], folder, uri, check=False
+    )
+    assert out.returncode == 2
+    assert out.stderr.strip() == "fgdepth: stages.0.epochs: must be at least 1, got 0"
+    after = len(
+        MlflowClient(uri).search_runs(
+            [e.experiment_id for e in MlflowClient(uri).search_experiments()]
+        )
+    )
+    assert after == before
+
+
+def test_a_failing_run_ends_failed_with_the_reason(store):
+    folder, uri = store
+    out = _run(
+        [
+            sys.executable,
+            "-m",
+            "fgdepth",
+            "train",
+            "--profile",
+            "smoke",
+            "--experiment-name",
+            "failing",
+            "--set",
+            "optimizer.lr=1e12",
+            "--set",
+            "optimizer.name=sgd",
+            "--set",
+            "schedule.name=constant",
+        ],
+        folder,
+        uri,
+        check=False,
+    )
+    assert out.returncode != 0
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("failing").experiment_id])
+    assert len(runs) == 1 and runs[0].info.status == "FAILED"
+    assert "DivergenceError: loss became" in runs[0].data.tags["fgdepth.failure"]
+
+
+def test_evaluate_prints_json_metrics_for_a_logged_model(store):
+    folder, uri = store
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("smoke")
+    run = client.search_runs([exp.experiment_id], "tags.`fgdepth.entry_point` = 'bce_ssim'")[0]
+    data = run.data.params.get("data.path.resolved") or run.data.params.get("data.path")
+    dataset = next(Path(os.environ["FGDEPTH_CACHE"], "datasets").glob("synth-n40-s64-seed0"))
+    assert data in ("None", None)
+    for model in (
+        f"runs:/{run.info.run_id}/model",
+        client.download_artifacts(run.info.run_id, "checkpoint/model.pt", str(folder / "ck")),
+    ):
+        out = _run(
+            [sys.executable, "-m", "fgdepth", "evaluate", "--model", model, "--data", str(dataset)],
+            folder,
+            uri,
+        )
+        result = json.loads(out.stdout)
+        assert result["split"] == "test" and result["size"] == 32
+        # the same model on the same split gives the metrics the run logged
+        assert result["metrics"]["mask_iou"] == pytest.approx(
+            run.data.metrics["mask_iou"], abs=1e-5
+        )
