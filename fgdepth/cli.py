@@ -123,6 +123,29 @@ def _evaluate(args) -> int:
     return 0
 
 
+def _study(args) -> int:
+    import mlflow
+
+    from fgdepth.runner import quiet_libraries
+    from fgdepth.study import STUDY, comparison_picture, markdown_table, run_study, ui_hint
+
+    quiet_libraries()
+    names = args.experiments.split(",") if args.experiments else STUDY
+    rows = run_study(
+        names, args.profile, args.data, args.seed or 0, args.tracking, args.experiment_name
+    )
+    table = markdown_table(rows)
+    print("\n" + table)
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "comparison.md").write_text(table + "\n")
+        comparison_picture(rows).save(out / "comparison.png")
+        print(f"\ntable and picture: {out}/comparison.md, {out}/comparison.png")
+    print(f"\nCompare the runs in the MLflow UI:\n  {ui_hint(mlflow.get_tracking_uri())}")
+    return 0
+
+
 def _add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--profile",
@@ -157,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--backgrounds",
         type=int,
         default=None,
-        help="number of backgrounds (default: one per 50 samples, at least 10)",
+        help="number of backgrounds (default: one per 20 samples, at least 10)",
     )
     synth.add_argument("--zip", action="store_true", help="write one .zip instead of a folder")
     synth.add_argument("--workers", type=int, default=default_workers())
@@ -177,6 +200,16 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--run-name", default=None)
     train.add_argument("--entry-point", default=None, help=argparse.SUPPRESS)
     train.set_defaults(run=_train)
+
+    study = sub.add_parser("study", help="the main job: every loss combination, compared")
+    study.add_argument(
+        "--experiments",
+        default=None,
+        help="comma-separated experiment names (default: all entry points)",
+    )
+    study.add_argument("--out", default="outputs/study", help="where the comparison is written")
+    _add_train_options(study)
+    study.set_defaults(run=_study, profile="cpu")
 
     ev = sub.add_parser("evaluate", help="metrics of a model on a dataset, as JSON")
     ev.add_argument(

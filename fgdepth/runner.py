@@ -49,6 +49,7 @@ def train_tracked(
     """Train ``config`` on ``dataset`` inside an MLflow run; returns (FitResult, run_id)."""
     from fgdepth import tracking as trk
     from fgdepth.engine import fit
+    from fgdepth.engine.callbacks import ConsoleCallback
 
     settings = trk.setup_tracking(tracking)
     _resolve_transfers(config)
@@ -60,7 +61,8 @@ def train_tracked(
     ) as run:
         run_id = run.info.run_id
         cb = trk.MLflowCallback(run_id, dataset.fingerprint(), entry_point)
-        result = fit(config, dataset, [cb, *callbacks])
+        console = ConsoleCallback(lambda line: print(line, flush=True))
+        result = fit(config, dataset, [cb, console, *callbacks])
     return result, run_id
 
 

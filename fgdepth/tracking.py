@@ -162,8 +162,6 @@ class MLflowCallback(Callback):
         commit = git_commit()
         if commit:
             tags["fgdepth.git_commit"] = commit
-        if info["skipped_rows"]:
-            tags["fgdepth.skipped_rows"] = json.dumps(info["skipped_rows"])[:5000]
         for key, value in tags.items():
             self.client.set_tag(self.run_id, key, value)
         path = Path(self.tmp.name) / "config.yaml"
@@ -210,6 +208,10 @@ class MLflowCallback(Callback):
         self.client.log_artifact(self.run_id, str(folder / "metrics.json"))
         if result.stopped_early:
             self.client.set_tag(self.run_id, "fgdepth.stopped_early", result.stopped_early)
+        if result.skipped_rows:
+            self.client.set_tag(
+                self.run_id, "fgdepth.skipped_rows", json.dumps(result.skipped_rows)[:5000]
+            )
         config = result.config
         last_size = result.stages[-1].config.size
         ckpt = save_checkpoint(

@@ -25,7 +25,7 @@ from PIL import Image
 from fgdepth.parallel import run_chunks
 
 Z_NEAR, Z_FAR = 1.0, 40.0
-SAMPLES_PER_BACKGROUND = 50
+SAMPLES_PER_BACKGROUND = 20
 
 
 def depth_to_unit(z: np.ndarray) -> np.ndarray:
@@ -460,7 +460,7 @@ def make_composite(room: Room, clean: np.ndarray, z_bg: np.ndarray, surface, siz
     """One composite: fg_bg uint8, mask uint8 (0/255), depth uint16, metadata."""
     cam = room.camera
     for _ in range(20):  # find a floor spot in view, in front of the back wall
-        z_foot = 1.5 + (min(room.back - 1.0, 10.0) - 1.5) * rng.random() ** 1.5
+        z_foot = 1.4 + (min(room.back - 1.0, 9.0) - 1.4) * rng.random() ** 2
         x_foot = rng.uniform(-room.left + 0.5, room.right - 0.5)
         u, v, zc = cam.project(x_foot, 0.0, z_foot)
         if 0.1 * size < u < 0.9 * size and 0.35 * size < v < 1.02 * size:

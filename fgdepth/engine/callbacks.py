@@ -41,6 +41,7 @@ class FitResult:
     seconds: float
     train_samples_per_s: float
     stopped_early: str | None = None  # why training stopped before its end, if it did
+    skipped_rows: list[int] = field(default_factory=list)  # bad rows left out (skip_bad)
 
 
 class Callback:
@@ -80,3 +81,32 @@ class CallbackList(Callback):
     def on_fit_end(self, *args):
         for cb in self.callbacks:
             cb.on_fit_end(*args)
+
+
+class ConsoleCallback(Callback):
+    """A line per epoch and per stage on the console (the progress bar shows the batches)."""
+
+    def __init__(self, print_fn=print):
+        self.print = print_fn
+
+    def on_fit_start(self, config, model, info):
+        params = sum(p.numel() for p in model.parameters())
+        self.print(
+            f"{config.name}: {config.model.name} ({params:,} parameters), "
+            f"{info['precision']} on {info['device']}, splits {info['splits']}"
+        )
+
+    def on_epoch_end(self, r: EpochResult, model):
+        self.print(
+            f"  stage {r.stage} {r.stage_name} epoch {r.epoch + 1}: "
+            f"loss {r.train['loss']:.4f}  val mask_iou {r.val['mask_iou']:.4f} "
+            f"depth_rmse {r.val['depth_rmse']:.4f}  ({r.samples_per_s:.0f} samples/s, "
+            f"{r.seconds:.0f}s)"
+        )
+
+    def on_stage_end(self, r: StageResult, model):
+        self.print(
+            f"  stage {r.stage} test: mask_iou {r.test['mask_iou']:.4f} "
+            f"depth_rmse {r.test['depth_rmse']:.4f} "
+            f"fg_distance_error {r.test['fg_distance_error']:.4f}"
+        )

@@ -173,17 +173,21 @@ def fit(
         "device": str(device),
         "stages": stages,
         "splits": {k: len(v) for k, v in splits.items()},
-        "skipped_rows": [p.row for p in dataset.skipped],
     }
     cb.on_fit_start(config, model, info)
 
     start_time, trained, train_seconds, step = time.monotonic(), 0, 0.0, 0
     results: list[StageResult] = []
     stopped = None
+    skipped = {p.row for p in dataset.skipped if p.row is not None}
     for si, stage in enumerate(stages):
         cache = build_cache(
             dataset, stage.size, workers=config.data.workers, skip_bad=config.data.skip_bad
         )
+        if cache.bad:  # rows whose images could not be decoded (skip_bad): leave them out
+            bad = np.array([p.row for p in cache.bad])
+            splits = {k: v[~np.isin(v, bad)] for k, v in splits.items()}
+            skipped.update(int(r) for r in bad)
         if stage.init_from:
             load_weights(model, stage.init_from)
         frozen = freeze_groups(model, stage.freeze)
@@ -201,7 +205,8 @@ def fit(
         cb.on_stage_start(si, stage)
         epochs = []
         for epoch in range(stage.epochs):
-            rows = rng.choice(splits["train"], size=stage.samples, replace=False)
+            n_rows = min(stage.samples, len(splits["train"]))  # fewer once bad rows are out
+            rows = rng.choice(splits["train"], size=n_rows, replace=False)
             t0 = time.monotonic()
             train, _ = train_epoch(
                 model,
@@ -249,6 +254,7 @@ def fit(
         time.monotonic() - start_time,
         trained / max(train_seconds, 1e-9),
         stopped,
+        sorted(skipped),
     )
     cb.on_fit_end(result)
     return result

@@ -165,3 +165,14 @@ def test_inspect_summary_of_a_good_dataset(synth_zip):
     assert 0 < summary["foreground_fraction"] < 0.5
     lo, hi = summary["depth_range"]
     assert 0 <= lo < hi <= 1
+
+
+def test_a_link_that_leaves_the_root_is_refused(tmp_path):
+    root = write_dataset(tmp_path / "ds", rows=2)
+    outside = tmp_path / "secret.png"
+    (root / "m1.png").rename(outside)
+    (root / "m1.png").symlink_to(outside)
+    _, problems = inspect_dataset(root)
+    assert any(
+        "row 1: m1.png: path leaves the dataset root (through a link)" == str(p) for p in problems
+    ), [str(p) for p in problems]

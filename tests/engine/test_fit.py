@@ -136,3 +136,27 @@ def test_the_engine_does_not_import_tracking_or_tuning():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_a_stage_can_start_from_an_earlier_runs_checkpoint(train_dataset, tmp_path):
+    from fgdepth.engine.checkpoint import save_checkpoint
+
+    first = fit(load_config("bce_ssim", "smoke"), train_dataset)
+    path = save_checkpoint(tmp_path / "m.pt", first.model, "unet", {"width": 24})
+    config = load_config("bce_ssim", "smoke", [f"stages.0.init_from={path}"])
+    rec = Recorder()
+    fit(config, train_dataset, [rec])
+    start = rec.states[("start", 0)]
+    assert all(torch.equal(start[k], v) for k, v in first.model.state_dict().items())
+
+
+def test_rows_that_fail_to_decode_are_skipped_and_reported(tmp_path):
+    from fgdepth.data import open_dataset
+    from fgdepth.data.synth import SynthSpec, generate
+
+    root = generate(SynthSpec(n=40, size=64, seed=2, backgrounds=5), tmp_path / "ds", quiet=True)
+    broken = root / "fg_bg" / "0000" / "0000007.jpg"
+    broken.write_bytes(broken.read_bytes()[:100])
+    config = load_config("bce_ssim", "smoke", ["data.skip_bad=true"])
+    result = fit(config, open_dataset(root, skip_bad=True))
+    assert result.skipped_rows == [7]
