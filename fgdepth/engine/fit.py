@@ -6,19 +6,22 @@ import math
 import random
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torch import nn
 from tqdm import tqdm
 
 from fgdepth.config import Config, ConfigError, StageConfig, scaled_stages
-from fgdepth.data import Dataset, build_cache
+from fgdepth.data import ArrayCache, Dataset, build_cache
 from fgdepth.data.augment import augment
 from fgdepth.engine.callbacks import Callback, CallbackList, EpochResult, FitResult, StageResult
 from fgdepth.engine.checkpoint import load_weights
 from fgdepth.engine.evaluate import evaluate, sample_predictions, to_device
 from fgdepth.engine.precision import autocast, resolve_precision
 from fgdepth.engine.stages import (
+    Schedule,
     freeze_groups,
     make_optimizer,
     make_schedule,
@@ -91,63 +94,93 @@ def _head_losses(config: Config, stage: StageConfig):
     return {head: (HeadLoss(terms[head]), weights.get(head, 1.0)) for head in ("mask", "depth")}
 
 
-def train_epoch(
-    model,
-    cache,
-    rows,
-    stage,
-    config,
-    losses,
-    opt,
-    schedule,
-    device,
-    precision,
-    generator,
-    frozen,
-    progress: str,
-) -> tuple[dict, int]:
-    """One pass over ``rows`` (already shuffled); returns train metrics and batches done."""
-    set_train_mode(model, frozen)
-    batch_size = stage.batch_size or config.batch_size
+@dataclass
+class StageRun:
+    """What one stage trains with: built once per stage, used by every epoch."""
+
+    model: nn.Module
+    cache: ArrayCache
+    stage: StageConfig
+    config: Config
+    losses: dict
+    opt: torch.optim.Optimizer
+    schedule: Schedule
+    device: torch.device
+    precision: str
+    generator: torch.Generator
+    frozen: list[nn.Module]
+
+
+def _loss(run: StageRun, mask_logits, depth_logits, batch) -> torch.Tensor:
+    outputs = {"mask": mask_logits, "depth": depth_logits}
+    return sum(w * fn(outputs[head], batch[head]) for head, (fn, w) in run.losses.items() if w)
+
+
+def train_epoch(run: StageRun, rows: np.ndarray, progress: str) -> dict[str, float]:
+    """One pass over ``rows`` (already shuffled); returns the train metrics and loss."""
+    model, config = run.model, run.config
+    set_train_mode(model, run.frozen)
+    batch_size = run.stage.batch_size or config.batch_size
     acc, loss_sum, batches = MetricAccumulator(), 0.0, 0
-    bar = tqdm(
-        range(0, len(rows), batch_size), desc=progress, leave=False, unit="batch", disable=None
-    )
+    starts = range(0, len(rows), batch_size)
+    bar = tqdm(starts, desc=progress, leave=False, unit="batch", disable=None)
     for start in bar:
-        batch = to_device(cache.batch(rows[start : start + batch_size]), device)
+        batch = to_device(run.cache.batch(rows[start : start + batch_size]), run.device)
         if config.augment.enabled:
-            batch = augment(batch, config.augment, generator)
-        with autocast(device, precision):
+            batch = augment(batch, config.augment, run.generator)
+        with autocast(run.device, run.precision):
             mask_logits, depth_logits = model(batch["fg_bg"], batch["bg"])
-        loss = sum(
-            weight * fn(logits, batch[head])
-            for (head, (fn, weight)), logits in zip(
-                losses.items(), (mask_logits, depth_logits), strict=True
-            )
-            if weight
-        )
+        loss = _loss(run, mask_logits, depth_logits, batch)
         if not torch.isfinite(loss):
             raise DivergenceError(
-                f"loss became {loss.item()} in stage '{stage.name}' at batch "
-                f"{batches}; try a lower learning rate"
+                f"loss became {loss.item()} in stage '{run.stage.name}' at "
+                f"batch {batches}; try a lower learning rate"
             )
-        opt.zero_grad(set_to_none=True)
+        run.opt.zero_grad(set_to_none=True)
         loss.backward()
-        opt.step()
-        schedule.batch()
+        run.opt.step()
+        run.schedule.batch()
         batches += 1
         loss_sum += loss.item()
-        with torch.no_grad():
-            acc.update(
-                torch.sigmoid(mask_logits.detach().float()),
-                torch.sigmoid(depth_logits.detach().float()),
-                batch["mask"],
-                batch["depth"],
-            )
+        acc.update(
+            torch.sigmoid(mask_logits.detach().float()),
+            torch.sigmoid(depth_logits.detach().float()),
+            batch["mask"],
+            batch["depth"],
+        )
         bar.set_postfix(loss=f"{loss_sum / batches:.4f}")
     metrics = acc.compute()
     metrics["loss"] = loss_sum / max(1, batches)
-    return metrics, batches
+    return metrics
+
+
+def prepare_stage(config, stage, model, dataset, device, precision, generator) -> StageRun:
+    """The decoded data at the stage's size, its start weights, frozen groups and optimizer."""
+    cache = build_cache(
+        dataset, stage.size, workers=config.data.workers, skip_bad=config.data.skip_bad
+    )
+    if stage.init_from:
+        load_weights(model, stage.init_from)
+    frozen = freeze_groups(model, stage.freeze)
+    opt_cfg = stage_optimizer_config(config, stage)
+    opt = make_optimizer(model, opt_cfg)
+    steps = steps_per_epoch(stage.samples, stage.batch_size or config.batch_size)
+    schedule = make_schedule(
+        opt, stage_schedule_config(config, stage), opt_cfg.lr, steps, stage.epochs
+    )
+    return StageRun(
+        model,
+        cache,
+        stage,
+        config,
+        _head_losses(config, stage),
+        opt,
+        schedule,
+        device,
+        precision,
+        generator,
+        frozen,
+    )
 
 
 def fit(
@@ -167,7 +200,12 @@ def fit(
     rng = np.random.default_rng(config.seed)
     generator = torch.Generator(device=device).manual_seed(config.seed)
     deadline = _Deadline(config.max_minutes)
-    picture_rows = splits["test"][: config.eval.images]
+    # the picture's samples: spread over the test split (so over several backgrounds)
+    picture_rows = splits["test"][
+        np.linspace(0, len(splits["test"]) - 1, min(config.eval.images, len(splits["test"])))
+        .round()
+        .astype(int)
+    ]
     info = {
         "precision": precision,
         "device": str(device),
@@ -181,48 +219,19 @@ def fit(
     stopped = None
     skipped = {p.row for p in dataset.skipped if p.row is not None}
     for si, stage in enumerate(stages):
-        cache = build_cache(
-            dataset, stage.size, workers=config.data.workers, skip_bad=config.data.skip_bad
-        )
-        if cache.bad:  # rows whose images could not be decoded (skip_bad): leave them out
-            bad = np.array([p.row for p in cache.bad])
+        run = prepare_stage(config, stage, model, dataset, device, precision, generator)
+        if run.cache.bad:  # rows whose images could not be decoded (skip_bad): leave them out
+            bad = np.array([p.row for p in run.cache.bad])
             splits = {k: v[~np.isin(v, bad)] for k, v in splits.items()}
             skipped.update(int(r) for r in bad)
-        if stage.init_from:
-            load_weights(model, stage.init_from)
-        frozen = freeze_groups(model, stage.freeze)
-        opt_cfg = stage_optimizer_config(config, stage)
-        opt = make_optimizer(model, opt_cfg)
-        batch_size = stage.batch_size or config.batch_size
-        schedule = make_schedule(
-            opt,
-            stage_schedule_config(config, stage),
-            opt_cfg.lr,
-            steps_per_epoch(stage.samples, batch_size),
-            stage.epochs,
-        )
-        losses = _head_losses(config, stage)
+        cache, opt, schedule = run.cache, run.opt, run.schedule
         cb.on_stage_start(si, stage)
         epochs = []
         for epoch in range(stage.epochs):
             n_rows = min(stage.samples, len(splits["train"]))  # fewer once bad rows are out
             rows = rng.choice(splits["train"], size=n_rows, replace=False)
             t0 = time.monotonic()
-            train, _ = train_epoch(
-                model,
-                cache,
-                rows,
-                stage,
-                config,
-                losses,
-                opt,
-                schedule,
-                device,
-                precision,
-                generator,
-                frozen,
-                f"{stage.name or si} {epoch + 1}/{stage.epochs}",
-            )
+            train = train_epoch(run, rows, f"{stage.name or si} {epoch + 1}/{stage.epochs}")
             seconds = time.monotonic() - t0
             train_seconds += seconds
             trained += len(rows)
