@@ -89,7 +89,6 @@ def _train(args) -> int:
 
 def _evaluate(args) -> int:
     import numpy as np
-    import torch
 
     from fgdepth.data import SplitSpec, build_cache, open_dataset
     from fgdepth.engine.evaluate import evaluate
@@ -119,7 +118,6 @@ def _evaluate(args) -> int:
         "metrics": {k: round(v, 6) for k, v in metrics.items()},
     }
     print(json.dumps(out, indent=2))
-    del torch
     return 0
 
 

@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import mlflow
@@ -85,7 +86,9 @@ def git_commit() -> str | None:
         )
     except (OSError, subprocess.SubprocessError):
         return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
+    if out.returncode != 0:
+        return None  # not a git checkout (e.g. an installed copy)
+    return out.stdout.strip() or None
 
 
 def loss_label(config: Config) -> str:
@@ -252,8 +255,6 @@ def _active(run_id: str):
 
 
 def _now() -> int:
-    import time
-
     return int(time.time() * 1000)
 
 
