@@ -432,16 +432,14 @@ def check(config: Config) -> None:
                 f"{where}.size: {config.model.name} takes sizes that are multiples "
                 f"of {model.size_multiple} (>= 16), got {stage.size}"
             )
-        for key in stage.optimizer:
-            if key not in {f.name for f in dataclasses.fields(OptimizerConfig)}:
-                raise unknown_key_error(
-                    key, [f.name for f in dataclasses.fields(OptimizerConfig)], f"{where}.optimizer"
-                )
-        for key in stage.schedule:
-            if key not in {f.name for f in dataclasses.fields(ScheduleConfig)}:
-                raise unknown_key_error(
-                    key, [f.name for f in dataclasses.fields(ScheduleConfig)], f"{where}.schedule"
-                )
+        for key, values, cls in (
+            ("optimizer", stage.optimizer, OptimizerConfig),
+            ("schedule", stage.schedule, ScheduleConfig),
+        ):
+            valid = [f.name for f in dataclasses.fields(cls)]
+            for name in values:
+                if name not in valid:
+                    raise unknown_key_error(name, valid, f"{where}.{key}")
     for stage in scaled_stages(config):
         if stage.size % model.size_multiple:
             raise ConfigError(

@@ -12,8 +12,13 @@ BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 @pytest.mark.parametrize("script", ["loader.py", "train_speed.py"])
 def test_benchmark_runs_in_smoke_mode(script, tmp_path):
     before = (BENCHMARKS.parent / "BENCHMARKS.md").read_text()
-    out = subprocess.run([sys.executable, str(BENCHMARKS / script), "--smoke"],
-                         capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    out = subprocess.run(
+        [sys.executable, str(BENCHMARKS / script), "--smoke"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     assert "| " in out.stdout  # a results table
     assert (BENCHMARKS.parent / "BENCHMARKS.md").read_text() == before  # smoke writes nothing

@@ -52,6 +52,7 @@ def test_set_overrides_nested_values_and_list_items():
         (["optimizer.name=lion"], "unknown optimizer 'lion'"),
         (["schedule.name=poly"], "unknown schedule 'poly'"),
         (["lr"], "expected KEY=VALUE"),
+        (["stages.0.optimizer.lrr=1"], "stages.0.optimizer.lrr: unknown key; did you mean 'lr'?"),
     ],
 )
 def test_bad_config_is_one_clear_line(overrides, message):

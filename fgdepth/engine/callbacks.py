@@ -59,28 +59,29 @@ class Callback:
 
 
 class CallbackList(Callback):
+    """Forwards every hook to each callback, in order."""
+
     def __init__(self, callbacks):
         self.callbacks = list(callbacks)
 
-    def on_fit_start(self, *args):
+    def _each(self, hook: str, *args) -> None:
         for cb in self.callbacks:
-            cb.on_fit_start(*args)
+            getattr(cb, hook)(*args)
+
+    def on_fit_start(self, *args):
+        self._each("on_fit_start", *args)
 
     def on_stage_start(self, *args):
-        for cb in self.callbacks:
-            cb.on_stage_start(*args)
+        self._each("on_stage_start", *args)
 
     def on_epoch_end(self, *args):
-        for cb in self.callbacks:
-            cb.on_epoch_end(*args)
+        self._each("on_epoch_end", *args)
 
     def on_stage_end(self, *args):
-        for cb in self.callbacks:
-            cb.on_stage_end(*args)
+        self._each("on_stage_end", *args)
 
     def on_fit_end(self, *args):
-        for cb in self.callbacks:
-            cb.on_fit_end(*args)
+        self._each("on_fit_end", *args)
 
 
 class ConsoleCallback(Callback):
