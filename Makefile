@@ -1,8 +1,9 @@
 # Two commands do all the set-up on a fresh machine (see README.md):
 #   make main   installs fgdepth, generates the built-in dataset (once), trains every loss
 #               combination of the study at the `cpu` profile and prints the comparison
-#   make test   installs fgdepth with its test dependencies and runs the test suite
-.PHONY: install install-test main test lint bench-loader
+#   make test   installs fgdepth with its test dependencies (and, as root, the PostgreSQL server
+#               the study-storage tests start) and runs the test suite
+.PHONY: install install-test services main test lint bench-loader
 
 PY ?= python3
 
@@ -18,7 +19,16 @@ main: install
 lint: install-test
 	$(PY) -m ruff check fgdepth tests benchmarks
 
-test: install-test lint
+# Debian/Ubuntu packages the tests start servers from; without root they are skipped
+services:
+	@if ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		echo "installing PostgreSQL (apt-get)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			--no-install-recommends postgresql >/dev/null; \
+	else echo "PostgreSQL is not installed: its tests will be skipped"; fi
+
+test: install-test services lint
 	$(PY) -m pytest -q
 
 bench-loader: install

@@ -144,6 +144,58 @@ def _study(args) -> int:
     return 0
 
 
+def _tune(args) -> int:
+    from fgdepth.runner import quiet_libraries, resolve_dataset, train_tracked
+    from fgdepth.tuning import tune
+
+    args.config = args.experiment
+    overrides = list(args.set or [])
+    for key, value in (
+        ("tune.trials", args.trials),
+        ("tune.pruner.name", args.pruner),
+        ("tune.sampler", args.sampler),
+        ("tune.objective.multi", True if args.multi_objective else None),
+    ):
+        if value not in (None, ""):
+            overrides.append(f"{key}={value}")
+    args.set = overrides
+    config = _config_from_args(args)
+    quiet_libraries()
+    outcome = tune(
+        config,
+        args.experiment,
+        study_name=args.study or None,
+        storage=args.storage,
+        workers=args.workers,
+        tracking=args.tracking,
+        experiment_name=args.experiment_name,
+        out=Path(args.out) if args.out else None,
+        heartbeat=args.heartbeat,
+    )
+    print(f"\ntrials: {outcome.counts}")
+    print(f"best trial {outcome.best_trial}: value {outcome.best_value}")
+    for key, value in outcome.best_params.items():
+        print(f"  {key}: {value}")
+    print(f"best configuration: {outcome.best_yaml}")
+    print(f"plots and the table of trials: {outcome.best_yaml.parent}")
+    if args.train_best:
+        from fgdepth.config import load_config
+
+        print("\n== training the best configuration ==", flush=True)
+        best = load_config(outcome.best_yaml, args.train_best)
+        result, run_id = train_tracked(
+            best,
+            resolve_dataset(best),
+            tracking=args.tracking,
+            experiment_name=args.experiment_name,
+            run_name=f"{best.name} ({args.train_best})",
+            entry_point="tune",
+            tags={"optuna.study": outcome.study.study_name, "fgdepth.tuned": "best"},
+        )
+        print(json.dumps({"run_id": run_id, "metrics": result.metrics}, indent=2))
+    return 0
+
+
 def _add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--profile",
@@ -208,6 +260,32 @@ def build_parser() -> argparse.ArgumentParser:
     study.add_argument("--out", default="outputs/study", help="where the comparison is written")
     _add_train_options(study)
     study.set_defaults(run=_study, profile="cpu")
+
+    tn = sub.add_parser("tune", help="an Optuna study over an experiment's tune block")
+    tn.add_argument("--experiment", default="default", help="experiment name or YAML file")
+    _add_train_options(tn)
+    tn.add_argument("--trials", type=lambda x: int(float(x)), default=None)
+    tn.add_argument("--study", default=None, help="study name (default EXPERIMENT-PROFILE)")
+    tn.add_argument(
+        "--storage",
+        default="",
+        help="sqlite:///optuna.db (default), journal:FILE, postgresql://user@host/db",
+    )
+    tn.add_argument("--workers", type=lambda x: int(float(x)), default=1, help="processes")
+    tn.add_argument("--pruner", default=None, help="median (default), hyperband, none")
+    tn.add_argument("--sampler", default=None, help="tpe (default), random")
+    tn.add_argument("--multi-objective", action="store_true", help="mask IoU and depth RMSE")
+    tn.add_argument(
+        "--heartbeat", type=int, default=60, help="seconds between a trial's heartbeats (RDB)"
+    )
+    tn.add_argument("--out", default=None, help="default outputs/tune/STUDY")
+    tn.add_argument(
+        "--train-best",
+        metavar="PROFILE",
+        default=None,
+        help="then train the best configuration at this profile",
+    )
+    tn.set_defaults(run=_tune, profile="cpu")
 
     ev = sub.add_parser("evaluate", help="metrics of a model on a dataset, as JSON")
     ev.add_argument(

@@ -106,6 +106,51 @@ class ScaleConfig:
 
 
 @dataclass
+class RangeConfig:
+    """A number searched between ``low`` and ``high`` (on a log scale by default)."""
+
+    low: float
+    high: float
+    log: bool = True
+
+
+@dataclass
+class ObjectiveConfig:
+    """What a tuning trial maximises, from the validation split's metrics of its last epoch:
+    ``mask_iou * mask_iou_weight - depth_rmse * depth_rmse_weight``; with ``multi``, two
+    objectives instead (mask IoU up, depth RMSE down) and the Pareto front is reported."""
+
+    mask_iou_weight: float = 1.0
+    depth_rmse_weight: float = 1.0
+    multi: bool = False
+
+
+@dataclass
+class PrunerConfig:
+    name: str = "median"  # median | hyperband | none
+    startup_trials: int = 3  # median: trials finished before any is pruned
+    warmup_steps: int = 1  # median: epochs of a trial before it can be pruned
+    reduction_factor: int = 3  # hyperband
+
+
+@dataclass
+class TuneConfig:
+    """The search space of ``fgdepth tune`` and how trials are judged."""
+
+    trials: int = 20
+    lr: RangeConfig | None = None  # the peak learning rate of each stage (one per stage)
+    # resize schedules to choose from: each a list of stages ({size, samples, epochs}, or any
+    # stage key) laid over the experiment's stages (the last one repeats when a schedule is
+    # longer); written at the original scale, like the experiment, and scaled by the profile
+    schedules: list[list[dict[str, Any]]] = field(default_factory=list)
+    loss_weights: dict[str, RangeConfig] = field(default_factory=dict)  # per head
+    batch_size: list[int] = field(default_factory=list)  # choices
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    pruner: PrunerConfig = field(default_factory=PrunerConfig)
+    sampler: str = "tpe"  # tpe | random
+
+
+@dataclass
 class Config:
     name: str = "experiment"
     description: str = ""
@@ -127,7 +172,7 @@ class Config:
     max_minutes: float | None = None
     profile: str = "full"
     scale: ScaleConfig = field(default_factory=ScaleConfig)
-    tune: dict[str, Any] = field(default_factory=dict)  # the search space, read by tuning
+    tune: TuneConfig = field(default_factory=TuneConfig)  # the search space of `fgdepth tune`
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -45,8 +45,15 @@ def train_tracked(
     entry_point: str | None = None,
     callbacks=(),
     system_metrics: bool = True,
+    parent_run_id: str | None = None,
+    tags: dict | None = None,
+    stopped: tuple[type[BaseException], ...] = (),
+    on_run_start=None,
 ):
-    """Train ``config`` on ``dataset`` inside an MLflow run; returns (FitResult, run_id)."""
+    """Train ``config`` on ``dataset`` inside an MLflow run; returns (FitResult, run_id).
+
+    ``parent_run_id`` makes it a child run (a tuning trial); ``stopped`` exceptions end it
+    KILLED rather than FAILED; ``on_run_start(run_id)`` is called once the run exists."""
     from fgdepth import tracking as trk
     from fgdepth.engine import fit
     from fgdepth.engine.callbacks import ConsoleCallback
@@ -57,9 +64,14 @@ def train_tracked(
         experiment_name or trk.DEFAULT_EXPERIMENT,
         run_name or entry_point or config.name,
         settings.get("artifact_root"),
-        system_metrics=system_metrics,
+        tags,
+        system_metrics,
+        parent_run_id=parent_run_id,
+        stopped=stopped,
     ) as run:
         run_id = run.info.run_id
+        if on_run_start is not None:
+            on_run_start(run_id)
         cb = trk.MLflowCallback(run_id, dataset.fingerprint(), entry_point)
         console = ConsoleCallback(lambda line: print(line, flush=True))
         result = fit(config, dataset, [cb, console, *callbacks])

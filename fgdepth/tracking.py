@@ -265,11 +265,31 @@ def tracked_run(
     artifact_root: str | None,
     tags: dict | None = None,
     system_metrics: bool = True,
+    *,
+    parent_run_id: str | None = None,
+    run_id: str | None = None,
+    stopped: tuple[type[BaseException], ...] = (),
 ):
-    """Start (or adopt, under ``mlflow run``) a run; end it FINISHED, FAILED or KILLED."""
-    run_id = os.environ.get("MLFLOW_RUN_ID")
-    if run_id:
-        run = mlflow.start_run(run_id=run_id, log_system_metrics=system_metrics)
+    """Start a run (a child of ``parent_run_id``, in the parent's experiment), or adopt one:
+    ``run_id``, else under ``mlflow run`` the run MLflow created. The run ends FINISHED,
+    FAILED, or KILLED on Ctrl-C and on the ``stopped`` exceptions (e.g. a pruned trial), with
+    the reason in a tag."""
+    if parent_run_id:
+        os.environ.pop("MLFLOW_RUN_ID", None)  # belongs to the parent: start_run would adopt it
+        exp = MlflowClient().get_run(parent_run_id).info.experiment_id
+        run = mlflow.start_run(
+            experiment_id=exp,
+            run_name=run_name,
+            tags=tags,
+            parent_run_id=parent_run_id,
+            nested=True,
+            log_system_metrics=system_metrics,
+        )
+    elif run_id or os.environ.get("MLFLOW_RUN_ID"):
+        run = mlflow.start_run(
+            run_id=run_id or os.environ["MLFLOW_RUN_ID"], tags=tags,
+            log_system_metrics=system_metrics,
+        )  # fmt: skip
     else:
         exp = experiment_id(
             os.environ.get("MLFLOW_EXPERIMENT_NAME") or experiment_name, artifact_root
@@ -283,12 +303,53 @@ def tracked_run(
         mlflow.set_tag("fgdepth.failure", "interrupted (Ctrl-C / SIGINT)")
         mlflow.end_run("KILLED")
         raise
+    except stopped as exc:
+        mlflow.set_tag("fgdepth.stopped", str(exc)[:5000] or type(exc).__name__)
+        mlflow.end_run("KILLED")
+        raise
     except BaseException as exc:
         mlflow.set_tag("fgdepth.failure", f"{type(exc).__name__}: {exc}"[:5000])
         mlflow.end_run("FAILED")
         raise
     else:
         mlflow.end_run("FINISHED")
+
+
+def end_lost_run(run_id: str, reason: str) -> None:
+    """Close a run whose process died (no heartbeat): FAILED, with the reason."""
+    client = MlflowClient()
+    try:
+        if client.get_run(run_id).info.status != "RUNNING":
+            return
+        client.set_tag(run_id, "fgdepth.failure", reason)
+        client.set_terminated(run_id, "FAILED")
+    except mlflow.exceptions.MlflowException:
+        pass  # the run is gone: nothing to close
+
+
+def set_tags(run_id: str, tags: dict) -> None:
+    client = MlflowClient()
+    for key, value in tags.items():
+        client.set_tag(run_id, key, str(value)[:5000])
+
+
+def log_summary(run_id: str, params: dict, metrics: dict, files: dict, tags: dict) -> None:
+    """Params, metrics (step 0), tags and files (name -> path) of a run in one go."""
+    client = MlflowClient()
+    logged = client.get_run(run_id).data.params
+    new = [mlflow.entities.Param(k, str(v)[:6000]) for k, v in params.items() if k not in logged]
+    values = [mlflow.entities.Metric(k, float(v), _now(), 0) for k, v in metrics.items()]
+    client.log_batch(run_id, metrics=values, params=new)
+    set_tags(run_id, tags)
+    for path in files.values():
+        client.log_artifact(run_id, str(path))
+
+
+def run_exists(run_id: str) -> bool:
+    try:
+        return MlflowClient().get_run(run_id).info.lifecycle_stage == "active"
+    except mlflow.exceptions.MlflowException:
+        return False
 
 
 def load_logged_model(spec: str):

@@ -75,3 +75,13 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A real PostgreSQL server on 127.0.0.1 for this test session."""
+    from tests.services import Postgres
+
+    server = Postgres()
+    yield server
+    server.stop()

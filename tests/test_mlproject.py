@@ -12,6 +12,7 @@ from mlflow.tracking import MlflowClient
 
 REPO = Path(__file__).resolve().parent.parent
 ENTRY_POINTS = list(yaml.safe_load((REPO / "MLproject").read_text())["entry_points"])
+TRAINING_ENTRY_POINTS = [e for e in ENTRY_POINTS if e != "tune"]
 
 
 @pytest.fixture(scope="module")
@@ -40,10 +41,11 @@ def test_every_loss_combination_has_an_entry_point():
         "bce_ssim",
         "dice_ssim",
         "staged_transfer",
+        "tune",
     }
 
 
-@pytest.mark.parametrize("entry_point", ENTRY_POINTS)
+@pytest.mark.parametrize("entry_point", TRAINING_ENTRY_POINTS)
 def test_entry_point_gives_a_tracked_run(entry_point, store):
     folder, uri = store
     _run(
@@ -179,3 +181,42 @@ def test_evaluate_prints_json_metrics_for_a_logged_model(store):
         assert result["metrics"]["mask_iou"] == pytest.approx(
             run.data.metrics["mask_iou"], abs=1e-5
         )
+
+
+def test_tune_entry_point_makes_the_mlflow_run_the_parent_of_its_trials(store):
+    folder, uri = store
+    _run(
+        [
+            "mlflow", "run", str(REPO), "-e", "tune", "--env-manager", "local",
+            "--experiment-name", "tuning", "-P", "profile=smoke", "-P", "trials=2",
+            "-P", "experiment=bce_ssim", "-P", f"storage=journal:{folder}/journal.log",
+        ],
+        folder,
+        uri,
+    )  # fmt: skip
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("tuning").experiment_id
+    runs = client.search_runs([exp])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert len(parents) == 1 and len(runs) == 3
+    parent = parents[0]
+    assert parent.data.tags["mlflow.project.entryPoint"] == "tune"  # the run MLflow created
+    assert parent.info.status == "FINISHED"
+    assert parent.data.metrics["trials_complete"] + parent.data.metrics["trials_pruned"] == 2
+    for child in runs:
+        if child is not parent:
+            assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
+
+
+def test_tune_refuses_a_bad_search_space_with_one_line(store):
+    folder, uri = store
+    out = _run(
+        [sys.executable, "-m", "fgdepth", "tune", "--profile", "smoke", "--pruner", "medain"],
+        folder,
+        uri,
+        check=False,
+    )
+    assert out.returncode == 2
+    assert out.stderr.strip() == (
+        "fgdepth: tune.pruner.name: unknown 'medain'; valid: hyperband, median, none"
+    )

@@ -1,0 +1,316 @@
+"""Optuna studies: the search space, trial accounting, and studies tracked in MLflow."""
+
+import dataclasses
+import importlib
+
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
+
+from fgdepth.config import ConfigError, load_config
+from fgdepth.engine.callbacks import EpochResult
+from fgdepth.engine.fit import DivergenceError
+from fgdepth.tuning import (
+    PRUNERS,
+    PruningCallback,
+    apply_params,
+    best_experiment,
+    check_space,
+    create_study,
+    masked,
+    schedule_label,
+    score,
+    trials_to_go,
+    tune,
+)
+
+
+def smoke(*sets, experiment="bce_ssim"):
+    return load_config(experiment, "smoke", list(sets))
+
+
+# --- the search space ------------------------------------------------------------------------
+
+
+def test_a_schedule_replaces_the_stages_and_each_stage_gets_its_learning_rate():
+    config = smoke()
+    label = schedule_label(config.tune.schedules[1])
+    assert label == "64px/180000x3 > 128px/40000x2"
+    out = apply_params(config, {"schedule": label, "lr_stage0": 0.01, "lr_stage1": 0.002})
+    assert [(s.name, s.size, s.samples, s.epochs) for s in out.stages] == [
+        ("s64", 64, 180000, 3),
+        ("s128", 128, 40000, 2),
+    ]
+    assert [s.optimizer["lr"] for s in out.stages] == [0.01, 0.002]
+    assert config.stages[0].optimizer.get("lr") != 0.01  # the input is left as it was
+
+
+def test_a_longer_schedule_repeats_the_last_stage_and_keeps_its_other_keys():
+    config = smoke(experiment="staged_transfer")
+    schedule = [{"size": 64}, {"size": 128}, {"size": 128, "epochs": 1}, {"size": 160}]
+    tune_cfg = dataclasses.replace(config.tune, schedules=[schedule])
+    config = dataclasses.replace(config, tune=tune_cfg)
+    out = apply_params(config, {"schedule": schedule_label(schedule)})
+    assert [s.size for s in out.stages] == [64, 128, 128, 160]
+    assert out.stages[3].freeze == config.stages[2].freeze == ["trunk", "depth"]
+    assert out.stages[1].freeze == ["mask"]
+
+
+def test_loss_weights_and_batch_size_are_searched_when_asked():
+    config = smoke("tune.loss_weights={mask: {low: 1, high: 4}}", "tune.batch_size=[4, 8]")
+    study = optuna.create_study(direction="maximize")
+    trial = study.ask()
+    from fgdepth.tuning import suggest
+
+    params = suggest(trial, config)
+    assert {"schedule", "loss_weight_mask", "batch_size"} <= set(params)
+    out = apply_params(config, params)
+    assert out.loss_weights["mask"] == params["loss_weight_mask"]
+    assert out.batch_size == params["batch_size"]
+
+
+@pytest.mark.parametrize(
+    ("sets", "message"),
+    [
+        (["tune.lr=null", "tune.schedules=[]"], "has no search space"),
+        (["tune.pruner.name=median2"], "unknown 'median2'; valid: hyperband, median, none"),
+        (["tune.sampler=grid"], "valid: random, tpe"),
+        (["tune.schedules=[[{sise: 64}]]"], "did you mean 'size'"),
+        (["tune.schedules=[[{size: 50}]]"], "multiples of 16"),
+        (["tune.lr={low: 0.1, high: 0.01}"], "need 0 < low < high"),
+        (["tune.trials=0"], "at least 1"),
+    ],
+)
+def test_a_bad_search_space_fails_with_one_line_before_any_trial(sets, message):
+    with pytest.raises(ConfigError, match=message) as err:
+        check_space(smoke(*sets))
+    assert "\n" not in str(err.value)
+
+
+def test_the_score_rewards_iou_and_penalises_depth_error():
+    objective = smoke().tune.objective
+    assert score({"mask_iou": 0.9, "depth_rmse": 0.1}, objective) == pytest.approx(0.8)
+    heavy = dataclasses.replace(objective, depth_rmse_weight=4.0)
+    assert score({"mask_iou": 0.9, "depth_rmse": 0.1}, heavy) == pytest.approx(0.5)
+
+
+def test_every_pruner_builds():
+    cfg = smoke().tune.pruner
+    for name in PRUNERS.names():
+        assert isinstance(PRUNERS.build(name, cfg=cfg), optuna.pruners.BasePruner)
+
+
+def test_the_pruning_callback_reports_each_epoch_and_stops_when_told():
+    class Trial:
+        def __init__(self, prune_at):
+            self.reported, self.prune_at = [], prune_at
+
+        def report(self, value, step):
+            self.reported.append((step, value))
+
+        def should_prune(self):
+            return len(self.reported) > self.prune_at
+
+    def epoch(step, iou):
+        val = {"mask_iou": iou, "depth_rmse": 0.1}
+        return EpochResult(0, "s", step, step, {}, val, 0.01, 1.0, 1.0)
+
+    trial = Trial(prune_at=1)
+    cb = PruningCallback(trial, smoke().tune.objective)
+    cb.on_epoch_end(epoch(0, 0.5), None)
+    with pytest.raises(optuna.TrialPruned, match="pruned at epoch 1"):
+        cb.on_epoch_end(epoch(1, 0.6), None)
+    assert trial.reported == [(0, pytest.approx(0.4)), (1, pytest.approx(0.5))]
+
+
+def test_database_passwords_are_masked():
+    assert masked("postgresql://bob:s3cret@db:5432/optuna") == "postgresql://bob:***@db:5432/optuna"
+    assert masked("sqlite:///optuna.db") == "sqlite:///optuna.db"
+    assert masked("journal:/tmp/j.log") == "journal:/tmp/j.log"
+
+
+def test_a_retried_trial_counts_once():
+    study = optuna.create_study()
+    dist = {"x": optuna.distributions.FloatDistribution(0, 1)}
+    for state in (TrialState.COMPLETE, TrialState.FAIL):
+        study.add_trial(
+            optuna.create_trial(state=state, params={"x": 0.5}, distributions=dist, value=1.0)
+            if state == TrialState.COMPLETE
+            else optuna.create_trial(state=state, params={"x": 0.5}, distributions=dist)
+        )
+    assert trials_to_go(study, 4) == 2  # a complete and a failed trial both ended
+    retry = optuna.create_trial(
+        state=TrialState.WAITING,
+        params={"x": 0.5},
+        distributions=dist,
+        system_attrs={"failed_trial": 1, "retry_history": [1]},
+    )
+    study.add_trial(retry)
+    assert trials_to_go(study, 4) == 3  # the failed trial comes back as its retry
+
+
+def test_the_best_configuration_is_a_ready_to_run_experiment(tmp_path):
+    import yaml
+
+    config = smoke()
+    params = {"schedule": schedule_label(config.tune.schedules[2]), "lr_stage0": 0.005}
+    tuned = apply_params(config, params)
+    doc = best_experiment(tuned, "bce_ssim", 7, "s")
+    path = tmp_path / "best.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    again = load_config(path, "smoke")
+    assert again.name == "bce_ssim_tuned"
+    assert again.stages == tuned.stages
+    assert again.loss == config.loss  # inherited from bce_ssim
+
+
+# --- studies tracked in MLflow ---------------------------------------------------------------
+
+
+@pytest.fixture
+def stores(tmp_path, monkeypatch):
+    """A fresh MLflow store (created here, from one process) and an Optuna SQLite URL."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    MlflowClient(uri).search_experiments()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    monkeypatch.chdir(tmp_path)
+    return uri, f"sqlite:///{tmp_path}/optuna.db"
+
+
+def children(uri: str, parent: str):
+    client = MlflowClient(uri)
+    exp = client.get_run(parent).info.experiment_id
+    return client.search_runs([exp], filter_string=f"tags.mlflow.parentRunId = '{parent}'")
+
+
+def test_a_study_is_one_parent_run_with_a_child_run_per_trial(stores, tmp_path):
+    uri, storage = stores
+    outcome = tune(smoke("tune.trials=3"), "bce_ssim", study_name="t", storage=storage)
+    client = MlflowClient(uri)
+    parent = client.get_run(outcome.parent_run_id)
+    assert parent.info.status == "FINISHED"
+    assert parent.data.metrics["trials_complete"] == 3
+    assert parent.data.metrics["best_value"] == pytest.approx(outcome.best_value)
+    assert {f"best.{k}" for k in outcome.best_params} <= set(parent.data.params)
+    logged = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"best.yaml", "trials.csv", "trials.html", "optimization_history.png"} <= logged
+    assert "param_importances.png" in logged
+
+    runs = children(uri, parent.info.run_id)
+    trials = outcome.study.get_trials()
+    assert len(runs) == len(trials) == 3
+    by_id = {r.info.run_id: r for r in runs}
+    for t in trials:
+        run = by_id[t.user_attrs["mlflow_run_id"]]
+        assert run.info.status == "FINISHED"
+        assert run.data.tags["optuna.trial"] == str(t.number)
+        assert run.data.tags["optuna.state"] == "COMPLETE"
+        for key, value in t.params.items():
+            assert run.data.tags[f"optuna.param.{key}"] == str(value)
+        assert "test_mask_iou" in run.data.metrics
+    best = load_config(outcome.best_yaml, "smoke")
+    assert best.stages == apply_params(smoke(), outcome.best_params).stages
+
+    again = tune(smoke("tune.trials=4"), "bce_ssim", study_name="t", storage=storage)
+    assert len(again.study.get_trials()) == 4  # continued, not restarted
+    assert len(children(uri, again.parent_run_id)) == 1
+
+
+def test_pruned_trials_end_killed_and_failed_ones_failed_with_the_reason(stores, monkeypatch):
+    uri, storage = stores
+    config = smoke("tune.trials=3", "tune.schedules=[]", "tune.lr.high=1.0")
+    study = create_study(config, "pf", storage, 60)
+    study.enqueue_trial({"lr_stage0": 0.9, "lr_stage1": 0.01, "lr_stage2": 0.01})
+
+    fit_module = importlib.import_module("fgdepth.engine.fit")  # the package exports fit()
+    real_epoch = fit_module.train_epoch
+
+    def diverging(run, rows, progress):  # a NaN loss at a learning rate that is far too high
+        if run.opt.defaults["lr"] > 0.5:
+            raise DivergenceError("loss became nan in stage 's64' at batch 0")
+        return real_epoch(run, rows, progress)
+
+    monkeypatch.setattr(fit_module, "train_epoch", diverging)
+    monkeypatch.setattr(optuna.trial.Trial, "should_prune", lambda self: self.number == 1)
+    outcome = tune(config, "bce_ssim", study_name="pf", storage=storage)
+
+    states = [t.state for t in outcome.study.get_trials()]
+    assert states == [TrialState.FAIL, TrialState.PRUNED, TrialState.COMPLETE]
+    assert outcome.counts == {"complete": 1, "pruned": 1, "fail": 1}
+    client = MlflowClient(uri)
+    runs = {int(r.data.tags["optuna.trial"]): r for r in children(uri, outcome.parent_run_id)}
+    assert runs[0].info.status == "FAILED"
+    assert "DivergenceError: loss became nan" in runs[0].data.tags["fgdepth.failure"]
+    assert runs[0].data.tags["optuna.state"] == "FAIL"
+    assert runs[1].info.status == "KILLED"
+    assert runs[1].data.tags["fgdepth.stopped"].startswith("pruned at epoch 0")
+    assert runs[1].data.tags["optuna.state"] == "PRUNED"
+    assert "val_mask_iou" in runs[1].data.metrics  # its curve up to the pruning is kept
+    assert runs[2].info.status == "FINISHED"
+    parent = client.get_run(outcome.parent_run_id)
+    assert parent.data.metrics["trials_pruned"] == parent.data.metrics["trials_fail"] == 1
+
+
+def test_two_worker_processes_share_a_journal_study(stores, tmp_path):
+    uri, _ = stores
+    outcome = tune(
+        smoke("tune.trials=4"),
+        "bce_ssim",
+        study_name="j",
+        storage=f"journal:{tmp_path}/journal.log",
+        workers=2,
+    )
+    _check_shared_study(uri, outcome, 4, 2)
+
+
+def _check_shared_study(uri, outcome, target, workers):
+    """Every trial ended exactly once, by one of the workers, with one MLflow child run."""
+    trials = outcome.study.get_trials()
+    assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
+    # workers that look at the count at the same moment may each start the last trial
+    assert target <= len(trials) <= target + workers - 1
+    assert sorted(t.number for t in trials) == list(range(len(trials)))
+    assert len({t.user_attrs["worker"] for t in trials}) == workers
+    assert outcome.exit_codes == [0] * workers
+    runs = children(uri, outcome.parent_run_id)
+    assert sorted(r.info.run_id for r in runs) == sorted(
+        t.user_attrs["mlflow_run_id"] for t in trials
+    )
+    status = {"COMPLETE": "FINISHED", "PRUNED": "KILLED"}
+    state = {t.user_attrs["mlflow_run_id"]: t.state.name for t in trials}
+    assert all(r.info.status == status[state[r.info.run_id]] for r in runs)
+
+
+def test_optuna_dashboard_serves_the_study_on_loopback(tmp_path):
+    import json
+    import shutil
+    import subprocess
+    import time
+    import urllib.request
+
+    from tests.services import free_port, missing
+
+    if shutil.which("optuna-dashboard") is None:
+        missing("optuna-dashboard is not installed (pip install 'fgdepth[dashboard]')")
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    study = optuna.create_study(study_name="dash", storage=storage, direction="maximize")
+    study.optimize(lambda t: t.suggest_float("lr_stage0", 0.001, 0.01), n_trials=2)
+    port = free_port()
+    cmd = ["optuna-dashboard", storage, "--host", "127.0.0.1", "--port", str(port)]
+    server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies") as r:
+                    studies = json.load(r)["study_summaries"]
+                break
+            except OSError:
+                time.sleep(0.2)
+        else:
+            raise AssertionError("optuna-dashboard did not answer")
+        assert [s["study_name"] for s in studies] == ["dash"]
+    finally:
+        server.terminate()
+        server.wait(10)
