@@ -19,14 +19,17 @@ main: install
 lint: install-test
 	$(PY) -m ruff check fgdepth tests benchmarks
 
-# Debian/Ubuntu packages the tests start servers from; without root they are skipped
+# Debian/Ubuntu packages the tests start servers and a browser from: PostgreSQL (study storage)
+# and Chromium with its driver (the MLflow UI test). Without root, their tests are skipped.
+SERVICES_MISSING = $(shell ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || echo postgresql; \
+	[ -x /usr/bin/chromium ] || echo chromium; [ -x /usr/bin/chromedriver ] || echo chromium-driver)
 services:
-	@if ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then :; \
+	@if [ -z "$(strip $(SERVICES_MISSING))" ]; then :; \
 	elif [ "$$(id -u)" = 0 ]; then \
-		echo "installing PostgreSQL (apt-get)"; \
+		echo "installing $(strip $(SERVICES_MISSING)) (apt-get)"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-			--no-install-recommends postgresql >/dev/null; \
-	else echo "PostgreSQL is not installed: its tests will be skipped"; fi
+			--no-install-recommends $(SERVICES_MISSING) >/dev/null; \
+	else echo "not installed: $(strip $(SERVICES_MISSING)); their tests will be skipped"; fi
 
 test: install-test services lint
 	$(PY) -m pytest -q

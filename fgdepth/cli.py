@@ -196,6 +196,75 @@ def _tune(args) -> int:
     return 0
 
 
+def _predict(args) -> int:
+    from fgdepth.predict import (
+        distance_text,
+        open_image,
+        predict_pairs,
+        read_pairs_manifest,
+        write_prediction,
+    )
+    from fgdepth.runner import quiet_libraries
+    from fgdepth.tracking import load_logged_model, setup_tracking
+
+    if bool(args.manifest) == bool(args.bg or args.fgbg):
+        raise DataError("give --bg and --fgbg, or --manifest")
+    if not args.manifest and not (args.bg and args.fgbg):
+        raise DataError("give both --bg and --fgbg")
+    quiet_libraries()
+    setup_tracking(args.tracking)
+    model, trained_size = load_logged_model(args.model)
+    size = args.size or trained_size or 64
+    out = Path(args.out)
+    if args.manifest:
+        jobs = read_pairs_manifest(Path(args.manifest))
+        jobs = [(f"{i:05d}_{name}", bg, fg) for i, (name, bg, fg) in enumerate(jobs)]
+    else:
+        jobs = [("", Path(args.bg), Path(args.fgbg))]
+    results = []
+    for name, bg, fg in jobs:
+        (pred,) = predict_pairs(model, [(open_image(bg), open_image(fg))], size)
+        write_prediction(pred, out / name)
+        results.append({"name": name or "pair", "bg": str(bg), "fg_bg": str(fg),
+                        "distance": pred.distance, "out": str(out / name)})  # fmt: skip
+        print(f"{fg}: foreground distance {distance_text(pred.distance)} (0..1 depth units)")
+    if args.manifest:
+        import pandas as pd
+
+        pd.DataFrame(results).to_csv(out / "predictions.csv", index=False)
+        print(f"predictions: {out / 'predictions.csv'}")
+    else:
+        print(json.dumps(results[0], indent=2))
+    return 0
+
+
+def _report(args) -> int:
+    import mlflow
+
+    from fgdepth.report import make_report, register_best
+    from fgdepth.runner import quiet_libraries
+    from fgdepth.tracking import setup_tracking
+
+    quiet_libraries()
+    setup_tracking(args.tracking)
+    experiments = [e for e in (args.experiment or "").split(",") if e] or None
+    report = make_report(
+        experiments,
+        Path(args.out),
+        include_trials=args.include_trials,
+        references=not args.no_references,
+    )
+    columns = ["run", "mask_iou", "depth_rmse", "fg_distance_error", "minutes"]
+    print(report.frame[columns].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    print(f"\nreport: {report.files['report.html']}  (and report.csv)")
+    if report.run_id:
+        print(f"logged to MLflow run {report.run_id} ({mlflow.get_tracking_uri()})")
+    if args.register:
+        uri = register_best(report.frame, args.register, args.alias, args.rank_by)
+        print(f"registered the best run by {args.rank_by}: {uri}")
+    return 0
+
+
 def _add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--profile",
@@ -286,6 +355,29 @@ def build_parser() -> argparse.ArgumentParser:
         help="then train the best configuration at this profile",
     )
     tn.set_defaults(run=_tune, profile="cpu")
+
+    pr = sub.add_parser("predict", help="mask, depth and distance for image pairs")
+    pr.add_argument(
+        "--model", required=True, help="runs:/RUN_ID/model, models:/NAME@ALIAS or a checkpoint"
+    )
+    pr.add_argument("--bg", help="background image")
+    pr.add_argument("--fgbg", help="the same scene with the foreground")
+    pr.add_argument("--manifest", help="CSV with columns bg,fg_bg (paths relative to it)")
+    pr.add_argument("--out", required=True, help="output folder")
+    pr.add_argument("--size", type=int, default=None, help="default: the model's training size")
+    pr.add_argument("--tracking", default="local")
+    pr.set_defaults(run=_predict)
+
+    rp = sub.add_parser("report", help="compare finished runs: table, charts, pictures")
+    rp.add_argument("--experiment", default="", help="MLflow experiment name(s), comma-separated")
+    rp.add_argument("--out", default="outputs/report")
+    rp.add_argument("--include-trials", action="store_true", help="also tuning trials")
+    rp.add_argument("--no-references", action="store_true")
+    rp.add_argument("--register", metavar="NAME", help="register the best run's model")
+    rp.add_argument("--alias", default="champion")
+    rp.add_argument("--rank-by", default="score", help="score (mask_iou - depth_rmse) or a metric")
+    rp.add_argument("--tracking", default="local")
+    rp.set_defaults(run=_report)
 
     ev = sub.add_parser("evaluate", help="metrics of a model on a dataset, as JSON")
     ev.add_argument(

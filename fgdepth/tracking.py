@@ -227,20 +227,42 @@ class MLflowCallback(Callback):
             metrics=result.metrics,
         )
         self.client.log_artifact(self.run_id, str(ckpt), "checkpoint")
-        log_model(self.run_id, result.model, last_size)
+        log_model(self.run_id, ckpt, last_size)
 
 
-def log_model(run_id: str, model, size: int) -> None:
-    """The model as an MLflow PyTorch model (pickle format) in the run."""
-    import mlflow.pytorch
-    import torch
+def log_model(run_id: str, checkpoint: Path, size: int) -> None:
+    """The model as an MLflow pyfunc (``model``): a pair of images in, mask, depth and the
+    foreground's distance out (see ``fgdepth.serving``). It is built from code and the run's
+    checkpoint, so loading it unpickles nothing; it needs fgdepth installed where it loads.
+    (Shipping the package with ``code_paths`` would put a second copy of fgdepth on the
+    loading process's import path, ahead of the installed one.)"""
+    from importlib.metadata import version
 
+    import mlflow.pyfunc
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+
+    from fgdepth import serving
+
+    signature = ModelSignature(
+        inputs=Schema([ColSpec("string", "bg"), ColSpec("string", "fg_bg")]),
+        outputs=Schema(
+            [ColSpec("double", "distance"), ColSpec("string", "mask"), ColSpec("string", "depth")]
+        ),
+    )
+    requirements = [
+        f"{name}=={version(name)}"
+        for name in ("fgdepth", "torch", "pytorch-msssim", "numpy", "pandas", "pillow", "pyyaml")
+    ]
     with _active(run_id):
-        mlflow.pytorch.log_model(
-            model.cpu().eval(), name="model", serialization_format="pickle",
-            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+        mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(Path(serving.__file__).with_name("model_code.py")),
+            artifacts={"checkpoint": str(checkpoint)},
+            signature=signature,
+            pip_requirements=requirements,
             metadata={"fgdepth_size": size},
-        )  # fmt: skip
+        )
 
 
 @contextlib.contextmanager
@@ -362,11 +384,19 @@ def load_logged_model(spec: str):
         return model, data.get("size")
     if "://" not in spec and not spec.startswith(("runs:/", "models:/")):
         raise FileNotFoundError(f"{spec}: no such checkpoint file or MLflow model URI")
-    import mlflow.pytorch
+    import mlflow.pyfunc
 
-    model = mlflow.pytorch.load_model(spec, map_location="cpu")
-    info = mlflow.models.get_model_info(spec)
-    return model.eval(), (info.metadata or {}).get("fgdepth_size")
+    try:
+        info = mlflow.models.get_model_info(spec)
+    except (mlflow.exceptions.MlflowException, OSError) as exc:
+        raise FileNotFoundError(f"{spec}: no such MLflow model ({exc})") from None
+    if "pytorch" in info.flavors:  # a model logged with mlflow.pytorch (earlier runs)
+        import mlflow.pytorch
+
+        model = mlflow.pytorch.load_model(spec, map_location="cpu")
+        return model.eval(), (info.metadata or {}).get("fgdepth_size")
+    wrapper = mlflow.pyfunc.load_model(spec).unwrap_python_model()
+    return wrapper.model.eval(), wrapper.size
 
 
 def download_checkpoint(spec: str) -> Path:

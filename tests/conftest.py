@@ -85,3 +85,39 @@ def postgres():
     server = Postgres()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def trained_store(tmp_path_factory):
+    """A tracking store with two finished smoke runs (bce_ssim, ssim) in experiment 'compare'."""
+    from types import SimpleNamespace
+
+    from mlflow.tracking import MlflowClient
+
+    from fgdepth.config import load_config
+    from fgdepth.runner import resolve_dataset, train_tracked
+
+    folder = tmp_path_factory.mktemp("trained")
+    uri = f"sqlite:///{folder}/mlflow.db"
+    MlflowClient(uri).search_experiments()  # the store is created here, from one process
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "FGDEPTH_CACHE")}
+    cwd = os.getcwd()
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    os.environ["FGDEPTH_CACHE"] = str(tmp_path_factory.getbasetemp() / "cache")
+    os.chdir(folder)
+    try:
+        runs = {}
+        for name in ("bce_ssim", "ssim"):
+            config = load_config(name, "smoke")
+            _, runs[name] = train_tracked(
+                config, resolve_dataset(config), experiment_name="compare", entry_point=name,
+                run_name=name, system_metrics=False,
+            )  # fmt: skip
+    finally:
+        os.chdir(cwd)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    return SimpleNamespace(folder=folder, uri=uri, runs=runs)

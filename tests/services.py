@@ -71,7 +71,7 @@ class Postgres:
         pwfile.unlink()
         self._run(
             "pg_ctl", "-D", str(self.data), "-l", str(self.root / "log"), "-w", "-t", "60",
-            "-o", f"-h 127.0.0.1 -p {self.port} -k {self.root}", "start",
+            "-o", f"-h 127.0.0.1 -p {self.port} -k {self.root} -c max_connections=300", "start",
         )  # fmt: skip
 
     def _run(self, tool: str, *args: str) -> None:

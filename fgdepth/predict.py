@@ -1,0 +1,120 @@
+"""Predict the mask and depth of (bg, fg_bg) image pairs with a trained model.
+
+Outputs per pair, at the input images' size: ``mask.png`` (0/255), ``mask_soft.png`` (the
+probability, 8-bit), ``depth.png`` (16-bit, the dataset's depth scale: 0..65535 for 0..1),
+``depth_colour.png``, and the foreground's distance: the median predicted depth inside the
+predicted mask (NaN when the mask is empty), in the same 0..1 depth units as the training data.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from fgdepth.data.format import DataError, _rgb
+from fgdepth.data.preview import colour_depth
+from fgdepth.engine.evaluate import predict as model_predict
+from fgdepth.metrics import masked_median
+
+
+@dataclass
+class Prediction:
+    mask_prob: np.ndarray  # (H, W) float32 in [0, 1], at the input's size
+    depth: np.ndarray  # (H, W) float32 in [0, 1]
+    distance: float  # median depth inside the predicted mask; NaN if the mask is empty
+
+    @property
+    def mask(self) -> np.ndarray:
+        return self.mask_prob > 0.5
+
+
+def open_image(source: str | Path | bytes) -> Image.Image:
+    """A path or encoded image bytes -> PIL image; DataError names what cannot be read."""
+    try:
+        data = source if isinstance(source, bytes) else Path(source).read_bytes()
+        image = Image.open(io.BytesIO(data))
+        image.load()
+        return image
+    except FileNotFoundError:
+        raise DataError(f"{source}: no such image file") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        name = "image bytes" if isinstance(source, bytes) else source
+        raise DataError(f"{name}: not a readable image ({exc})") from None
+
+
+def _tensor(image: Image.Image, size: int) -> torch.Tensor:
+    rgb = _rgb(image, size)  # (size, size, 3) uint8
+    return torch.from_numpy(rgb).permute(2, 0, 1).float().div(255)
+
+
+def _resize(values: np.ndarray, width: int, height: int) -> np.ndarray:
+    image = Image.fromarray(values.astype(np.float32), mode="F")
+    return np.asarray(image.resize((width, height), Image.BILINEAR)).clip(0, 1)
+
+
+@torch.no_grad()
+def predict_pairs(
+    model: nn.Module, pairs: list[tuple[Image.Image, Image.Image]], size: int
+) -> list[Prediction]:
+    """(bg, fg_bg) pairs -> predictions at each fg_bg's own size (the model runs at ``size``)."""
+    for bg, fg_bg in pairs:
+        if bg.size != fg_bg.size:
+            raise DataError(f"bg size {bg.size} differs from fg_bg size {fg_bg.size}")
+    device = next(model.parameters()).device
+    fg = torch.stack([_tensor(fg_bg, size) for _, fg_bg in pairs]).to(device)
+    bg = torch.stack([_tensor(b, size) for b, _ in pairs]).to(device)
+    model.eval()
+    mask, depth = model_predict(model, fg, bg)
+    distances = masked_median(depth, mask > 0.5)  # at the model's size: the same median
+    out = []
+    for i, (_, fg_bg) in enumerate(pairs):
+        width, height = fg_bg.size
+        out.append(
+            Prediction(
+                _resize(mask[i, 0].cpu().numpy(), width, height),
+                _resize(depth[i, 0].cpu().numpy(), width, height),
+                float(distances[i]),
+            )
+        )
+    return out
+
+
+def write_prediction(pred: Prediction, out: Path) -> dict[str, Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    files = {
+        "mask": out / "mask.png",
+        "mask_soft": out / "mask_soft.png",
+        "depth": out / "depth.png",
+        "depth_colour": out / "depth_colour.png",
+    }
+    Image.fromarray(pred.mask.astype(np.uint8) * 255).save(files["mask"])
+    Image.fromarray((pred.mask_prob * 255).round().astype(np.uint8)).save(files["mask_soft"])
+    Image.fromarray((pred.depth * 65535).round().astype(np.uint16)).save(files["depth"])
+    Image.fromarray(colour_depth(pred.depth)).save(files["depth_colour"])
+    return files
+
+
+def read_pairs_manifest(path: Path) -> list[tuple[str, Path, Path]]:
+    """A CSV with columns ``bg`` and ``fg_bg`` (paths relative to the CSV): (name, bg, fg_bg)."""
+    try:
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such manifest") from None
+    if not rows or not {"bg", "fg_bg"} <= set(rows[0]):
+        raise DataError(f"{path}: a prediction manifest needs the columns bg and fg_bg")
+    root = path.parent
+    return [(Path(r["fg_bg"]).stem or f"row{i}", root / r["bg"], root / r["fg_bg"])
+            for i, r in enumerate(rows)]  # fmt: skip
+
+
+def distance_text(distance: float) -> str:
+    return "no foreground found" if math.isnan(distance) else f"{distance:.4f}"

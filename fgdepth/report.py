@@ -1,0 +1,361 @@
+"""``fgdepth report``: which run wins, in one table, charts and one picture.
+
+From the finished training runs of an MLflow experiment (or all): a row per run with its loss
+combination, model, profile, the params that differ between runs, the test metrics, minutes
+and samples/s; the best value per column marked. Beside them, reference rows computed on the
+same test split (background subtraction for the mask, the dataset-mean depth map for depth), so
+that every number has its floor next to it. Written as ``report.csv`` and one self-contained
+``report.html`` (table, a bar chart per metric, learning curves, the same test samples as
+predicted by each run), and logged to MLflow as a run of its own.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import yaml
+from mlflow.tracking import MlflowClient
+
+from fgdepth.config import Config, build
+from fgdepth.metrics import LOWER_IS_BETTER
+
+METRICS = [
+    "mask_iou", "mask_dice", "depth_rmse", "depth_absrel", "depth_delta1", "fg_distance_error",
+    "depth_iou_seed",
+]  # fmt: skip
+EXTRA = {"minutes": "train_minutes", "samples_per_s": "train_samples_per_s"}
+COVERED = ("name", "description", "loss", "model.name", "profile", "tune.", "stages.")
+MAX_PICTURE_RUNS = 8
+
+
+def _rank_value(metric: str, value: float) -> float:
+    return -value if metric in LOWER_IS_BETTER else value
+
+
+def find_runs(experiments: list[str] | None, include_trials: bool = False) -> pd.DataFrame:
+    """Finished training runs (newest first); tuning parents and reports left out."""
+    client = MlflowClient()
+    if experiments:
+        found = [client.get_experiment_by_name(name) for name in experiments]
+        missing = [n for n, e in zip(experiments, found, strict=True) if e is None]
+        if missing:
+            raise FileNotFoundError(f"no MLflow experiment named {', '.join(missing)}")
+        ids = [e.experiment_id for e in found]
+    else:
+        ids = [e.experiment_id for e in client.search_experiments()]
+    runs = mlflow.search_runs(
+        ids, filter_string="attributes.status = 'FINISHED'", order_by=["start_time DESC"]
+    )
+    if runs.empty or "tags.fgdepth.model" not in runs:
+        return pd.DataFrame()
+    runs = runs[runs["tags.fgdepth.model"].notna()]
+    if not include_trials and "tags.mlflow.parentRunId" in runs:
+        runs = runs[runs["tags.mlflow.parentRunId"].isna()]
+    return runs.reset_index(drop=True)
+
+
+def differing_params(runs: pd.DataFrame) -> list[str]:
+    """Param names whose values differ between the runs (beyond the table's own columns)."""
+    out = []
+    for col in runs.columns:
+        if not col.startswith("params."):
+            continue
+        key = col[len("params.") :]
+        if key.startswith(COVERED) or key.endswith(".resolved"):
+            continue
+        if runs[col].fillna("").nunique() > 1:
+            out.append(key)
+    return sorted(out)
+
+
+def table(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per run: the report's columns."""
+    params = differing_params(runs)
+    rows = []
+    for _, r in runs.iterrows():
+        row = {
+            "run": r.get("tags.mlflow.runName"),
+            "run_id": r["run_id"],
+            "entry_point": r.get("tags.fgdepth.entry_point"),
+            "losses": r.get("tags.fgdepth.losses"),
+            "model": r.get("tags.fgdepth.model"),
+            "profile": r.get("tags.fgdepth.profile"),
+            "differs": "; ".join(
+                f"{k}={r.get(f'params.{k}')}" for k in params if r.get(f"params.{k}") is not None
+            ),
+        }
+        for m in METRICS:
+            row[m] = r.get(f"metrics.{m}", math.nan)
+        for name, metric in EXTRA.items():
+            row[name] = r.get(f"metrics.{metric}", math.nan)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def best_marks(frame: pd.DataFrame) -> dict[str, float]:
+    """The best value per metric column, over the runs (reference rows excluded)."""
+    runs = frame[frame["kind"] == "run"] if "kind" in frame else frame
+    best = {}
+    for m in METRICS:
+        values = runs[m].dropna()
+        if len(values):
+            best[m] = values.min() if m in LOWER_IS_BETTER else values.max()
+    return best
+
+
+# --- the references, on the test split of the runs' dataset ------------------------------------
+
+
+@dataclass
+class TestData:
+    config: Config
+    cache: object
+    train: np.ndarray
+    test: np.ndarray
+    size: int
+
+
+def run_config(run_id: str) -> Config:
+    path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="config.yaml")
+    return build(Config, yaml.safe_load(Path(path).read_text()))
+
+
+def test_data(run_id: str, size: int) -> TestData:
+    """The dataset, splits and test rows a run was scored on, decoded at ``size``."""
+    from fgdepth.data import build_cache
+    from fgdepth.engine.fit import split_indices
+    from fgdepth.runner import resolve_dataset
+
+    config = run_config(run_id)
+    dataset = resolve_dataset(config)
+    splits = split_indices(config, dataset)
+    cache = build_cache(dataset, size, workers=config.data.workers, skip_bad=True, quiet=True)
+    bad = np.array([p.row for p in cache.bad], dtype=int)
+    keep = {k: v[~np.isin(v, bad)] for k, v in splits.items()}
+    return TestData(config, cache, keep["train"], keep["test"], size)
+
+
+def reference_rows(data: TestData) -> list[dict]:
+    from fgdepth.baselines import reference_metrics
+
+    refs = reference_metrics(data.cache, data.train, data.test)
+    names = {
+        "background_subtraction": "reference: |fg_bg − bg|, Otsu, opening/closing (mask)",
+        "mean_depth": "reference: dataset-mean depth map (depth)",
+    }
+    return [
+        {"run": names[key], "kind": "reference", **{m: refs[key].get(m, math.nan) for m in METRICS}}
+        for key in names
+    ]
+
+
+def run_size(run_id: str) -> int:
+    from fgdepth.tracking import load_logged_model
+
+    return int(load_logged_model(f"runs:/{run_id}/model")[1] or 64)
+
+
+def prediction_picture(frame: pd.DataFrame, data: TestData, samples: int = 4):
+    """The same test samples as predicted by each run (the first runs, up to 8)."""
+    import torch
+
+    from fgdepth.engine.evaluate import sample_predictions
+    from fgdepth.study import comparison_picture
+    from fgdepth.tracking import load_logged_model
+
+    picks = data.test[np.linspace(0, len(data.test) - 1, min(samples, len(data.test))).astype(int)]
+    rows = []
+    for _, r in frame[frame["kind"] == "run"].head(MAX_PICTURE_RUNS).iterrows():
+        model, _ = load_logged_model(f"runs:/{r['run_id']}/model")
+        images = sample_predictions(model, data.cache, picks, torch.device("cpu"))
+        rows.append({"experiment": str(r["run"] or r["entry_point"]), "images": images})
+    return comparison_picture(rows, samples) if rows else None
+
+
+# --- charts and the page ------------------------------------------------------------------------
+
+
+def _png(fig) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    return buffer.getvalue()
+
+
+def bar_charts(frame: pd.DataFrame) -> bytes:
+    """A bar per run for each metric; a dashed line at the reference value."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = frame[frame["kind"] == "run"]
+    refs = frame[frame["kind"] == "reference"]
+    cols = 4
+    nrows = math.ceil(len(METRICS) / cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(4 * cols, 3.2 * nrows), squeeze=False)
+    labels = [str(r) for r in runs["run"]]
+    for ax, m in zip(axes.flat, METRICS, strict=False):
+        ax.bar(range(len(runs)), runs[m], color="#4878a8")
+        ax.set_xticks(range(len(runs)), labels, rotation=45, ha="right", fontsize=7)
+        ax.set_title(m + (" (lower is better)" if m in LOWER_IS_BETTER else ""), fontsize=9)
+        ref = refs[m].dropna()
+        if len(ref):
+            ax.axhline(float(ref.iloc[0]), color="#c44", linestyle="--", label="reference")
+            ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(METRICS) :]:
+        ax.axis("off")
+    fig.tight_layout()
+    data = _png(fig)
+    plt.close(fig)
+    return data
+
+
+def learning_curves(frame: pd.DataFrame) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    client = MlflowClient()
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    for _, r in frame[frame["kind"] == "run"].iterrows():
+        for ax, metric in zip(axes, ("train_loss", "val_mask_iou", "val_depth_rmse"), strict=True):
+            history = sorted(client.get_metric_history(r["run_id"], metric), key=lambda m: m.step)
+            ax.plot([m.step for m in history], [m.value for m in history], label=str(r["run"]))
+    for ax, title in zip(axes, ("train loss", "val mask_iou", "val depth_rmse"), strict=True):
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    data = _png(fig)
+    plt.close(fig)
+    return data
+
+
+def _cell(value, metric: str | None, best: dict) -> str:
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "<td>—</td>"
+        text = f"{value:.4f}" if metric in METRICS else f"{value:.1f}"
+        if metric in best and value == best[metric]:
+            return f"<td class='best'><b>{text}</b></td>"
+        return f"<td>{text}</td>"
+    return f"<td class='text'>{html.escape(str(value if value is not None else ''))}</td>"
+
+
+def html_page(frame: pd.DataFrame, images: dict[str, bytes], title: str) -> str:
+    best = best_marks(frame)
+    columns = ["run", "entry_point", "losses", "model", "profile", *METRICS, *EXTRA, "differs"]
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    body = []
+    for _, r in frame.iterrows():
+        cls = " class='ref'" if r.get("kind") == "reference" else ""
+        body.append(f"<tr{cls}>" + "".join(_cell(r.get(c), c, best) for c in columns) + "</tr>")
+    pictures = "".join(
+        f"<h2>{html.escape(name)}</h2><img alt='{html.escape(name)}' "
+        f"src='data:image/png;base64,{base64.b64encode(data).decode()}'>"
+        for name, data in images.items()
+    )
+    style = (
+        "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;font-size:13px}"
+        "td,th{padding:3px 7px;border-bottom:1px solid #ddd;text-align:right}"
+        "td.text{text-align:left}tr.ref{color:#777;font-style:italic}td.best{background:#e6f4e6}"
+        "img{max-width:100%}"
+    )
+    legend = (
+        "<p>Test-split metrics of each finished run; the best value of each column is in bold. "
+        "Grey rows are references computed on the same test split.</p>"
+    )
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{style}</style></head><body><h1>{html.escape(title)}</h1>{legend}"
+        f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+        f"{pictures}</body></html>\n"
+    )
+
+
+@dataclass
+class Report:
+    frame: pd.DataFrame
+    files: dict[str, Path]
+    run_id: str | None
+
+
+def make_report(
+    experiments: list[str] | None,
+    out: Path,
+    *,
+    include_trials: bool = False,
+    references: bool = True,
+    log: bool = True,
+) -> Report:
+    runs = find_runs(experiments, include_trials)
+    if runs.empty:
+        where = ", ".join(experiments) if experiments else "any experiment"
+        store = mlflow.get_tracking_uri()
+        raise FileNotFoundError(f"no finished training run in {where} at {store}")
+    frame = table(runs)
+    frame.insert(0, "kind", "run")
+    # the references and the picture use the newest run's dataset and size
+    newest = frame.iloc[0]["run_id"]
+    data = test_data(newest, run_size(newest))
+    if references:
+        frame = pd.concat([frame, pd.DataFrame(reference_rows(data))], ignore_index=True)
+    out.mkdir(parents=True, exist_ok=True)
+    files = {"report.csv": out / "report.csv"}
+    marked = frame.copy()
+    best = best_marks(frame)
+    marked["best_in"] = [
+        ",".join(m for m in best if r["kind"] == "run" and r[m] == best[m])
+        for _, r in frame.iterrows()
+    ]
+    marked.to_csv(files["report.csv"], index=False)
+    images = {"Metrics": bar_charts(frame), "Learning curves": learning_curves(frame)}
+    picture = prediction_picture(frame, data)
+    if picture is not None:
+        files["predictions.png"] = out / "predictions.png"
+        picture.save(files["predictions.png"])
+        buffer = io.BytesIO()
+        picture.save(buffer, format="PNG")
+        images["The same test samples, predicted by each run"] = buffer.getvalue()
+    for name, filename in (("Metrics", "metrics.png"), ("Learning curves", "curves.png")):
+        (out / filename).write_bytes(images[name])
+        files[filename] = out / filename
+    title = f"fgdepth report: {', '.join(experiments) if experiments else 'all experiments'}"
+    files["report.html"] = out / "report.html"
+    files["report.html"].write_text(html_page(frame, images, title))
+    run_id = _log(files, experiments, len(runs)) if log else None
+    return Report(frame, files, run_id)
+
+
+def _log(files: dict[str, Path], experiments: list[str] | None, n_runs: int) -> str:
+    from fgdepth.tracking import experiment_id
+
+    exp = experiment_id((experiments or ["fgdepth"])[0], "mlartifacts")
+    with mlflow.start_run(experiment_id=exp, run_name="report", tags={"fgdepth.kind": "report"}):
+        mlflow.log_param("runs", n_runs)
+        for path in files.values():
+            mlflow.log_artifact(str(path), "report")
+        return mlflow.active_run().info.run_id
+
+
+def register_best(frame: pd.DataFrame, name: str, alias: str, rank_by: str) -> str:
+    """Register the best run's model as ``name`` and point ``alias`` at it; the model URI."""
+    runs = frame[frame["kind"] == "run"].copy()
+    if rank_by == "score":
+        runs["score"] = runs["mask_iou"] - runs["depth_rmse"]
+    elif rank_by not in METRICS:
+        raise ValueError(f"--rank-by: unknown '{rank_by}'; valid: score, {', '.join(METRICS)}")
+    runs = runs.dropna(subset=[rank_by])
+    best = runs.loc[runs[rank_by].map(lambda v: _rank_value(rank_by, v)).idxmax()]
+    version = mlflow.register_model(f"runs:/{best['run_id']}/model", name)
+    MlflowClient().set_registered_model_alias(name, alias, version.version)
+    return f"models:/{name}@{alias}"

@@ -1,0 +1,116 @@
+"""A real headless Chromium (the distribution's chromium and chromedriver) and an MLflow UI
+server on loopback, for tests and for the README's screenshots."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+from tests.services import free_port, missing
+
+CHROMIUM = ("/usr/bin/chromium", "/usr/bin/chromium-browser")
+CHROMEDRIVER = "/usr/bin/chromedriver"
+
+
+def chromium() -> str | None:
+    return next((p for p in CHROMIUM if Path(p).exists()), None) or shutil.which("chromium")
+
+
+@contextlib.contextmanager
+def browser(width: int = 1400, height: int = 900):
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+    except ImportError:
+        missing("selenium is not installed (pip install -e '.[test]')")
+    binary = chromium()
+    if binary is None or not Path(CHROMEDRIVER).exists():
+        missing("chromium and chromium-driver are not installed (apt-get install ...)")
+    profile = tempfile.mkdtemp(prefix="fgdepth-chromium-")
+    options = webdriver.ChromeOptions()
+    options.binary_location = binary
+    for flag in (
+        "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+        "--disable-quic", "--no-first-run", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", f"--user-data-dir={profile}",
+        f"--window-size={width},{height}",
+    ):  # fmt: skip
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def mlflow_ui(store_uri: str, cwd: Path, log: Path):
+    """``mlflow ui`` on 127.0.0.1 and a free port; yields its base URL."""
+    port = free_port()
+    with open(log, "w") as out:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", store_uri,
+             "--host", "127.0.0.1", "--port", str(port)],
+            cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):
+            try:
+                urllib.request.urlopen(f"{base}/health", timeout=1)
+                break
+            except OSError:
+                if server.poll() is not None:
+                    raise RuntimeError(log.read_text()[-2000:]) from None
+                time.sleep(0.2)
+        yield base
+    finally:
+        server.terminate()
+        server.wait(20)
+
+
+def wait_for(driver, predicate, timeout: float = 60, what: str = "the page"):
+    """Poll ``predicate(driver)`` until it returns something truthy."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = predicate(driver)
+        if value:
+            return value
+        time.sleep(0.25)
+    raise AssertionError(f"timed out waiting for {what}; page text: {page_text(driver)[:1500]}")
+
+
+def page_text(driver) -> str:
+    return driver.execute_script("return document.body ? document.body.innerText : ''") or ""
+
+
+def loaded_images(driver) -> list[tuple[str, int, int]]:
+    """(src, width, height) of every <img> on the page that finished loading with pixels."""
+    return [
+        tuple(item)
+        for item in driver.execute_script(
+            "return Array.from(document.images).filter(i => i.complete && i.naturalWidth > 0)"
+            ".map(i => [i.src, i.naturalWidth, i.naturalHeight])"
+        )
+    ]
+
+
+def click_text(driver, text: str, timeout: float = 30) -> None:
+    """Click the element whose own text is ``text`` (waiting for it to appear)."""
+    from selenium.common.exceptions import WebDriverException
+    from selenium.webdriver.common.by import By
+
+    def find(d):
+        try:
+            return d.find_element(By.XPATH, f"//*[normalize-space(text())='{text}']")
+        except WebDriverException:
+            return None
+
+    wait_for(driver, find, timeout, what=f"'{text}'").click()
