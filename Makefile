@@ -17,7 +17,7 @@ main: install
 	$(PY) -m fgdepth study --profile cpu --out outputs/study
 
 lint: install-test
-	$(PY) -m ruff check fgdepth tests benchmarks
+	$(PY) -m ruff check fgdepth tests benchmarks docs
 
 # Debian/Ubuntu packages the tests start servers and a browser from: PostgreSQL (study storage)
 # and Chromium with its driver (the MLflow UI test). Without root, their tests are skipped.

@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
-from tests.services import free_port, missing
+from tests.services import http_server, missing
 
 CHROMIUM = ("/usr/bin/chromium", "/usr/bin/chromium-browser")
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -53,27 +51,10 @@ def browser(width: int = 1400, height: int = 900):
 @contextlib.contextmanager
 def mlflow_ui(store_uri: str, cwd: Path, log: Path):
     """``mlflow ui`` on 127.0.0.1 and a free port; yields its base URL."""
-    port = free_port()
-    with open(log, "w") as out:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", store_uri,
-             "--host", "127.0.0.1", "--port", str(port)],
-            cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(300):
-            try:
-                urllib.request.urlopen(f"{base}/health", timeout=1)
-                break
-            except OSError:
-                if server.poll() is not None:
-                    raise RuntimeError(log.read_text()[-2000:]) from None
-                time.sleep(0.2)
+    args = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", store_uri,
+            "--host", "127.0.0.1", "--port", "{port}"]  # fmt: skip
+    with http_server(args, "/health", log, cwd=cwd) as base:
         yield base
-    finally:
-        server.terminate()
-        server.wait(20)
 
 
 def wait_for(driver, predicate, timeout: float = 60, what: str = "the page"):

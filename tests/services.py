@@ -6,6 +6,7 @@ When a service is missing the tests that need it are skipped, unless
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import secrets
@@ -13,6 +14,8 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -28,6 +31,31 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def http_server(args: list[str], ready_path: str, log: Path, **popen):
+    """Start a server on 127.0.0.1 and a free port (``args`` may use ``{port}``); yield its
+    base URL once ``ready_path`` answers; stop it after. Its output goes to ``log``."""
+    port = free_port()
+    with open(log, "w") as out:
+        server = subprocess.Popen(
+            [a.format(port=port) for a in args], stdout=out, stderr=subprocess.STDOUT, **popen
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):
+            try:
+                urllib.request.urlopen(f"{base}{ready_path}", timeout=1)
+                break
+            except OSError:
+                if server.poll() is not None:
+                    raise RuntimeError(f"{args[:4]} exited: {log.read_text()[-2000:]}") from None
+                time.sleep(0.2)
+        yield base
+    finally:
+        server.terminate()
+        server.wait(20)
 
 
 def _pg_bin() -> Path | None:

@@ -1,9 +1,8 @@
 """The logged model as an MLflow pyfunc: loaded in-process and served over HTTP."""
 
 import json
-import subprocess
+import os
 import sys
-import time
 import urllib.request
 
 import mlflow.pyfunc
@@ -12,7 +11,7 @@ import pandas as pd
 import pytest
 
 from fgdepth.serving import decode_png, encode_file
-from tests.services import free_port
+from tests.services import http_server
 
 
 @pytest.fixture
@@ -42,32 +41,16 @@ def test_the_pyfunc_predicts_image_pairs(model_uri, pairs):
 
 
 def test_mlflow_models_serve_answers_over_http(model_uri, pairs, trained_store, tmp_path):
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri, "--env-manager",
-         "local", "--host", "127.0.0.1", "--port", str(port)],
-        env={**__import__("os").environ, "MLFLOW_TRACKING_URI": trained_store.uri},
-        stdout=subprocess.DEVNULL, stderr=open(tmp_path / "serve.log", "w"), cwd=tmp_path,
-    )  # fmt: skip
-    try:
-        base = f"http://127.0.0.1:{port}"
-        for _ in range(300):
-            try:
-                urllib.request.urlopen(f"{base}/ping", timeout=1)
-                break
-            except OSError:
-                if server.poll() is not None:
-                    raise AssertionError((tmp_path / "serve.log").read_text()[-2000:]) from None
-                time.sleep(0.2)
+    args = [sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri,
+            "--env-manager", "local", "--host", "127.0.0.1", "--port", "{port}"]  # fmt: skip
+    env = {**os.environ, "MLFLOW_TRACKING_URI": trained_store.uri}
+    with http_server(args, "/ping", tmp_path / "serve.log", env=env, cwd=tmp_path) as base:
         body = json.dumps({"dataframe_split": pairs.to_dict(orient="split", index=False)})
         request = urllib.request.Request(
             f"{base}/invocations", body.encode(), {"Content-Type": "application/json"}
         )
         with urllib.request.urlopen(request, timeout=60) as response:
             served = pd.DataFrame(json.load(response)["predictions"])
-    finally:
-        server.terminate()
-        server.wait(20)
     local = mlflow.pyfunc.load_model(model_uri).predict(pairs)
     assert list(served["mask"]) == list(local["mask"])
     np.testing.assert_allclose(served["distance"].astype(float), local["distance"], equal_nan=True)

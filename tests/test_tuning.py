@@ -288,34 +288,20 @@ def _check_shared_study(uri, outcome, target, workers):
 def test_optuna_dashboard_serves_the_study_on_loopback(tmp_path):
     import json
     import shutil
-    import subprocess
-    import time
     import urllib.request
 
-    from tests.services import free_port, missing
+    from tests.services import http_server, missing
 
     if shutil.which("optuna-dashboard") is None:
         missing("optuna-dashboard is not installed (pip install 'fgdepth[dashboard]')")
     storage = f"sqlite:///{tmp_path}/optuna.db"
     study = optuna.create_study(study_name="dash", storage=storage, direction="maximize")
     study.optimize(lambda t: t.suggest_float("lr_stage0", 0.001, 0.01), n_trials=2)
-    port = free_port()
-    cmd = ["optuna-dashboard", storage, "--host", "127.0.0.1", "--port", str(port)]
-    server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        for _ in range(100):
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies") as r:
-                    studies = json.load(r)["study_summaries"]
-                break
-            except OSError:
-                time.sleep(0.2)
-        else:
-            raise AssertionError("optuna-dashboard did not answer")
-        assert [s["study_name"] for s in studies] == ["dash"]
-    finally:
-        server.terminate()
-        server.wait(10)
+    args = ["optuna-dashboard", storage, "--host", "127.0.0.1", "--port", "{port}"]
+    with http_server(args, "/api/studies", tmp_path / "dashboard.log") as base:
+        with urllib.request.urlopen(f"{base}/api/studies") as response:
+            studies = json.load(response)["study_summaries"]
+    assert [s["study_name"] for s in studies] == ["dash"]
 
 
 def test_two_objectives_report_a_pareto_front_and_the_best_trains_as_a_normal_run(stores):
