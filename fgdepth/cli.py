@@ -59,21 +59,69 @@ def _config_from_args(args):
     return load_config(args.config, args.profile, args.set or [], extra)
 
 
+def _stop_on_signals():
+    """SIGINT / SIGTERM ask training to stop after the current batch (a second one stops at
+    once); returns the ``stop()`` that tells the engine which signal came."""
+    import signal
+
+    received: list[str] = []
+
+    def handler(signum, frame):
+        if received:
+            raise KeyboardInterrupt
+        received.append(signal.Signals(signum).name)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, handler)
+    return lambda: received[0] if received else None
+
+
+def _resume_state(spec: str, checkpoint_dir: str) -> dict:
+    from fgdepth.engine.checkpoint import read_state
+
+    root = Path(checkpoint_dir)
+    if spec == "latest":
+        found = sorted(root.glob("*/state.pt"), key=lambda p: p.stat().st_mtime)
+        if not found:
+            raise FileNotFoundError(f"no training state under {root} to resume")
+        return read_state(found[-1])
+    return read_state(root / spec / "state.pt")
+
+
 def _train(args) -> int:
+    from fgdepth.config import Config, build
+    from fgdepth.engine.fit import Interrupted
     from fgdepth.runner import quiet_libraries, resolve_dataset, train_tracked
 
-    config = _config_from_args(args)  # every check happens before a run is created
+    resume = None
+    if args.resume:
+        resume = _resume_state(args.resume, args.checkpoint_dir)
+        config = build(Config, resume["config"])
+        args.entry_point = args.entry_point or resume.get("entry_point")
+    else:
+        config = _config_from_args(args)  # every check happens before a run is created
     dataset = resolve_dataset(config)
     quiet_libraries()
-    result, run_id = train_tracked(
-        config,
-        dataset,
-        tracking=args.tracking,
-        experiment_name=args.experiment_name,
-        run_name=args.run_name,
-        entry_point=args.entry_point,
-        system_metrics=not args.no_system_metrics,
-    )
+    stop = _stop_on_signals()
+    started: list[str] = []
+    try:
+        result, run_id = train_tracked(
+            config,
+            dataset,
+            tracking=args.tracking,
+            experiment_name=args.experiment_name,
+            run_name=args.run_name,
+            entry_point=args.entry_point,
+            system_metrics=not args.no_system_metrics,
+            on_run_start=started.append,
+            resume=resume,
+            stop=stop,
+            checkpoint_dir=args.checkpoint_dir,
+        )
+    except Interrupted as exc:
+        hint = f"continue with: fgdepth train --resume {started[0]}"
+        print(f"fgdepth: {exc}; {hint}", file=sys.stderr)
+        return 130 if exc.reason == "SIGINT" else 143
     print(
         json.dumps(
             {
@@ -317,6 +365,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--config", default="default", help="experiment name or YAML file")
     _add_train_options(train)
     train.add_argument("--run-name", default=None)
+    train.add_argument(
+        "--resume",
+        metavar="RUN_ID|latest",
+        help="continue a stopped or killed run from its last state, in the same MLflow run",
+    )
+    train.add_argument("--checkpoint-dir", default="outputs/checkpoints")
     train.add_argument("--entry-point", default=None, help=argparse.SUPPRESS)
     train.set_defaults(run=_train)
 

@@ -170,6 +170,7 @@ class Config:
     seed: int = 0
     deterministic: bool = False
     max_minutes: float | None = None
+    checkpoint_minutes: float = 10.0  # a resumable state also every this often within an epoch
     profile: str = "full"
     scale: ScaleConfig = field(default_factory=ScaleConfig)
     tune: TuneConfig = field(default_factory=TuneConfig)  # the search space of `fgdepth tune`

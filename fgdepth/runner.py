@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from pathlib import Path
@@ -49,14 +50,24 @@ def train_tracked(
     tags: dict | None = None,
     stopped: tuple[type[BaseException], ...] = (),
     on_run_start=None,
+    resume: dict | None = None,
+    stop=None,
+    checkpoint_dir: str | Path = "outputs/checkpoints",
 ):
     """Train ``config`` on ``dataset`` inside an MLflow run; returns (FitResult, run_id).
 
     ``parent_run_id`` makes it a child run (a tuning trial); ``stopped`` exceptions end it
-    KILLED rather than FAILED; ``on_run_start(run_id)`` is called once the run exists."""
+    KILLED rather than FAILED; ``on_run_start(run_id)`` is called once the run exists.
+    A resumable state is kept in ``checkpoint_dir/RUN_ID/state.pt``; ``resume`` (such a
+    state) continues its run, in the same MLflow run; ``stop()`` returning a reason (a signal)
+    stops training at the next batch with a state saved, and the run ends KILLED."""
     from fgdepth import tracking as trk
     from fgdepth.engine import fit
     from fgdepth.engine.callbacks import ConsoleCallback
+    from fgdepth.engine.checkpoint import StateCheckpoint
+    from fgdepth.engine.fit import Interrupted, check_against_data
+
+    check_against_data(config, dataset)  # before the run exists: a bad config makes none
 
     settings = trk.setup_tracking(tracking)
     _resolve_transfers(config)
@@ -67,14 +78,22 @@ def train_tracked(
         tags,
         system_metrics,
         parent_run_id=parent_run_id,
-        stopped=stopped,
+        run_id=resume["run_id"] if resume else None,
+        stopped=(Interrupted, *stopped),
     ) as run:
         run_id = run.info.run_id
         if on_run_start is not None:
             on_run_start(run_id)
         cb = trk.MLflowCallback(run_id, dataset.fingerprint(), entry_point)
         console = ConsoleCallback(lambda line: print(line, flush=True))
-        result = fit(config, dataset, [cb, console, *callbacks])
+        keep = StateCheckpoint(
+            Path(checkpoint_dir) / run_id / "state.pt",
+            {"run_id": run_id, "config": config.to_dict(), "entry_point": entry_point},
+        )
+        result = fit(config, dataset, [cb, console, keep, *callbacks], resume=resume, stop=stop)
+    keep.path.unlink(missing_ok=True)  # finished: nothing left to resume
+    with contextlib.suppress(OSError):
+        keep.path.parent.rmdir()
     return result, run_id
 
 

@@ -14,6 +14,7 @@ import os
 import subprocess
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import mlflow
@@ -254,7 +255,9 @@ def log_model(run_id: str, checkpoint: Path, size: int) -> None:
         f"{name}=={version(name)}"
         for name in ("fgdepth", "torch", "pytorch-msssim", "numpy", "pandas", "pillow", "pyyaml")
     ]
-    with _active(run_id):
+    with _active(run_id), warnings.catch_warnings():
+        # no input example: it would be a pair of encoded images; the signature says it all
+        warnings.filterwarnings("ignore", message=".*input example was not provided.*")
         mlflow.pyfunc.log_model(
             name="model",
             python_model=str(Path(serving.__file__).with_name("model_code.py")),

@@ -129,6 +129,23 @@ def test_bad_config_fails_before_any_run_is_created(store, tmp_path):
     assert after == before
 
 
+def test_more_samples_than_the_split_fails_before_any_run_is_created(store, tmp_path):
+    folder, uri = store
+    client = MlflowClient(uri)
+    before = len(client.search_runs([e.experiment_id for e in client.search_experiments()]))
+    bad = tmp_path / "big.yaml"
+    bad.write_text("inherit: bce\nstages:\n  - {size: 32, samples: 100000, epochs: 1}\n")
+    out = _run(
+        [sys.executable, "-m", "fgdepth", "train", "--config", str(bad), "--set", "data.synth.n=40",
+         "--set", "data.synth.size=64"],
+        folder, uri, check=False,
+    )  # fmt: skip
+    assert out.returncode == 2
+    assert out.stderr.strip().startswith("fgdepth: stages.0.samples: 100000 is more than the")
+    after = len(client.search_runs([e.experiment_id for e in client.search_experiments()]))
+    assert after == before
+
+
 def test_a_failing_run_ends_failed_with_the_reason(store):
     folder, uri = store
     out = _run(

@@ -227,10 +227,10 @@ def test_pruned_trials_end_killed_and_failed_ones_failed_with_the_reason(stores,
     fit_module = importlib.import_module("fgdepth.engine.fit")  # the package exports fit()
     real_epoch = fit_module.train_epoch
 
-    def diverging(run, rows, progress):  # a NaN loss at a learning rate that is far too high
+    def diverging(run, *args):  # a NaN loss at a learning rate that is far too high
         if run.opt.defaults["lr"] > 0.5:
             raise DivergenceError("loss became nan in stage 's64' at batch 0")
-        return real_epoch(run, rows, progress)
+        return real_epoch(run, *args)
 
     monkeypatch.setattr(fit_module, "train_epoch", diverging)
     monkeypatch.setattr(optuna.trial.Trial, "should_prune", lambda self: self.number == 1)

@@ -57,6 +57,10 @@ class Callback:
 
     def on_fit_end(self, result: FitResult) -> None: ...
 
+    def on_checkpoint(self, state: dict) -> None:
+        """A resumable training state (see ``fgdepth.engine.fit``): after every epoch and
+        stage, every ``checkpoint_minutes`` within an epoch, and when training is stopped."""
+
 
 class CallbackList(Callback):
     """Forwards every hook to each callback, in order."""
@@ -82,6 +86,9 @@ class CallbackList(Callback):
 
     def on_fit_end(self, *args):
         self._each("on_fit_end", *args)
+
+    def on_checkpoint(self, *args):
+        self._each("on_checkpoint", *args)
 
 
 class ConsoleCallback(Callback):

@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from fgdepth.engine.callbacks import Callback
 from fgdepth.models import build_model
 
 FORMAT = "fgdepth-checkpoint-1"
@@ -66,3 +67,23 @@ def load_model(path: str | Path) -> tuple[nn.Module, dict]:
 def load_weights(model: nn.Module, path: str | Path) -> None:
     """Start from another run's weights (transfer): same architecture required."""
     model.load_state_dict(read_checkpoint(path)["state_dict"])
+
+
+class StateCheckpoint(Callback):
+    """Writes each resumable training state to ``path`` atomically (the previous one stays
+    whole until the new one is complete), with ``extra`` (e.g. the run id and config)."""
+
+    def __init__(self, path: str | Path, extra: dict):
+        self.path = Path(path)
+        self.extra = extra
+
+    def on_checkpoint(self, state: dict) -> None:
+        atomic_save({**state, **self.extra}, self.path)
+
+
+def read_state(path: str | Path) -> dict:
+    """A training state written by StateCheckpoint (``weights_only``: no code runs)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no such training state") from None

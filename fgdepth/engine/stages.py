@@ -76,6 +76,13 @@ class Schedule:
         if self.scheduler is not None and not self.per_batch:
             self.scheduler.step()
 
+    def state_dict(self) -> dict | None:
+        return None if self.scheduler is None else self.scheduler.state_dict()
+
+    def load_state_dict(self, state: dict | None) -> None:
+        if self.scheduler is not None and state is not None:
+            self.scheduler.load_state_dict(state)
+
 
 @SCHEDULES.register("onecycle")
 def _onecycle(opt, cfg: ScheduleConfig, lr: float, steps: int, epochs: int) -> Schedule:

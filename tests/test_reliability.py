@@ -1,0 +1,152 @@
+"""Faults injected on purpose: SIGKILL mid-epoch then resume, SIGTERM / SIGINT, and several
+training and tuning processes at once on one tracking store and study storage."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+# about 30 batches an epoch, 7 epochs over 3 stages; deterministic; a state every ~0.1 s
+ARGS = [
+    "train", "--config", "bce_ssim", "--profile", "smoke", "--set", "data.synth.n=200",
+    "--set", "scale.max_epochs=null", "--set", "scale.samples=0.002", "--set", "batch_size=4",
+    "--set", "deterministic=true", "--set", "checkpoint_minutes=0.002", "--no-system-metrics",
+]  # fmt: skip
+TRAINING_METRICS = ("train_loss", "val_mask_iou", "val_depth_rmse", "lr")
+
+
+@pytest.fixture
+def store(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    MlflowClient(uri).search_experiments()  # created once, before any process uses it
+    return uri, {**os.environ, "MLFLOW_TRACKING_URI": uri}
+
+
+def fgdepth(args, env, cwd, **kw):
+    return subprocess.Popen(
+        [sys.executable, "-m", "fgdepth", *args], env=env, cwd=cwd, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw,
+    )  # fmt: skip
+
+
+def finished(proc, timeout=300):
+    out, err = proc.communicate(timeout=timeout)
+    return proc.returncode, out, err
+
+
+def state_file(cwd: Path) -> Path | None:
+    found = list((cwd / "outputs" / "checkpoints").glob("*/state.pt"))
+    return found[0] if found else None
+
+
+def read_state(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def stop_within_an_epoch(proc, cwd: Path, timeout=120) -> dict:
+    """Pause the process once its last state lies within an epoch; return that state."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        path = state_file(cwd)
+        if path is not None:
+            os.kill(proc.pid, signal.SIGSTOP)
+            try:
+                state = read_state(path)
+            except Exception:  # caught between writes: look again
+                state = None
+            if state is not None and state["batch"] > 0 and state["step"] > 0:
+                return state
+            os.kill(proc.pid, signal.SIGCONT)
+        time.sleep(0.05)
+    raise AssertionError("training never saved a state within an epoch")
+
+
+def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(store, tmp_path):
+    uri, env = store
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    code, _, err = finished(fgdepth([*ARGS, "--experiment-name", "whole"], env, tmp_path / "a"))
+    assert code == 0, err[-2000:]
+
+    proc = fgdepth([*ARGS, "--experiment-name", "killed"], env, tmp_path / "b")
+    state = stop_within_an_epoch(proc, tmp_path / "b")
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    client = MlflowClient(uri)
+    run_id = state["run_id"]
+    assert client.get_run(run_id).info.status == "RUNNING"  # killed: nobody closed it
+    code, _, err = finished(fgdepth(["train", "--resume", run_id], env, tmp_path / "b"))
+    assert code == 0, err[-2000:]
+
+    whole = client.search_runs([client.get_experiment_by_name("whole").experiment_id])[0]
+    resumed = client.get_run(run_id)
+    assert resumed.info.status == "FINISHED"
+    for name in TRAINING_METRICS:
+        steps = [m.step for m in client.get_metric_history(run_id, name)]
+        assert sorted(steps) == list(range(7)), (name, steps)  # none missing, none twice
+    assert sorted(m.step for m in client.get_metric_history(run_id, "test_mask_iou")) == [0, 1, 2]
+    for name in ("mask_iou", "depth_rmse", "fg_distance_error"):  # tolerance: 1e-3
+        assert resumed.data.metrics[name] == pytest.approx(whole.data.metrics[name], abs=1e-3)
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_stops_at_a_batch_saves_the_state_and_ends_the_run_killed(
+    store, tmp_path, sig, code
+):
+    uri, env = store
+    proc = fgdepth([*ARGS, "--experiment-name", "signals"], env, tmp_path)
+    stop_within_an_epoch(proc, tmp_path)
+    os.kill(proc.pid, sig)
+    os.kill(proc.pid, signal.SIGCONT)
+    returncode, _, err = finished(proc)
+    assert returncode == code, err[-2000:]
+    assert f"{sig.name}: stopped at stage" in err and "fgdepth train --resume" in err
+    state = read_state(state_file(tmp_path))
+    run = MlflowClient(uri).get_run(state["run_id"])
+    assert run.info.status == "KILLED"
+    assert run.data.tags["fgdepth.stopped"].startswith(f"{sig.name}: stopped at stage")
+    assert f"batch {state['batch']}" in run.data.tags["fgdepth.stopped"]  # the state saved then
+
+
+def test_training_and_tuning_processes_share_one_store(store, tmp_path):
+    uri, env = store
+    smoke = ["--profile", "smoke", "--experiment-name", "load", "--no-system-metrics"]
+    procs = [fgdepth(["train", "--config", name, *smoke], env, tmp_path)
+             for name in ("bce", "ssim", "bce_ssim")]  # fmt: skip
+    procs.append(
+        fgdepth(
+            [
+                "tune",
+                "--experiment",
+                "bce_ssim",
+                "--trials",
+                "4",
+                "--workers",
+                "2",
+                "--pruner",
+                "none",
+                "--storage",
+                f"sqlite:///{tmp_path}/optuna.db",
+                *smoke,
+            ],
+            env,
+            tmp_path,
+        )  # fmt: skip
+    )
+    results = [finished(p) for p in procs]
+    assert [r[0] for r in results] == [0, 0, 0, 0], [r[2][-1500:] for r in results]
+    for _, out, err in results:
+        assert "database is locked" not in out + err and "Traceback" not in err
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("load").experiment_id])
+    statuses = Counter(r.info.status for r in runs)
+    trials = sum("mlflow.parentRunId" in r.data.tags for r in runs)
+    assert statuses == {"FINISHED": len(runs)} and 4 <= trials <= 5
+    assert len(runs) == 3 + 1 + trials  # 3 runs, the study's parent and its trials
