@@ -90,11 +90,19 @@ def train_tracked(
             Path(checkpoint_dir) / run_id / "state.pt",
             {"run_id": run_id, "config": config.to_dict(), "entry_point": entry_point},
         )
-        result = fit(config, dataset, [cb, console, keep, *callbacks], resume=resume, stop=stop)
-    keep.path.unlink(missing_ok=True)  # finished: nothing left to resume
-    with contextlib.suppress(OSError):
-        keep.path.parent.rmdir()
+        try:
+            result = fit(config, dataset, [cb, console, keep, *callbacks], resume=resume, stop=stop)
+        except stopped:  # e.g. a pruned trial: not to be resumed
+            _discard(keep.path)
+            raise
+    _discard(keep.path)  # finished: nothing left to resume
     return result, run_id
+
+
+def _discard(state: Path) -> None:
+    state.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        state.parent.rmdir()
 
 
 def quiet_libraries() -> None:

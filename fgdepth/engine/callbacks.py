@@ -102,6 +102,7 @@ class ConsoleCallback(Callback):
         self.print(
             f"{config.name}: {config.model.name} ({params:,} parameters), "
             f"{info['precision']} on {info['device']}, splits {info['splits']}"
+            + (" (resumed)" if info.get("resumed") else "")
         )
 
     def on_epoch_end(self, r: EpochResult, model):
