@@ -212,6 +212,7 @@ class MLflowCallback(Callback):
         self.client.log_artifact(self.run_id, str(folder / "metrics.json"))
         if result.stopped_early:
             self.client.set_tag(self.run_id, "fgdepth.stopped_early", result.stopped_early)
+        self._metrics({"skipped_rows": len(result.skipped_rows)}, "", 0)
         if result.skipped_rows:
             self.client.set_tag(
                 self.run_id, "fgdepth.skipped_rows", json.dumps(result.skipped_rows)[:5000]

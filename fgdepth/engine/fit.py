@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 import time
@@ -33,6 +34,8 @@ from fgdepth.engine.stages import (
 from fgdepth.losses import HeadLoss
 from fgdepth.metrics import MetricAccumulator
 from fgdepth.models import build_model
+
+log = logging.getLogger("fgdepth")
 
 
 class DivergenceError(RuntimeError):
@@ -325,6 +328,10 @@ def fit(
             run.schedule.load_state_dict(resume["schedule"])
         if run.cache.bad:  # rows whose images could not be decoded (skip_bad): leave them out
             bad = np.array([p.row for p in run.cache.bad])
+            log.warning(
+                "%d row(s) could not be decoded at %d px and are left out (first: %s)",
+                len(bad), stage.size, run.cache.bad[0],
+            )  # fmt: skip
             splits = {k: v[~np.isin(v, bad)] for k, v in splits.items()}
             skipped.update(int(r) for r in bad)
         cache, opt, schedule = run.cache, run.opt, run.schedule

@@ -138,7 +138,7 @@ def test_a_stage_can_start_from_an_earlier_runs_checkpoint(train_dataset, tmp_pa
     assert all(torch.equal(start[k], v) for k, v in first.model.state_dict().items())
 
 
-def test_rows_that_fail_to_decode_are_skipped_and_reported(tmp_path):
+def test_rows_that_fail_to_decode_are_skipped_and_reported(tmp_path, caplog):
     from fgdepth.data import open_dataset
     from fgdepth.data.synth import SynthSpec, generate
 
@@ -146,5 +146,7 @@ def test_rows_that_fail_to_decode_are_skipped_and_reported(tmp_path):
     broken = root / "fg_bg" / "0000" / "0000007.jpg"
     broken.write_bytes(broken.read_bytes()[:100])
     config = load_config("bce_ssim", "smoke", ["data.skip_bad=true"])
-    result = fit(config, open_dataset(root, skip_bad=True))
+    with caplog.at_level("WARNING", logger="fgdepth"):
+        result = fit(config, open_dataset(root, skip_bad=True))
     assert result.skipped_rows == [7]
+    assert "1 row(s) could not be decoded" in caplog.text and "0000007.jpg" in caplog.text
