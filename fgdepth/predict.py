@@ -51,7 +51,7 @@ def open_image(source: str | Path | bytes) -> Image.Image:
 
 
 def _tensor(image: Image.Image, size: int) -> torch.Tensor:
-    rgb = _rgb(image, size)  # (size, size, 3) uint8
+    rgb = np.array(_rgb(image, size))  # (size, size, 3) uint8, a writable copy
     return torch.from_numpy(rgb).permute(2, 0, 1).float().div(255)
 
 
