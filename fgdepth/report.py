@@ -131,16 +131,14 @@ def run_config(run_id: str) -> Config:
 def test_data(run_id: str, size: int) -> TestData:
     """The dataset, splits and test rows a run was scored on, decoded at ``size``."""
     from fgdepth.data import build_cache
-    from fgdepth.engine.fit import split_indices
+    from fgdepth.engine.fit import split_indices, without_bad_rows
     from fgdepth.runner import resolve_dataset
 
     config = run_config(run_id)
     dataset = resolve_dataset(config)
-    splits = split_indices(config, dataset)
     cache = build_cache(dataset, size, workers=config.data.workers, skip_bad=True, quiet=True)
-    bad = np.array([p.row for p in cache.bad], dtype=int)
-    keep = {k: v[~np.isin(v, bad)] for k, v in splits.items()}
-    return TestData(config, cache, keep["train"], keep["test"], size)
+    splits = without_bad_rows(split_indices(config, dataset), cache)
+    return TestData(config, cache, splits["train"], splits["test"], size)
 
 
 def reference_rows(data: TestData) -> list[dict]:
@@ -158,9 +156,9 @@ def reference_rows(data: TestData) -> list[dict]:
 
 
 def run_size(run_id: str) -> int:
-    from fgdepth.tracking import load_logged_model
-
-    return int(load_logged_model(f"runs:/{run_id}/model")[1] or 64)
+    """The size a run's model was trained at last (from the model's metadata: no loading)."""
+    info = mlflow.models.get_model_info(f"runs:/{run_id}/model")
+    return int((info.metadata or {}).get("fgdepth_size") or 64)
 
 
 def prediction_picture(frame: pd.DataFrame, data: TestData, samples: int = 4):

@@ -371,13 +371,6 @@ def log_summary(run_id: str, params: dict, metrics: dict, files: dict, tags: dic
         client.log_artifact(run_id, str(path))
 
 
-def run_exists(run_id: str) -> bool:
-    try:
-        return MlflowClient().get_run(run_id).info.lifecycle_stage == "active"
-    except mlflow.exceptions.MlflowException:
-        return False
-
-
 def load_logged_model(spec: str):
     """A model from a checkpoint file or an MLflow model URI (``runs:/ID/model``,
     ``models:/name@alias``); returns (model in eval mode, the size it was trained at)."""

@@ -139,8 +139,9 @@ def suggest(trial: optuna.Trial, config: Config) -> dict[str, Any]:
     tune = config.tune
     n_stages = len(config.stages)
     if tune.schedules:
-        label = trial.suggest_categorical("schedule", [schedule_label(s) for s in tune.schedules])
-        n_stages = len(tune.schedules[[schedule_label(s) for s in tune.schedules].index(label)])
+        labels = [schedule_label(s) for s in tune.schedules]
+        label = trial.suggest_categorical("schedule", labels)
+        n_stages = len(tune.schedules[labels.index(label)])
     if tune.lr:
         for i in range(n_stages):
             trial.suggest_float(f"lr_stage{i}", tune.lr.low, tune.lr.high, log=tune.lr.log)

@@ -123,6 +123,14 @@ def split_indices(config: Config, dataset: Dataset) -> dict[str, np.ndarray]:
     return out
 
 
+def without_bad_rows(splits: dict[str, np.ndarray], cache: ArrayCache) -> dict[str, np.ndarray]:
+    """The splits less the rows whose images could not be decoded (``skip_bad``)."""
+    if not cache.bad:
+        return splits
+    bad = np.array([p.row for p in cache.bad], dtype=int)
+    return {k: v[~np.isin(v, bad)] for k, v in splits.items()}
+
+
 def check_samples(config: Config, stages: list[StageConfig], n_train: int) -> list[StageConfig]:
     """A stage cannot draw more samples than the train split has. Profile-scaled stages are
     capped at the split; stages as written are refused."""
@@ -327,13 +335,12 @@ def fit(
             run.opt.load_state_dict(resume["optimizer"])
             run.schedule.load_state_dict(resume["schedule"])
         if run.cache.bad:  # rows whose images could not be decoded (skip_bad): leave them out
-            bad = np.array([p.row for p in run.cache.bad])
             log.warning(
                 "%d row(s) could not be decoded at %d px and are left out (first: %s)",
-                len(bad), stage.size, run.cache.bad[0],
+                len(run.cache.bad), stage.size, run.cache.bad[0],
             )  # fmt: skip
-            splits = {k: v[~np.isin(v, bad)] for k, v in splits.items()}
-            skipped.update(int(r) for r in bad)
+            splits = without_bad_rows(splits, run.cache)
+            skipped.update(int(p.row) for p in run.cache.bad)
         cache, opt, schedule = run.cache, run.opt, run.schedule
 
         def state(epoch, batch=0, rows=None, acc=None, loss_sum=0.0, stage=si, run=run):
