@@ -76,6 +76,32 @@ def _stop_on_signals():
     return lambda: received[0] if received else None
 
 
+def _launch_ranks(workers: int, argv: list[str]) -> int:
+    """``fgdepth train --workers N``: the same command as N processes on this node, started by
+    torchrun's launcher in this process. A signal reaches every rank (each saves its share of
+    the stop, rank 0 the state); the exit status is the first failed rank's."""
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import parse_args, run
+
+    rest, skip = [], False
+    for arg in argv:  # the same arguments, less --workers
+        if skip:
+            skip = False
+        elif arg == "--workers":
+            skip = True
+        elif not arg.startswith("--workers="):
+            rest.append(arg)
+    try:
+        run(parse_args(["--standalone", f"--nproc-per-node={workers}", "-m", "fgdepth", *rest]))
+    except SignalException as exc:
+        return 128 + int(exc.sigval)
+    except ChildFailedError as exc:
+        code = exc.get_first_failure()[1].exitcode
+        return 128 - code if code < 0 else code or 1
+    return 0
+
+
 def _resume_state(spec: str, checkpoint_dir: str) -> dict:
     from fgdepth.engine.checkpoint import read_state
 
@@ -89,13 +115,37 @@ def _resume_state(spec: str, checkpoint_dir: str) -> dict:
 
 
 def _train(args) -> int:
+    from fgdepth.config import ConfigError
+    from fgdepth.engine.distributed import launched_by_torchrun
+
+    if args.workers < 1:
+        raise ConfigError(f"--workers: {args.workers} is not a number of processes (1 or more)")
+    if args.workers > 1 and not launched_by_torchrun():
+        import torch
+
+        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if gpus and args.workers > gpus:
+            raise ConfigError(f"--workers: {args.workers} processes but {gpus} GPU(s): one per GPU")
+        return _launch_ranks(args.workers, args.argv)
+    from fgdepth.engine.distributed import init_world, shutdown
+
+    world = init_world()
+    try:
+        return _train_rank(args, world)
+    finally:
+        shutdown(world)
+
+
+def _train_rank(args, world) -> int:
     from fgdepth.config import Config, build
+    from fgdepth.engine.distributed import share
     from fgdepth.engine.fit import Interrupted
     from fgdepth.runner import quiet_libraries, resolve_dataset, train_tracked
 
     resume = None
-    if args.resume:
-        resume = _resume_state(args.resume, args.checkpoint_dir)
+    if args.resume:  # rank 0 reads the state; the other ranks get it from rank 0
+        state = _resume_state(args.resume, args.checkpoint_dir) if world.main else None
+        resume = share(state, world)
         config = build(Config, resume["config"])
         args.entry_point = args.entry_point or resume.get("entry_point")
     else:
@@ -119,9 +169,12 @@ def _train(args) -> int:
             checkpoint_dir=args.checkpoint_dir,
         )
     except Interrupted as exc:
-        hint = f"continue with: fgdepth train --resume {started[0]}"
-        print(f"fgdepth: {exc}; {hint}", file=sys.stderr)
+        if world.main:
+            hint = f"continue with: fgdepth train --resume {started[0]}"
+            print(f"fgdepth: {exc}; {hint}", file=sys.stderr)
         return 130 if exc.reason == "SIGINT" else 143
+    if not world.main:
+        return 0
     print(
         json.dumps(
             {
@@ -371,6 +424,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="continue a stopped or killed run from its last state, in the same MLflow run",
     )
     train.add_argument("--checkpoint-dir", default="outputs/checkpoints")
+    train.add_argument(
+        "--workers",
+        type=lambda x: int(float(x)),
+        default=1,
+        help="training processes on this node, data-parallel (DDP through torchrun)",
+    )
     train.add_argument("--entry-point", default=None, help=argparse.SUPPRESS)
     train.set_defaults(run=_train)
 
@@ -448,7 +507,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv
     from fgdepth.config import ConfigError
 
     try:

@@ -167,6 +167,7 @@ class Config:
     augment: AugmentSpec = field(default_factory=AugmentSpec)
     eval: EvalConfig = field(default_factory=EvalConfig)
     precision: str = "auto"
+    channels_last: bool = True  # train in the channels-last layout (faster convolutions)
     seed: int = 0
     deterministic: bool = False
     max_minutes: float | None = None

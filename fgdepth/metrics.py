@@ -40,6 +40,20 @@ class MetricAccumulator:
     def __init__(self):
         self.sums: dict[str, torch.Tensor] = {}
 
+    @classmethod
+    def of(cls, sums: dict[str, torch.Tensor]) -> MetricAccumulator:
+        acc = cls()
+        acc.sums = dict(sums)
+        return acc
+
+    def add_loss(self, loss: torch.Tensor) -> None:
+        """A training batch's mean loss: ``compute`` reports their mean as ``loss``."""
+        self._add("loss_sum", loss)
+        self._add("loss_batches", torch.tensor(1.0))
+
+    def mean_loss(self) -> float:
+        return float(self.sums["loss_sum"] / self.sums["loss_batches"])
+
     def _add(self, name: str, value: torch.Tensor) -> None:
         value = value.detach().double()
         self.sums[name] = self.sums[name] + value if name in self.sums else value
@@ -92,7 +106,8 @@ class MetricAccumulator:
         def ratio(a, b, empty=float("nan")):
             return s[a] / s[b] if s[b] else empty
 
-        return {
+        out = {"loss": ratio("loss_sum", "loss_batches")} if "loss_batches" in s else {}
+        return out | {
             "mask_iou": ratio("inter", "union", 1.0),
             "mask_iou_image": ratio("iou_image", "images"),
             "mask_dice": 2 * s["inter"] / s["sizes"] if s["sizes"] else 1.0,

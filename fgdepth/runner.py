@@ -55,6 +55,7 @@ def train_tracked(
     checkpoint_dir: str | Path = "outputs/checkpoints",
 ):
     """Train ``config`` on ``dataset`` inside an MLflow run; returns (FitResult, run_id).
+    Under torchrun every rank calls it; ranks other than 0 train without a run (run_id None).
 
     ``parent_run_id`` makes it a child run (a tuning trial); ``stopped`` exceptions end it
     KILLED rather than FAILED; ``on_run_start(run_id)`` is called once the run exists.
@@ -65,9 +66,12 @@ def train_tracked(
     from fgdepth.engine import fit
     from fgdepth.engine.callbacks import ConsoleCallback
     from fgdepth.engine.checkpoint import StateCheckpoint
+    from fgdepth.engine.distributed import current_world
     from fgdepth.engine.fit import Interrupted, check_against_data
 
     check_against_data(config, dataset)  # before the run exists: a bad config makes none
+    if not current_world().main:  # under torchrun only rank 0 tracks and keeps states
+        return fit(config, dataset, callbacks, resume=resume, stop=stop), None
 
     settings = trk.setup_tracking(tracking)
     _resolve_transfers(config)

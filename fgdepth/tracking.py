@@ -162,6 +162,7 @@ class MLflowCallback(Callback):
             "fgdepth.dataset": config.data.path or "builtin",
             "fgdepth.dataset_fingerprint": self.fingerprint[:16],
             "fgdepth.parameters": str(sum(p.numel() for p in model.parameters())),
+            "fgdepth.ranks": str(info.get("ranks", 1)),  # a tag: a resume may use other ranks
         }
         commit = git_commit()
         if commit:

@@ -9,7 +9,10 @@ import pytest
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 
-@pytest.mark.parametrize("script", ["loader.py", "train_speed.py", "tuning.py"])
+SCRIPTS = ["loader.py", "train_speed.py", "tuning.py", "time_to_quality.py"]
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
 def test_benchmark_runs_in_smoke_mode(script, tmp_path):
     before = (BENCHMARKS.parent / "BENCHMARKS.md").read_text()
     out = subprocess.run(

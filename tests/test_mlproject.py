@@ -49,6 +49,8 @@ def test_every_loss_combination_has_an_entry_point():
 @pytest.mark.parametrize("entry_point", TRAINING_ENTRY_POINTS)
 def test_entry_point_gives_a_tracked_run(entry_point, store):
     folder, uri = store
+    # staged_transfer (frozen groups) with 2 data-parallel processes: still one run
+    ranks = 2 if entry_point == "staged_transfer" else 1
     _run(
         [
             "mlflow",
@@ -62,6 +64,8 @@ def test_entry_point_gives_a_tracked_run(entry_point, store):
             "smoke",
             "-P",
             "profile=smoke",
+            "-P",
+            f"workers={ranks}",
         ],
         folder,
         uri,
@@ -90,6 +94,7 @@ def test_entry_point_gives_a_tracked_run(entry_point, store):
     assert len(client.get_metric_history(run.info.run_id, "test_depth_rmse")) == 3
     tags = run.data.tags
     assert tags["fgdepth.model"] == "unet" and "mask=" in tags["fgdepth.losses"]
+    assert tags["fgdepth.ranks"] == str(ranks)
     assert len(tags["fgdepth.dataset_fingerprint"]) == 16
     files = {f.path for f in client.list_artifacts(run.info.run_id)}
     assert {"config.yaml", "metrics.json", "samples", "checkpoint"} <= files

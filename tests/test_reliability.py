@@ -61,7 +61,7 @@ def stop_within_an_epoch(proc, cwd: Path, timeout=120) -> dict:
                 state = read_state(path)
             except Exception:  # caught between writes: look again
                 state = None
-            if state is not None and state["batch"] > 0 and state["step"] > 0:
+            if state is not None and state["offset"] > 0 and state["step"] > 0:
                 return state
             os.kill(proc.pid, signal.SIGCONT)
         time.sleep(0.05)
@@ -96,6 +96,32 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(store, tmp_p
         assert resumed.data.metrics[name] == pytest.approx(whole.data.metrics[name], abs=1e-3)
 
 
+def test_a_two_process_run_stopped_by_sigterm_resumes_in_one_process(store, tmp_path):
+    """``--workers 2`` (DDP under torchrun): SIGTERM reaches both ranks, which stop at the same
+    batch; rank 0's state then resumes with one process, in the same MLflow run."""
+    uri, env = store
+    proc = fgdepth([*ARGS, "--workers", "2", "--experiment-name", "ddp"], env, tmp_path)
+    stop_within_an_epoch(proc, tmp_path)
+    os.kill(proc.pid, signal.SIGTERM)
+    os.kill(proc.pid, signal.SIGCONT)
+    code, _, err = finished(proc)
+    assert code == 143 and "SIGTERM: stopped at stage" in err, (code, err[-3000:])
+    state = read_state(state_file(tmp_path))
+    assert state["world"] == 2 and state["offset"] > 0
+    client = MlflowClient(uri)
+    run = client.get_run(state["run_id"])
+    assert run.info.status == "KILLED" and run.data.tags["fgdepth.ranks"] == "2"
+    assert len(client.search_runs([run.info.experiment_id])) == 1  # rank 1 made no run
+
+    code, _, err = finished(fgdepth(["train", "--resume", state["run_id"]], env, tmp_path))
+    assert code == 0, err[-2000:]
+    run = client.get_run(state["run_id"])
+    assert run.info.status == "FINISHED" and run.data.tags["fgdepth.ranks"] == "1"
+    for name in TRAINING_METRICS:
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, name)]
+        assert sorted(steps) == list(range(7)), (name, steps)  # none missing, none twice
+
+
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_a_signal_stops_at_a_batch_saves_the_state_and_ends_the_run_killed(
     store, tmp_path, sig, code
@@ -112,7 +138,7 @@ def test_a_signal_stops_at_a_batch_saves_the_state_and_ends_the_run_killed(
     run = MlflowClient(uri).get_run(state["run_id"])
     assert run.info.status == "KILLED"
     assert run.data.tags["fgdepth.stopped"].startswith(f"{sig.name}: stopped at stage")
-    assert f"batch {state['batch']}" in run.data.tags["fgdepth.stopped"]  # the state saved then
+    assert f"row {state['offset']}" in run.data.tags["fgdepth.stopped"]  # the state saved then
 
 
 def test_training_and_tuning_processes_share_one_store(store, tmp_path):

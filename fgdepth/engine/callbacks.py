@@ -102,6 +102,7 @@ class ConsoleCallback(Callback):
         self.print(
             f"{config.name}: {config.model.name} ({params:,} parameters), "
             f"{info['precision']} on {info['device']}, splits {info['splits']}"
+            + (f", {info['ranks']} ranks (DDP)" if info.get("ranks", 1) > 1 else "")
             + (" (resumed)" if info.get("resumed") else "")
         )
 

@@ -19,6 +19,18 @@ from fgdepth.data import ArrayCache, Dataset, build_cache
 from fgdepth.data.augment import augment
 from fgdepth.engine.callbacks import Callback, CallbackList, EpochResult, FitResult, StageResult
 from fgdepth.engine.checkpoint import load_weights
+from fgdepth.engine.distributed import (
+    SINGLE,
+    World,
+    agree,
+    any_rank,
+    current_world,
+    device_for,
+    shard,
+    sum_dicts,
+    sync_buffers,
+    wrap,
+)
 from fgdepth.engine.evaluate import evaluate, sample_predictions, to_device
 from fgdepth.engine.precision import autocast, resolve_precision
 from fgdepth.engine.stages import (
@@ -50,7 +62,7 @@ class Interrupted(Exception):
         self.reason = reason
 
 
-STATE_FORMAT = "fgdepth-state-1"
+STATE_FORMAT = "fgdepth-state-2"
 
 
 @dataclass
@@ -59,14 +71,13 @@ class Position:
 
     stage: int = 0
     epoch: int = 0  # epochs done in the stage
-    batch: int = 0  # batches done in the epoch under way (0: none)
+    offset: int = 0  # rows done in the epoch under way (0: none)
     step: int = 0  # epochs done in the run: the metric step
     trained: int = 0
     train_seconds: float = 0.0
     elapsed: float = 0.0  # wall seconds before this session
     rows: np.ndarray | None = None  # the rows of the epoch under way
-    acc: dict | None = None  # its metric sums so far
-    loss_sum: float = 0.0
+    acc: dict | None = None  # its metric sums so far (over all ranks)
     stage_tests: list = field(default_factory=list)  # test metrics of the finished stages
 
 
@@ -89,12 +100,14 @@ def _restore_rng(state: dict, rng: np.random.Generator, generator: torch.Generat
 def position_of(state: dict) -> Position:
     """The position recorded in a resumable state (see ``fit``)."""
     if state.get("format") != STATE_FORMAT:
-        raise ValueError("not an fgdepth training state")
+        raise ValueError(
+            f"not a training state of this fgdepth version ({STATE_FORMAT}): start a new run"
+        )
     rows = state.get("rows")
     return Position(
-        state["stage"], state["epoch"], state["batch"], state["step"], state["trained"],
+        state["stage"], state["epoch"], state["offset"], state["step"], state["trained"],
         state["train_seconds"], state["elapsed"], None if rows is None else rows.numpy(),
-        state.get("acc"), state.get("loss_sum", 0.0), list(state["stage_tests"]),
+        state.get("acc"), list(state["stage_tests"]),
     )  # fmt: skip
 
 
@@ -183,6 +196,13 @@ class StageRun:
     precision: str
     generator: torch.Generator
     frozen: list[nn.Module]
+    world: World = SINGLE
+    net: nn.Module | None = None  # what the forward pass calls: the model, or DDP around it
+
+    @property
+    def batch_size(self) -> int:
+        """Rows per batch on each rank."""
+        return self.stage.batch_size or self.config.batch_size
 
 
 def _loss(run: StageRun, mask_logits, depth_logits, batch) -> torch.Tensor:
@@ -194,58 +214,68 @@ def train_epoch(
     run: StageRun,
     rows: np.ndarray,
     progress: str,
-    start: int = 0,
+    offset: int = 0,
     sums: dict | None = None,
-    loss_sum: float = 0.0,
     after_batch=None,
 ) -> dict[str, float]:
-    """One pass over ``rows`` (already shuffled), from batch ``start`` on (with the metric
-    ``sums`` and ``loss_sum`` of the batches before it); returns the train metrics and loss.
-    ``after_batch(batches_done, acc, loss_sum)`` runs after every batch."""
-    model, config = run.model, run.config
+    """One pass over ``rows`` (already shuffled; the same on every rank), from row ``offset``
+    on, with the metric ``sums`` of the rows before it; returns the train metrics and loss.
+
+    Each step takes the next ``batch_size x ranks`` rows and this rank trains on its share.
+    ``after_batch(rows_done, acc)`` runs after every step (it may raise to stop). A
+    non-finite loss on any rank raises on every rank."""
+    model, config, world = run.model, run.config, run.world
+    net = run.net or model
     set_train_mode(model, run.frozen)
-    batch_size = run.stage.batch_size or config.batch_size
-    acc, batches = MetricAccumulator(), start
+    step = run.batch_size * world.size
+    acc = MetricAccumulator()
     if sums:
         acc.sums = {k: v.clone() for k, v in sums.items()}
-    starts = range(start * batch_size, len(rows), batch_size)
-    bar = tqdm(starts, desc=progress, leave=False, unit="batch", disable=None)
-    for start in bar:
-        batch = to_device(run.cache.batch(rows[start : start + batch_size]), run.device)
+    # a last step with fewer rows than ranks would leave a rank without a batch: dropped
+    end = (
+        len(rows)
+        if len(rows) % step == 0 or len(rows) % step >= world.size
+        else (len(rows) - len(rows) % step)
+    )
+    bar = tqdm(
+        range(offset, end, step), desc=progress, leave=False, unit="batch",
+        disable=None if world.main else True,
+    )  # fmt: skip
+    for at in bar:
+        mine = shard(rows[at : at + step], world)
+        batch = to_device(run.cache.batch(mine), run.device, config.channels_last)
         if config.augment.enabled:
             batch = augment(batch, config.augment, run.generator)
         with autocast(run.device, run.precision):
-            mask_logits, depth_logits = model(batch["fg_bg"], batch["bg"])
+            mask_logits, depth_logits = net(batch["fg_bg"], batch["bg"])
         loss = _loss(run, mask_logits, depth_logits, batch)
-        if not torch.isfinite(loss):
+        if any_rank(not torch.isfinite(loss), world):
             raise DivergenceError(
                 f"loss became {loss.item()} in stage '{run.stage.name}' at "
-                f"batch {batches}; try a lower learning rate"
+                f"row {at}; try a lower learning rate"
             )
         run.opt.zero_grad(set_to_none=True)
         loss.backward()
         run.opt.step()
         run.schedule.batch()
-        batches += 1
-        loss_sum += loss.item()
         acc.update(
             torch.sigmoid(mask_logits.detach().float()),
             torch.sigmoid(depth_logits.detach().float()),
             batch["mask"],
             batch["depth"],
         )
-        bar.set_postfix(loss=f"{loss_sum / batches:.4f}")
+        acc.add_loss(loss.detach())
+        bar.set_postfix(loss=f"{acc.mean_loss():.4f}")
         if after_batch is not None:
-            after_batch(batches, acc, loss_sum)
-    metrics = acc.compute()
-    metrics["loss"] = loss_sum / max(1, batches)
-    return metrics
+            after_batch(min(at + step, len(rows)), acc)
+    return MetricAccumulator.of(sum_dicts(acc.sums, world)).compute()
 
 
 def prepare_stage(
-    config, stage, model, dataset, device, precision, generator, transfer: bool = True
+    config, stage, model, dataset, device, precision, generator, transfer=True, world=SINGLE
 ) -> StageRun:
-    """The decoded data at the stage's size, its start weights, frozen groups and optimizer."""
+    """The decoded data at the stage's size, its start weights, frozen groups, optimizer and
+    (on several ranks) the DDP wrapper, built after freezing so frozen groups stay out of it."""
     cache = build_cache(
         dataset, stage.size, workers=config.data.workers, skip_bad=config.data.skip_bad
     )
@@ -254,23 +284,30 @@ def prepare_stage(
     frozen = freeze_groups(model, stage.freeze)
     opt_cfg = stage_optimizer_config(config, stage)
     opt = make_optimizer(model, opt_cfg)
-    steps = steps_per_epoch(stage.samples, stage.batch_size or config.batch_size)
+    batch_size = stage.batch_size or config.batch_size
+    steps = steps_per_epoch(stage.samples, batch_size * world.size)
     schedule = make_schedule(
         opt, stage_schedule_config(config, stage), opt_cfg.lr, steps, stage.epochs
     )
+    losses = _head_losses(config, stage)
+    unused = any(w == 0 for _, w in losses.values())  # a trainable head without a loss
+    net = wrap(model, world, device, unused)
     return StageRun(
-        model,
-        cache,
-        stage,
-        config,
-        _head_losses(config, stage),
-        opt,
-        schedule,
-        device,
-        precision,
-        generator,
-        frozen,
-    )
+        model, cache, stage, config, losses, opt, schedule, device, precision, generator,
+        frozen, world, net,
+    )  # fmt: skip
+
+
+def _resume_optimizer(run: StageRun, resume: dict, pos: Position) -> None:
+    """Optimizer and schedule from a state. Saved with another number of ranks, the steps per
+    epoch differ: the schedule is replayed to the same share of the stage instead."""
+    run.opt.load_state_dict(resume["optimizer"])
+    if resume.get("world", 1) == run.world.size:
+        run.schedule.load_state_dict(resume["schedule"])
+        return
+    step = run.batch_size * run.world.size
+    steps = steps_per_epoch(run.stage.samples, step)
+    run.schedule.advance(pos.epoch, math.ceil(pos.offset / step), steps)
 
 
 def fit(
@@ -288,21 +325,32 @@ def fit(
     ``config.checkpoint_minutes`` within an epoch, and when ``stop()`` returns a reason (then
     Interrupted is raised). ``resume`` continues from such a state: same weights, optimizer,
     schedule, random generators and rows, so the run goes on as if it had not stopped.
+
+    Under torchrun (a process group is initialised) every rank calls ``fit``: each trains on
+    its share of every batch through DDP, metrics are summed over ranks, and only rank 0 runs
+    the callbacks. A state saved with one number of ranks resumes with another.
     """
-    device = device or default_device()
+    world = current_world()
+    device = device or (device_for(world) if world.distributed else default_device())
     seed_everything(config.seed, config.deterministic)
-    cb = CallbackList(callbacks)
+    cb = CallbackList(callbacks if world.main else [])
     precision = resolve_precision(config.precision, device)
     splits = split_indices(config, dataset)
     stages = check_samples(config, scaled_stages(config), len(splits["train"]))
     model = build_model(config.model.name, **config.model.options).to(device)
-    rng = np.random.default_rng(config.seed)
-    generator = torch.Generator(device=device).manual_seed(config.seed)
+    if config.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    rng = np.random.default_rng(config.seed)  # the epochs' rows: the same on every rank
+    # augmentation: a stream per rank (rank 0's is the single-process one)
+    generator = torch.Generator(device=device).manual_seed(config.seed + world.rank)
     pos = Position()
     if resume is not None:
         pos = position_of(resume)
         model.load_state_dict(resume["model"])
         _restore_rng(resume["rng"], rng, generator)
+        if not world.main:
+            generator.manual_seed(config.seed + world.rank + 7919 * (pos.step + 1))
+            pos.acc = None  # the state's sums are over all ranks: rank 0 carries them
     deadline = _Deadline(config.max_minutes, pos.elapsed)
     # the picture's samples: spread over the test split (so over several backgrounds)
     picture_rows = splits["test"][
@@ -316,8 +364,15 @@ def fit(
         "stages": stages,
         "splits": {k: len(v) for k, v in splits.items()},
         "resumed": resume is not None,
+        "ranks": world.size,
     }
     cb.on_fit_start(config, model, info)
+
+    def evaluate_on(split: str, cache) -> dict[str, float]:
+        return evaluate(
+            model, cache, splits[split], device, config.eval.batch_size, precision,
+            config.channels_last, world,
+        )  # fmt: skip
 
     start_time = time.monotonic()
     results = [StageResult(i, stages[i], test, []) for i, test in enumerate(pos.stage_tests)]
@@ -327,13 +382,12 @@ def fit(
     for si in range(pos.stage, len(stages)):
         stage = stages[si]
         # a state taken within the stage continues it; one taken at its start just starts it
-        resuming = resume is not None and si == pos.stage and (pos.epoch > 0 or pos.batch > 0)
+        resuming = resume is not None and si == pos.stage and (pos.epoch > 0 or pos.offset > 0)
         run = prepare_stage(
-            config, stage, model, dataset, device, precision, generator, transfer=not resuming
+            config, stage, model, dataset, device, precision, generator, not resuming, world
         )
         if resuming:
-            run.opt.load_state_dict(resume["optimizer"])
-            run.schedule.load_state_dict(resume["schedule"])
+            _resume_optimizer(run, resume, pos)
         if run.cache.bad:  # rows whose images could not be decoded (skip_bad): leave them out
             log.warning(
                 "%d row(s) could not be decoded at %d px and are left out (first: %s)",
@@ -343,16 +397,16 @@ def fit(
             skipped.update(int(p.row) for p in run.cache.bad)
         cache, opt, schedule = run.cache, run.opt, run.schedule
 
-        def state(epoch, batch=0, rows=None, acc=None, loss_sum=0.0, stage=si, run=run):
+        def state(epoch, offset=0, rows=None, sums=None, stage=si, run=run):
             opt, schedule = run.opt, run.schedule
             return {
-                "format": STATE_FORMAT,
-                "stage": stage, "epoch": epoch, "batch": batch, "step": pos.step,
+                "format": STATE_FORMAT, "world": world.size,
+                "stage": stage, "epoch": epoch, "offset": offset, "step": pos.step,
                 "trained": pos.trained, "train_seconds": pos.train_seconds,
                 "elapsed": pos.elapsed + time.monotonic() - start_time,
                 "rows": None if rows is None else torch.from_numpy(np.asarray(rows)),
-                "acc": None if acc is None else {k: v.cpu() for k, v in acc.sums.items()},
-                "loss_sum": loss_sum, "stage_tests": [r.test for r in results],
+                "acc": None if sums is None else {k: v.cpu() for k, v in sums.items()},
+                "stage_tests": [r.test for r in results],
                 "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
                 "optimizer": opt.state_dict(), "schedule": schedule.state_dict(),
                 "rng": _rng_state(rng, generator),
@@ -363,32 +417,35 @@ def fit(
         for epoch in range(pos.epoch if resuming else 0, stage.epochs):
             mid_epoch = resuming and epoch == pos.epoch and pos.rows is not None
             if mid_epoch:
-                rows, first, sums, loss_sum = pos.rows, pos.batch, pos.acc, pos.loss_sum
+                rows, first, sums = pos.rows, pos.offset, pos.acc
             else:
                 n_rows = min(stage.samples, len(splits["train"]))  # fewer once bad rows are out
                 rows = rng.choice(splits["train"], size=n_rows, replace=False)
-                first, sums, loss_sum = 0, None, 0.0
+                first, sums = 0, None
 
-            def after_batch(batches, acc, loss_sum, epoch=epoch, rows=rows, si=si):
+            def after_batch(done, acc, epoch=epoch, rows=rows, si=si):
                 nonlocal last_checkpoint
                 reason = stop() if stop is not None else None
                 due = time.monotonic() - last_checkpoint >= config.checkpoint_minutes * 60
-                if reason or due:
-                    cb.on_checkpoint(state(epoch, batches, rows, acc, loss_sum))
+                stopping, due = agree([bool(reason), due], world)
+                if stopping or due:
+                    cb.on_checkpoint(state(epoch, done, rows, sum_dicts(acc.sums, world)))
                     last_checkpoint = time.monotonic()
-                if reason:
-                    raise Interrupted(reason, f"stage {si} epoch {epoch} batch {batches}")
+                if stopping:
+                    where = f"stage {si} epoch {epoch} row {done}"
+                    raise Interrupted(reason or "stopped on another rank", where)
 
             t0 = time.monotonic()
             label = f"{stage.name or si} {epoch + 1}/{stage.epochs}"
-            train = train_epoch(run, rows, label, first, sums, loss_sum, after_batch)
+            train = train_epoch(run, rows, label, first, sums, after_batch)
             seconds = time.monotonic() - t0
             pos.train_seconds += seconds
-            done = len(rows) - first * (stage.batch_size or config.batch_size)
+            done = len(rows) - first
             pos.trained += done
             lr = opt.param_groups[0]["lr"]
             schedule.epoch()
-            val = evaluate(model, cache, splits["val"], device, config.eval.batch_size, precision)
+            sync_buffers(model, world)  # rank 0's BatchNorm statistics, as DDP's next forward
+            val = evaluate_on("val", cache)
             result = EpochResult(
                 si, stage.name, epoch, pos.step, train, val, lr, seconds, done / max(seconds, 1e-9)
             )
@@ -397,11 +454,15 @@ def fit(
             cb.on_epoch_end(result, model)
             cb.on_checkpoint(state(epoch + 1))
             last_checkpoint = time.monotonic()
-            if deadline.passed():
+            if agree([deadline.passed()], world)[0]:
                 stopped = f"max_minutes={config.max_minutes} reached in stage {si} epoch {epoch}"
                 break
-        test = evaluate(model, cache, splits["test"], device, config.eval.batch_size, precision)
-        images = sample_predictions(model, cache, picture_rows, device, precision)
+        test = evaluate_on("test", cache)
+        images = (
+            sample_predictions(model, cache, picture_rows, device, precision)
+            if (world.main)
+            else []
+        )
         stage_result = StageResult(si, stage, test, images, epochs)
         results.append(stage_result)
         cb.on_stage_end(stage_result, model)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 
 import torch
 from torch import nn
@@ -78,6 +79,17 @@ class Schedule:
 
     def state_dict(self) -> dict | None:
         return None if self.scheduler is None else self.scheduler.state_dict()
+
+    def advance(self, epochs: int, batches: int, steps_per_epoch: int) -> None:
+        """Step a fresh schedule to where ``epochs`` whole epochs of ``steps_per_epoch`` batches
+        and ``batches`` more would have left it."""
+        if self.scheduler is None:
+            return
+        n = epochs * steps_per_epoch + batches if self.per_batch else epochs
+        with warnings.catch_warnings():  # "scheduler stepped before the optimizer": on purpose
+            warnings.simplefilter("ignore", UserWarning)
+            for _ in range(n):
+                self.scheduler.step()
 
     def load_state_dict(self, state: dict | None) -> None:
         if self.scheduler is not None and state is not None:
