@@ -36,7 +36,7 @@ class Head(nn.Module):
 class UNet(DepthMaskModel):
     size_multiple = 16
 
-    def __init__(self, width: int = 24, head: int = 16):
+    def __init__(self, width: int = 24, head: int = 16, context: bool = False):
         super().__init__()
         w = [width, width * 2, width * 4, width * 6, width * 8]  # 1/2 .. 1/32
         cin = 9
@@ -48,6 +48,13 @@ class UNet(DepthMaskModel):
                 Stage(w[2], w[3], 2),  # 1/16
             ]
         )
+        # the whole image's features at every position of the 1/16 map: the room's layout and
+        # the camera's pose set the depth everywhere, beyond the convolutions' reach
+        self.context = (
+            nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(w[3], w[3], 1), nn.ReLU(inplace=True))
+            if context
+            else None
+        )
         self.decoder = nn.ModuleList(
             [
                 Stage(w[3] + w[2], w[2]),  # 1/8
@@ -58,10 +65,10 @@ class UNet(DepthMaskModel):
         self.mask_head = Head(w[0] + cin, head)
         self.depth_head = Head(w[0] + cin, head)
         self.groups = {
-            "trunk": [self.encoder, self.decoder],
+            "trunk": [self.encoder, self.decoder, *([self.context] if context else [])],
             "mask": [self.mask_head],
             "depth": [self.depth_head],
-            "encoder": [self.encoder],
+            "encoder": [self.encoder, *([self.context] if context else [])],
             "decoder": [self.decoder],
         }
 
@@ -72,6 +79,8 @@ class UNet(DepthMaskModel):
         for stage in self.encoder:
             y = stage(y)
             skips.append(y)
+        if self.context is not None:
+            y = y + self.context(y)
         for stage, skip in zip(self.decoder, reversed(skips[:-1]), strict=True):
             y = F.interpolate(y, size=skip.shape[-2:], mode="bilinear", align_corners=False)
             y = stage(torch.cat([y, skip], dim=1))
@@ -81,5 +90,5 @@ class UNet(DepthMaskModel):
 
 
 @MODELS.register("unet")
-def unet(width: int = 24, head: int = 16) -> UNet:
-    return UNet(width=width, head=head)
+def unet(width: int = 24, head: int = 16, context: bool = False) -> UNet:
+    return UNet(width=width, head=head, context=context)

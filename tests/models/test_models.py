@@ -44,3 +44,21 @@ def test_unknown_model_lists_valid_names():
 def test_unknown_group_lists_valid_names():
     with pytest.raises(KeyError, match="valid: .*depth.*mask"):
         build_model("unet").group_modules("decoder_head")
+
+
+@pytest.mark.parametrize("context", [False, True])
+def test_unet_context_reaches_beyond_the_receptive_field(context):
+    """With ``context`` a change in a far corner moves the depth at the other corner; without
+    it, that corner lies outside the convolutions' reach (256 px, eval mode)."""
+    torch.manual_seed(0)
+    model = build_model("unet", context=context).eval()
+    fg_bg, bg = torch.rand(1, 3, 256, 256), torch.rand(1, 3, 256, 256)
+    changed = fg_bg.clone()
+    changed[..., 200:, 200:] = 1.0 - changed[..., 200:, 200:]
+    with torch.no_grad():
+        _, before = model(fg_bg, bg)
+        _, after = model(changed, bg)
+    moved = (after - before)[..., :16, :16].abs().max().item()
+    assert (moved > 0) == context
+    groups = [p for g in ("trunk", "mask", "depth") for p in model.group_parameters(g)]
+    assert len(groups) == len(list(model.parameters()))
