@@ -99,14 +99,19 @@ def _collective_device() -> torch.device:
     return torch.device("cpu")
 
 
-def agree(flags: list[bool], world: World) -> list[bool]:
-    """Each flag true on every rank when it is true on one (stop signals, checkpoints due,
-    deadlines), so that all ranks take the same branch: one small all-reduce."""
+def largest(values: list[float], world: World) -> list[float]:
+    """Each value's maximum over the ranks: one small all-reduce."""
     if not world.distributed:
-        return list(flags)
-    t = torch.tensor([1.0 if f else 0.0 for f in flags], device=_collective_device())
+        return list(values)
+    t = torch.tensor(values, dtype=torch.float64, device=_collective_device())
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return [bool(v) for v in t.tolist()]
+    return t.tolist()
+
+
+def agree(flags: list[bool], world: World) -> list[bool]:
+    """Each flag true on every rank when it is true on one (checkpoints due, deadlines,
+    non-finite losses), so that all ranks take the same branch."""
+    return [v > 0 for v in largest([1.0 if f else 0.0 for f in flags], world)]
 
 
 def any_rank(flag: bool, world: World) -> bool:

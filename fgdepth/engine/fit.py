@@ -26,6 +26,7 @@ from fgdepth.engine.distributed import (
     any_rank,
     current_world,
     device_for,
+    largest,
     shard,
     sum_dicts,
     sync_buffers,
@@ -63,6 +64,20 @@ class Interrupted(Exception):
 
 
 STATE_FORMAT = "fgdepth-state-2"
+SIGNALS = ("SIGINT", "SIGTERM")  # stop reasons every rank can name when one rank got them
+
+
+def _stop_code(reason: str | None) -> float:
+    if not reason:
+        return 0.0
+    return float(SIGNALS.index(reason) + 2) if reason in SIGNALS else 1.0
+
+
+def _stop_reason(code: float, own: str | None) -> str:
+    """The reason on every rank: its own, else the signal another rank received."""
+    if own:
+        return own
+    return SIGNALS[int(code) - 2] if code >= 2 else "stop requested on another rank"
 
 
 @dataclass
@@ -427,13 +442,14 @@ def fit(
                 nonlocal last_checkpoint
                 reason = stop() if stop is not None else None
                 due = time.monotonic() - last_checkpoint >= config.checkpoint_minutes * 60
-                stopping, due = agree([bool(reason), due], world)
+                code, due = largest([_stop_code(reason), float(due)], world)
+                stopping = code > 0
                 if stopping or due:
                     cb.on_checkpoint(state(epoch, done, rows, sum_dicts(acc.sums, world)))
                     last_checkpoint = time.monotonic()
                 if stopping:
                     where = f"stage {si} epoch {epoch} row {done}"
-                    raise Interrupted(reason or "stopped on another rank", where)
+                    raise Interrupted(_stop_reason(code, reason), where)
 
             t0 = time.monotonic()
             label = f"{stage.name or si} {epoch + 1}/{stage.epochs}"

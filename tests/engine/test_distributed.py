@@ -138,6 +138,8 @@ def test_a_stop_on_one_rank_stops_all_and_resumes_on_one_rank(train_dataset, tmp
     r0, r1 = run_ranks(_stop_job, (str(train_dataset.path), str(state_path)), tmp_path)
     assert r0.get("raised") == r1.get("raised") == "Interrupted", (r0, r1)
     assert r0["batches"] == r1["batches"] == 2  # both stopped after the same batch
+    assert r0["message"].startswith("SIGTERM: stopped at stage 0 epoch 0 row 16")  # rank 1's
+    assert r1["message"] == r0["message"]
     state = torch.load(state_path, weights_only=True)
     assert state["world"] == 2 and state["offset"] == 2 * 2 * 4  # 2 steps of 2 ranks x 4 rows
     assert state["stage"] == 0 and state["epoch"] == 0
