@@ -137,11 +137,6 @@ def share(obj, world: World):
     return box[0]
 
 
-def barrier(world: World) -> None:
-    if world.distributed:
-        dist.barrier()
-
-
 def shutdown(world: World) -> None:
     if world.distributed and dist.is_initialized():
         dist.destroy_process_group()
