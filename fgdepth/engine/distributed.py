@@ -47,7 +47,7 @@ def init_world() -> World:
         if backend == "nccl":
             torch.cuda.set_device(local_rank)
         dist.init_process_group(backend)
-    return World(dist.get_rank(), dist.get_world_size(), local_rank)
+    return current_world()
 
 
 def current_world() -> World:

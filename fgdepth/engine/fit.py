@@ -219,6 +219,11 @@ class StageRun:
         """Rows per batch on each rank."""
         return self.stage.batch_size or self.config.batch_size
 
+    @property
+    def rows_per_step(self) -> int:
+        """Rows of one optimizer step, over all ranks."""
+        return self.batch_size * self.world.size
+
 
 def _loss(run: StageRun, mask_logits, depth_logits, batch) -> torch.Tensor:
     outputs = {"mask": mask_logits, "depth": depth_logits}
@@ -242,7 +247,7 @@ def train_epoch(
     model, config, world = run.model, run.config, run.world
     net = run.net or model
     set_train_mode(model, run.frozen)
-    step = run.batch_size * world.size
+    step = run.rows_per_step
     acc = MetricAccumulator()
     if sums:
         acc.sums = {k: v.clone() for k, v in sums.items()}
@@ -320,9 +325,10 @@ def _resume_optimizer(run: StageRun, resume: dict, pos: Position) -> None:
     if resume.get("world", 1) == run.world.size:
         run.schedule.load_state_dict(resume["schedule"])
         return
-    step = run.batch_size * run.world.size
-    steps = steps_per_epoch(run.stage.samples, step)
-    run.schedule.advance(pos.epoch, math.ceil(pos.offset / step), steps)
+    step = run.rows_per_step
+    run.schedule.advance(
+        pos.epoch, math.ceil(pos.offset / step), steps_per_epoch(run.stage.samples, step)
+    )
 
 
 def fit(
