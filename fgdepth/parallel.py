@@ -1,4 +1,9 @@
-"""Run independent chunks of work in worker processes, with a progress bar."""
+"""Run independent chunks of work in worker processes, with a progress bar.
+
+Workers come from a fork server, not from forking the caller: a training run has threads
+(MLflow's system-metrics monitor, torch's pools), and a fork taken while one of them holds a
+lock leaves the child waiting on it forever. A worker that dies raises here instead of hanging.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,8 @@ import multiprocessing as mp
 import os
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 
 from tqdm import tqdm
 
@@ -46,22 +53,22 @@ def run_chunks(
                 bar.update(weight)
                 yield result
             return
-        ctx = mp.get_context("fork" if sys.platform != "win32" else "spawn")
-        with ctx.Pool(min(workers, len(chunks)), setup, setup_args) as pool:
-            tasks = list(enumerate(chunks))
-            for position, result in pool.imap_unordered(_Indexed(fn), tasks):
-                bar.update(weights[position])
-                yield result
+        method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
+        with ProcessPoolExecutor(
+            min(workers, len(chunks)), mp.get_context(method), setup, setup_args
+        ) as pool:
+            pending = {pool.submit(fn, chunk): weight for chunk, weight in zip(chunks, weights)}
+            try:
+                while pending:
+                    done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        bar.update(pending.pop(future))
+                        yield future.result()
+            except BrokenProcessPool as exc:
+                raise RuntimeError(f"{desc or 'work'}: a worker process died ({exc})") from None
+            finally:
+                for future in pending:
+                    future.cancel()
     finally:
         bar.close()
 
-
-class _Indexed:
-    """Wraps ``fn`` so that a worker reports which chunk a result belongs to."""
-
-    def __init__(self, fn):
-        self.fn = fn
-
-    def __call__(self, task: tuple[int, range]):
-        position, chunk = task
-        return position, self.fn(chunk)

@@ -55,6 +55,7 @@ class Source:
         self._zip: zipfile.ZipFile | None = None
         self._zip_pid: int | None = None
         self._names: set[str] | None = None
+        self._dirs: dict[str, Path] | None = None  # resolved folders (escapes_root)
         self.prefix = ""
         if self.is_zip:
             self.prefix = self._find_prefix()
@@ -114,9 +115,16 @@ class Source:
         """True for a folder path that resolves (e.g. through a link) outside the root."""
         if self.is_zip:
             return False
-        root = self.path.resolve()
-        target = (self.path / rel).resolve()
-        return root != target and root not in target.parents
+        if self._dirs is None:  # each folder is resolved once: datasets hold 10^5 files
+            self._dirs = {"": self.path.resolve()}
+        parent, _, name = rel.rpartition("/")
+        if parent not in self._dirs:
+            self._dirs[parent] = (self.path / parent).resolve()
+        target = self._dirs[parent] / name
+        if target.is_symlink():
+            target = target.resolve()
+        root = self._dirs[""]
+        return not target.is_relative_to(root)
 
 
 def bad_relpath(rel: str) -> str | None:

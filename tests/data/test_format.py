@@ -167,6 +167,20 @@ def test_inspect_summary_of_a_good_dataset(synth_zip):
     assert 0 <= lo < hi <= 1
 
 
+def test_a_linked_folder_that_leaves_the_root_is_refused(tmp_path):
+    root = write_dataset(tmp_path / "ds", rows=2)
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (root / "m1.png").rename(outside / "m1.png")
+    (root / "linked").symlink_to(outside)
+    manifest = root / "manifest.csv"
+    manifest.write_text(manifest.read_text().replace(",m1.png,", ",linked/m1.png,"))
+    _, problems = inspect_dataset(root)
+    assert [str(p) for p in problems if "link" in str(p)] == [
+        "row 1: linked/m1.png: path leaves the dataset root (through a link)"
+    ]
+
+
 def test_a_link_that_leaves_the_root_is_refused(tmp_path):
     root = write_dataset(tmp_path / "ds", rows=2)
     outside = tmp_path / "secret.png"
