@@ -57,7 +57,10 @@ def run_chunks(
         with ProcessPoolExecutor(
             min(workers, len(chunks)), mp.get_context(method), setup, setup_args
         ) as pool:
-            pending = {pool.submit(fn, chunk): weight for chunk, weight in zip(chunks, weights)}
+            pending = {
+                pool.submit(fn, chunk): weight
+                for chunk, weight in zip(chunks, weights, strict=True)
+            }
             try:
                 while pending:
                     done, _ = wait(pending, return_when=FIRST_COMPLETED)
@@ -71,4 +74,3 @@ def run_chunks(
                     future.cancel()
     finally:
         bar.close()
-

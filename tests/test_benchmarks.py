@@ -9,7 +9,7 @@ import pytest
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 
-SCRIPTS = ["loader.py", "train_speed.py", "tuning.py", "time_to_quality.py"]
+SCRIPTS = ["loader.py", "train_speed.py", "tuning.py", "time_to_quality.py", "quality.py"]
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
