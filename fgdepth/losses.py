@@ -46,6 +46,24 @@ def ssim_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return 1 - _ssim(prob, target.float(), data_range=1.0, win_size=win, size_average=True)
 
 
+@LOSSES.register("lovasz")
+def lovasz_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """The Lovasz hinge (Berman et al., 2018) per image, averaged: a convex surrogate of
+    1 - IoU of the mask that the logits' signs give, so it weighs pixels by what they cost
+    the IoU (outlines of small foregrounds) rather than one by one like BCE."""
+    truth = (target.float().flatten(1) > 0.5).float()
+    errors = 1.0 - logits.float().flatten(1) * (2.0 * truth - 1.0)
+    errors, order = torch.sort(errors, dim=1, descending=True)
+    truth = torch.gather(truth, 1, order)
+    positives = truth.sum(1, keepdim=True)
+    intersection = positives - truth.cumsum(1)
+    union = positives + (1.0 - truth).cumsum(1)
+    jaccard = 1.0 - intersection / union
+    # the gradient of the Lovasz extension: the IoU loss added by each pixel in that order
+    steps = torch.cat([jaccard[:, :1], jaccard[:, 1:] - jaccard[:, :-1]], dim=1)
+    return (F.relu(errors) * steps).sum(1).mean()
+
+
 @LOSSES.register("l1")
 def l1_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return F.l1_loss(torch.sigmoid(logits.float()), target.float())

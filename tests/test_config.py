@@ -42,7 +42,7 @@ def test_set_overrides_nested_values_and_list_items():
         (["optimiser.lr=0.1"], "optimiser: unknown key; did you mean 'optimizer'?"),
         (["optimizer.lr=fast"], "optimizer.lr: expected float, got 'fast'"),
         (["model.name=resnet"], "unknown model 'resnet'; valid: seed, unet"),
-        (["loss.mask=focal"], "unknown loss 'focal'; valid: bce, dice, l1, ssim"),
+        (["loss.mask=focal"], "unknown loss 'focal'; valid: bce, dice, l1, lovasz, ssim"),
         (["stages.0.freeze=[heads]"], "unknown parameter group 'heads'"),
         (["stages.0.epochs=0"], "stages.0.epochs: must be at least 1"),
         (["stages.0.size=72"], "multiples of 16"),

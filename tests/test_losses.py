@@ -3,7 +3,16 @@ import math
 import pytest
 import torch
 
-from fgdepth.losses import LOSSES, HeadLoss, bce_loss, dice_loss, l1_loss, ssim_loss, ssim_window
+from fgdepth.losses import (
+    LOSSES,
+    HeadLoss,
+    bce_loss,
+    dice_loss,
+    l1_loss,
+    lovasz_loss,
+    ssim_loss,
+    ssim_window,
+)
 
 
 def test_bce_known_value():
@@ -44,6 +53,35 @@ def test_l1_known_value():
     assert l1_loss(torch.zeros(1, 1, 2, 2), torch.ones(1, 1, 2, 2)).item() == pytest.approx(0.5)
 
 
+def test_lovasz_equals_one_minus_iou_where_each_pixel_is_either_right_or_undecided():
+    # the Lovasz extension agrees with the IoU loss on sets: pixels with hinge error 1
+    # (logit 0) count as wrong, pixels with error 0 (logit +-1 on the right side) as right
+    gen = torch.Generator().manual_seed(0)
+    truth = (torch.rand(3, 1, 12, 12, generator=gen) > 0.6).float()
+    wrong = torch.rand(3, 1, 12, 12, generator=gen) > 0.8
+    logits = torch.where(wrong, 0.0, 2 * truth - 1)
+    predicted = torch.where(wrong, 1 - truth, truth)
+    inter = (predicted * truth).flatten(1).sum(1)
+    union = ((predicted + truth) > 0).float().flatten(1).sum(1)
+    assert lovasz_loss(logits, truth).item() == pytest.approx((1 - inter / union).mean().item())
+    assert lovasz_loss(3 * (2 * truth - 1), truth).item() == 0.0  # right beyond the margin
+
+
+def test_lovasz_weighs_a_pixel_by_what_it_costs_the_iou():
+    # one wrong pixel costs a small foreground's IoU more than a large one's
+    small, large = torch.zeros(1, 1, 16, 16), torch.zeros(1, 1, 16, 16)
+    small[..., 7:9, 7:9] = 1
+    large[..., 2:14, 2:14] = 1
+    grads = []
+    for truth in (small, large):
+        logits = (3 * (2 * truth - 1)).clone()
+        logits[..., 8, 8] = -0.5  # one foreground pixel on the wrong side
+        logits.requires_grad_(True)
+        lovasz_loss(logits, truth).backward()
+        grads.append(-logits.grad[..., 8, 8].item())
+    assert grads[0] > 5 * grads[1] > 0
+
+
 def test_head_loss_is_a_weighted_sum():
     logits, target = torch.zeros(1, 1, 16, 16), torch.ones(1, 1, 16, 16)
     combined = HeadLoss({"bce": 2.0, "l1": 0.5})(logits, target)
@@ -51,6 +89,6 @@ def test_head_loss_is_a_weighted_sum():
 
 
 def test_unknown_loss_lists_valid_names():
-    with pytest.raises(KeyError, match="valid: bce, dice, l1, ssim"):
+    with pytest.raises(KeyError, match="valid: bce, dice, l1, lovasz, ssim"):
         HeadLoss({"focal": 1.0})
-    assert LOSSES.names() == ["bce", "dice", "l1", "ssim"]
+    assert LOSSES.names() == ["bce", "dice", "l1", "lovasz", "ssim"]
