@@ -41,6 +41,13 @@ def write_section(name: str, body: str, path: Path = BENCHMARKS_MD) -> None:
     path.write_text(text)
 
 
+def publish(name: str, body: str, write: bool = True) -> None:
+    """Print a section and, unless ``write`` is false (smoke runs), write it to BENCHMARKS.md."""
+    print(body)
+    if write:
+        write_section(name, body)
+
+
 def table(header: list[str], rows: list[list]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]

@@ -17,7 +17,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import machine, table, write_section  # noqa: E402
+from benchmarks.common import machine, publish, table  # noqa: E402
 from fgdepth.data import build_cache, open_dataset  # noqa: E402
 from fgdepth.data.synth import SynthSpec, generate  # noqa: E402
 
@@ -94,9 +94,7 @@ def main(argv=None) -> int:
             table(["size px", "folder", "zip", "cache build (2 workers)", "cache"], rows),
         ]
     )
-    print(body)
-    if not args.smoke:
-        write_section("loader", body)
+    publish("loader", body, write=not args.smoke)
     return 0
 
 

@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks import street_data  # noqa: E402
-from benchmarks.common import machine, table, write_section  # noqa: E402
+from benchmarks.common import machine, publish, table  # noqa: E402
 from fgdepth.baselines import reference_metrics  # noqa: E402
 from fgdepth.config import load_config, scaled_stages  # noqa: E402
 from fgdepth.data import build_cache  # noqa: E402
@@ -61,19 +61,26 @@ def train(data: Path, profile: str, out: Path) -> dict:
     return {**result, "wall_minutes": wall / 60}
 
 
-def references(data: Path, profile: str, out: Path) -> dict:
-    """Both references on the run's own test rows, at its last stage's size."""
-    config = load_config("default", profile, extra={"data": {"path": str(data)}})
-    dataset = resolve_dataset(config)
-    rows = split_indices(config, dataset)
-    size = scaled_stages(config)[-1].size
-    cache = build_cache(dataset, size, root=out / "cache", quiet=True)
-    refs = reference_metrics(cache, rows["train"], rows["test"])
-    return {**refs["background_subtraction"], **refs["mean_depth"], "size": size,
-            "samples": len(dataset), "test": len(rows["test"])}  # fmt: skip
+class TestRows:
+    """The run's own data, split as the run split it: the dataset, its rows and the decode
+    cache at the last stage's size (what the run was scored at), prepared once."""
+
+    def __init__(self, data: Path, profile: str, out: Path):
+        config = load_config("default", profile, extra={"data": {"path": str(data)}})
+        self.dataset = resolve_dataset(config)
+        self.rows = split_indices(config, self.dataset)
+        self.size = scaled_stages(config)[-1].size
+        self.cache = build_cache(self.dataset, self.size, root=out / "cache", quiet=True)
 
 
-def mask_errors(run_id: str, data: Path, profile: str, out: Path) -> dict:
+def references(test: TestRows) -> dict:
+    """Both references on the run's test rows."""
+    refs = reference_metrics(test.cache, test.rows["train"], test.rows["test"])
+    return {**refs["background_subtraction"], **refs["mean_depth"], "size": test.size,
+            "samples": len(test.dataset), "test": len(test.rows["test"])}  # fmt: skip
+
+
+def mask_errors(run_id: str, test: TestRows, out: Path) -> dict:
     """Where the run's mask is wrong on its test rows: the share of wrong pixels within one
     pixel of the true outline, the share of foregrounds under 0.5 % of the image, and the
     pooled IoU at other thresholds."""
@@ -82,11 +89,8 @@ def mask_errors(run_id: str, data: Path, profile: str, out: Path) -> dict:
     import torch.nn.functional as F
 
     mlflow.set_tracking_uri(f"sqlite:///{out / 'mlflow.db'}")
-    model, size = load_logged_model(f"runs:/{run_id}/model")
-    config = load_config("default", profile, extra={"data": {"path": str(data)}})
-    dataset = resolve_dataset(config)
-    rows = split_indices(config, dataset)["test"]
-    cache = build_cache(dataset, size, root=out / "cache", quiet=True)
+    model, _ = load_logged_model(f"runs:/{run_id}/model")
+    cache, rows = test.cache, test.rows["test"]
     thresholds = (0.3, 0.5, 0.7)
     inter, union = torch.zeros(len(thresholds)), torch.zeros(len(thresholds))
     outline = wrong = small = 0
@@ -152,6 +156,26 @@ def render(results: dict, command: str) -> str:
     ])  # fmt: skip
 
 
+def measure(data: Path | None, root: Path, profile: str, out: Path) -> dict:
+    """Train in a fresh store from a cold cache, then score the references and the errors."""
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    description = f"`{data}`"
+    if data is None:
+        n = 60 if profile == "smoke" else 12000
+        data = root / f"street-n{n}"
+        shown = data.relative_to(ROOT) if data.is_relative_to(ROOT) else data
+        description = f"street scenes from `python benchmarks/street_data.py {shown} --n {n}`"
+        if not (data / "manifest.csv").exists():
+            street_data.write(data, n, seed=1, workers=1 if profile == "smoke" else 2)
+    data = data.resolve()
+    run = train(data, profile, out)
+    test = TestRows(data, profile, out)
+    errors = mask_errors(run["run_id"], test, out)
+    return {"run": run, "references": references(test), "errors": errors,
+            "data": description, "profile": profile}  # fmt: skip
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--smoke", action="store_true")
@@ -165,28 +189,11 @@ def main(argv=None) -> int:
     out = args.out / profile
     command = "python benchmarks/quality.py" + (f" --data {args.data}" if args.data else "")
     if args.render:
-        write_section("quality", render(json.loads((out / "results.json").read_text()), command))
-        return 0
-    shutil.rmtree(out, ignore_errors=True)  # a fresh store and a cold decode cache
-    out.mkdir(parents=True)
-    data, description = args.data, f"`{args.data}`"
-    if data is None:
-        n = 60 if args.smoke else 12000
-        data = args.out / f"street-n{n}"
-        shown = data.relative_to(ROOT) if data.is_relative_to(ROOT) else data
-        description = f"street scenes from `python benchmarks/street_data.py {shown} --n {n}`"
-        if not (data / "manifest.csv").exists():
-            street_data.write(data, n, seed=1, workers=1 if args.smoke else 2)
-    run = train(data.resolve(), profile, out)
-    refs = references(data.resolve(), profile, out)
-    errors = mask_errors(run["run_id"], data.resolve(), profile, out)
-    results = {"run": run, "references": refs, "errors": errors, "data": description,
-               "profile": profile}  # fmt: skip
-    (out / "results.json").write_text(json.dumps(results, indent=2))
-    body = render(results, command)
-    print(body)
-    if not args.smoke:
-        write_section("quality", body)
+        results = json.loads((out / "results.json").read_text())
+    else:
+        results = measure(args.data, args.out, profile, out)
+        (out / "results.json").write_text(json.dumps(results, indent=2))
+    publish("quality", render(results, command), write=not args.smoke)
     return 0
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import machine, table, write_section  # noqa: E402
+from benchmarks.common import machine, publish, table  # noqa: E402
 from fgdepth.config import load_config  # noqa: E402
 from fgdepth.engine import Callback, fit  # noqa: E402
 from fgdepth.engine.fit import Interrupted  # noqa: E402
@@ -143,9 +143,7 @@ def main(argv=None) -> int:
         out.mkdir(parents=True, exist_ok=True)
         (out / "results.json").write_text(json.dumps(results, indent=2))
     body = render(results, minutes, args.iou, args.rmse, profile)
-    print(body)
-    if not args.smoke:
-        write_section("time_to_quality", body)
+    publish("time_to_quality", body, write=not args.smoke)
     return 0
 
 

@@ -25,7 +25,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import machine, table, write_section  # noqa: E402
+from benchmarks.common import machine, publish, table  # noqa: E402
 from fgdepth.losses import bce_loss, ssim_loss  # noqa: E402
 from fgdepth.models import build_model  # noqa: E402
 
@@ -211,9 +211,7 @@ def main(argv=None) -> int:
         f"Projected time of one epoch of the original 280K training samples at {top} px "
         f"(compute only, best setting): {epoch}.",
     ])  # fmt: skip
-    print(body)
-    if not args.smoke:
-        write_section(section, body)
+    publish(section, body, write=not args.smoke)
     return 0
 
 

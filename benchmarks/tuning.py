@@ -22,7 +22,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import machine, table, write_section  # noqa: E402
+from benchmarks.common import machine, publish, table  # noqa: E402
 
 # a study at the `cpu` profile with a quarter of its samples and smaller validation/test sets:
 # about a minute a trial on 2 cores
@@ -105,9 +105,7 @@ def main(argv=None) -> int:
             table(header, rows),
         ]
     )
-    print(body)
-    if not args.smoke:
-        write_section("tuning", body)
+    publish("tuning", body, write=not args.smoke)
     return 0
 
 

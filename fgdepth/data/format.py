@@ -55,7 +55,7 @@ class Source:
         self._zip: zipfile.ZipFile | None = None
         self._zip_pid: int | None = None
         self._names: set[str] | None = None
-        self._dirs: dict[str, Path] | None = None  # resolved folders (escapes_root)
+        self._dirs: dict[str, Path] = {}  # resolved folders: datasets hold 10^5 files
         self.prefix = ""
         if self.is_zip:
             self.prefix = self._find_prefix()
@@ -115,16 +115,17 @@ class Source:
         """True for a folder path that resolves (e.g. through a link) outside the root."""
         if self.is_zip:
             return False
-        if self._dirs is None:  # each folder is resolved once: datasets hold 10^5 files
-            self._dirs = {"": self.path.resolve()}
         parent, _, name = rel.rpartition("/")
-        if parent not in self._dirs:
-            self._dirs[parent] = (self.path / parent).resolve()
-        target = self._dirs[parent] / name
+        target = self._resolved(parent) / name
         if target.is_symlink():
             target = target.resolve()
-        root = self._dirs[""]
-        return not target.is_relative_to(root)
+        return not target.is_relative_to(self._resolved(""))
+
+    def _resolved(self, folder: str) -> Path:
+        """A folder of the dataset with links resolved, once per folder."""
+        if folder not in self._dirs:
+            self._dirs[folder] = (self.path / folder).resolve()
+        return self._dirs[folder]
 
 
 def bad_relpath(rel: str) -> str | None:
