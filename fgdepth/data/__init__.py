@@ -1,6 +1,14 @@
 """Datasets: the on-disk format, the built-in generator, splits, cache and augmentation."""
 
-from fgdepth.data.cache import ArrayCache, build_cache, cache_root
+from fgdepth.data.cache import (
+    ArrayCache,
+    ScaledInputCache,
+    build_cache,
+    build_caches,
+    build_model_cache,
+    cache_root,
+    model_cache_keys,
+)
 from fgdepth.data.dataset import Dataset, open_dataset
 from fgdepth.data.format import COLUMNS, DataError, Problem, Sample
 from fgdepth.data.splits import SplitSpec
@@ -12,8 +20,12 @@ __all__ = [
     "Dataset",
     "Problem",
     "Sample",
+    "ScaledInputCache",
     "SplitSpec",
     "build_cache",
+    "build_caches",
+    "build_model_cache",
     "cache_root",
+    "model_cache_keys",
     "open_dataset",
 ]

@@ -2,7 +2,9 @@
 
 Decoding JPEGs is what limits a CPU loader. Each (dataset, size) is decoded once into uint8 /
 uint16 ``.npy`` files read through memory maps; backgrounds are stored once, not per row. The
-cache key includes the dataset's fingerprint, so a changed dataset gets a new cache.
+cache key includes the dataset's fingerprint, so a changed dataset gets a new cache. A cache
+may hold one part of the data only: the ``inputs`` (fg_bg, bg) or the ``targets`` (mask,
+depth), for models that read their inputs at a larger size than they predict at.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import fcntl
 import json
 import os
 import shutil
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +21,7 @@ import numpy as np
 import torch
 
 from fgdepth.data.dataset import Dataset
-from fgdepth.data.format import DataError, Problem, read_rgb, read_sample
+from fgdepth.data.format import DataError, Problem, read_rgb_sizes, read_sample_sizes
 from fgdepth.parallel import chunked, run_chunks
 
 CACHE_VERSION = 1
@@ -31,37 +34,78 @@ def cache_root() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "fgdepth"
 
 
+# what each part of a cache holds
+PARTS = {
+    "all": ("fg_bg", "bg", "mask", "depth"),
+    "inputs": ("fg_bg", "bg"),
+    "targets": ("mask", "depth"),
+}
+
+
 @dataclass
 class ArrayCache:
     """Decoded samples at ``size``: fg_bg (N,S,S,3) u8, bg (B,S,S,3) u8 with a per-row
-    ``bg_index``, mask (N,S,S) u8 in {0,1}, depth (N,S,S) u16 (65535 = 1.0)."""
+    ``bg_index``, mask (N,S,S) u8 in {0,1}, depth (N,S,S) u16 (65535 = 1.0); the arrays
+    outside the cache's ``part`` are None."""
 
     size: int
-    fg_bg: np.ndarray
-    bg: np.ndarray
+    fg_bg: np.ndarray | None
+    bg: np.ndarray | None
     bg_index: np.ndarray
-    mask: np.ndarray
-    depth: np.ndarray
+    mask: np.ndarray | None
+    depth: np.ndarray | None
     bad: list[Problem]
     path: Path
+    part: str = "all"
 
     def __len__(self) -> int:
-        return len(self.fg_bg)
+        return len(self.bg_index)
 
     def batch(self, indices: np.ndarray) -> dict[str, torch.Tensor]:
-        """Rows as tensors: fg_bg, bg (B,3,S,S) and mask, depth (B,1,S,S), float in [0, 1]."""
+        """Rows as tensors: fg_bg, bg (B,3,S,S) and mask, depth (B,1,S,S), float in [0, 1]
+        (those of the cache's part)."""
         order = np.sort(np.asarray(indices))  # sequential reads from the memory map
-        fg_bg = torch.from_numpy(self.fg_bg[order]).permute(0, 3, 1, 2)
-        bg = torch.from_numpy(self.bg[self.bg_index[order]]).permute(0, 3, 1, 2)
-        mask = torch.from_numpy(self.mask[order]).unsqueeze(1)
-        depth = torch.from_numpy(self.depth[order].astype(np.int32)).unsqueeze(1)
-        return {
-            "fg_bg": fg_bg.float().div_(255),
-            "bg": bg.float().div_(255),
-            "mask": mask.float(),
-            "depth": depth.float().div_(DEPTH_MAX),
-            "index": torch.from_numpy(order.astype(np.int64)),
-        }
+        out = {"index": torch.from_numpy(order.astype(np.int64))}
+        if self.fg_bg is not None:
+            fg_bg = torch.from_numpy(self.fg_bg[order]).permute(0, 3, 1, 2)
+            bg = torch.from_numpy(self.bg[self.bg_index[order]]).permute(0, 3, 1, 2)
+            out |= {"fg_bg": fg_bg.float().div_(255), "bg": bg.float().div_(255)}
+        if self.mask is not None:
+            mask = torch.from_numpy(self.mask[order]).unsqueeze(1)
+            depth = torch.from_numpy(self.depth[order].astype(np.int32)).unsqueeze(1)
+            out |= {"mask": mask.float(), "depth": depth.float().div_(DEPTH_MAX)}
+        return out
+
+
+@dataclass
+class ScaledInputCache:
+    """Inputs at ``input_scale`` times the targets' size, for models that read more pixels
+    than they predict: fg_bg, bg from ``inputs`` (N,3,sS,sS); mask, depth from ``targets``
+    (N,1,S,S), so the targets are the same as any other model's at size S."""
+
+    inputs: ArrayCache
+    targets: ArrayCache
+
+    @property
+    def size(self) -> int:
+        return self.targets.size
+
+    @property
+    def bad(self) -> list[Problem]:
+        rows = {p.row for p in self.targets.bad}
+        return sorted(self.targets.bad + [p for p in self.inputs.bad if p.row not in rows],
+                      key=lambda p: p.row)  # fmt: skip
+
+    @property
+    def path(self) -> Path:
+        return self.targets.path
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def batch(self, indices: np.ndarray) -> dict[str, torch.Tensor]:
+        inputs, targets = self.inputs.batch(indices), self.targets.batch(indices)
+        return {**targets, "fg_bg": inputs["fg_bg"], "bg": inputs["bg"]}
 
 
 _FILES = {
@@ -72,8 +116,8 @@ _FILES = {
 }
 
 
-def _open_arrays(folder: Path, mode: str) -> dict[str, np.ndarray]:
-    return {name: np.load(folder / f"{name}.npy", mmap_mode=mode) for name in _FILES}
+def _open_arrays(folder: Path, mode: str, part: str) -> dict[str, np.ndarray]:
+    return {name: np.load(folder / f"{name}.npy", mmap_mode=mode) for name in PARTS[part]}
 
 
 # Shared with worker processes once (see fgdepth.parallel.run_chunks).
@@ -83,44 +127,57 @@ _job: dict = {}
 def _setup(job: dict) -> None:
     _job.clear()
     _job.update(job)
-    _job["arrays"] = _open_arrays(job["folder"], "r+")
+    _job["arrays"] = {key: _open_arrays(f, "r+", key[1]) for key, f in job["folders"].items()}
 
 
 def _decode_backgrounds(chunk: range) -> list[tuple[int, str]]:
-    source, size, arrays = _job["source"], _job["size"], _job["arrays"]
+    source, arrays = _job["source"], _job["arrays"]
     failed = []
+    keys = [key for key in arrays if "bg" in arrays[key]]
     for b in chunk:
         try:
-            arrays["bg"][b] = read_rgb(source, _job["bg_files"][b], size)
+            images = read_rgb_sizes(source, _job["bg_files"][b], sorted({s for s, _ in keys}))
         except DataError as exc:
             failed.append((b, str(exc)))
-    arrays["bg"].flush()
+            continue
+        for size, part in keys:
+            arrays[size, part]["bg"][b] = images[size]
+    for key in keys:
+        arrays[key]["bg"].flush()
     return failed
 
 
 def _decode_rows(chunk: range) -> list[Problem]:
-    source, size, arrays, rows = _job["source"], _job["size"], _job["arrays"], _job["rows"]
+    source, arrays, rows = _job["source"], _job["arrays"], _job["rows"]
+    sizes = sorted({size for size, _ in arrays})
+    inputs = sorted({size for size, part in arrays if "fg_bg" in PARTS[part]})
+    targets = sorted({size for size, part in arrays if "mask" in PARTS[part]})
     problems = []
     for i in chunk:
         try:
-            sample = read_sample(source, rows[i], size, decode_bg=False)
+            samples = read_sample_sizes(source, rows[i], sizes, False, inputs, targets)
         except DataError as exc:
             problems.append(Problem(str(exc), i))
             continue
-        arrays["fg_bg"][i] = sample.fg_bg
-        arrays["mask"][i] = sample.mask
-        arrays["depth"][i] = np.round(sample.depth * DEPTH_MAX).astype(np.uint16)
-    for array in arrays.values():
-        array.flush()
+        for (size, _), out in arrays.items():
+            sample = samples[size]
+            if "fg_bg" in out:
+                out["fg_bg"][i] = sample.fg_bg
+            if "mask" in out:
+                out["mask"][i] = sample.mask
+                out["depth"][i] = np.round(sample.depth * DEPTH_MAX).astype(np.uint16)
+    for keyed in arrays.values():
+        for array in keyed.values():
+            array.flush()
     return problems
 
 
-def _load(folder: Path, size: int) -> ArrayCache:
+def _load(folder: Path, size: int, part: str) -> ArrayCache:
     meta = json.loads((folder / "meta.json").read_text())
-    arrays = _open_arrays(folder, "r")
+    arrays = dict.fromkeys(PARTS["all"]) | _open_arrays(folder, "r", part)
     bad = [Problem(p["message"], p["row"]) for p in meta["bad"]]
     bg_index = np.load(folder / "bg_index.npy")
-    return ArrayCache(size, bg_index=bg_index, bad=bad, path=folder, **arrays)
+    return ArrayCache(size, bg_index=bg_index, bad=bad, path=folder, part=part, **arrays)
 
 
 def build_cache(
@@ -136,71 +193,124 @@ def build_cache(
     Every row is decoded once here, so an unreadable image is found before training starts:
     it raises DataError, or (``skip_bad``) the row is recorded in ``ArrayCache.bad``.
     """
+    return build_caches(dataset, [size], workers, skip_bad, root, quiet)[size]
+
+
+def _key(item: int | tuple[int, str]) -> tuple[int, str]:
+    size, part = (item, "all") if isinstance(item, int | np.integer) else item
+    if part not in PARTS:
+        raise ValueError(f"unknown cache part '{part}'; valid: {', '.join(PARTS)}")
+    return int(size), part
+
+
+def build_caches(
+    dataset: Dataset,
+    sizes: list[int | tuple[int, str]],
+    workers: int = 1,
+    skip_bad: bool = False,
+    root: Path | None = None,
+    quiet: bool = False,
+) -> dict:
+    """``build_cache`` for several sizes, each a size (all of the data) or a ``(size, part)``
+    with a part of ``PARTS``; returns the caches under the items given. Those not built yet
+    are built in one pass that reads each file once (and decodes a JPEG once per reduced
+    scale), so a run that trains at several sizes prepares its data in little more time than
+    for one."""
     root = Path(root) if root else cache_root()
     root.mkdir(parents=True, exist_ok=True)
-    key = f"{dataset.fingerprint()[:24]}-{size}px-v{CACHE_VERSION}"
-    folder = root / key
-    with open(root / f"{key}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # one builder per key; others wait, then read it
-        if not (folder / "meta.json").exists():
-            _build(dataset, size, workers, skip_bad, folder, quiet)
-    cache = _load(folder, size)
-    if cache.bad and not skip_bad:
-        raise DataError(
-            f"{dataset.path}: {cache.bad[0]} ({len(cache.bad)} bad row(s); "
-            "pass --skip-bad to train without them)"
-        )
-    return cache
+    keys = {item: _key(item) for item in sizes}
+    stem = dataset.fingerprint()[:24]
+    folders = {
+        (size, part): root / f"{stem}-{size}px{'' if part == 'all' else '-' + part}"
+        f"-v{CACHE_VERSION}"
+        for size, part in sorted(set(keys.values()))
+    }
+    with ExitStack() as locks:
+        for folder in folders.values():  # one builder per key (in sorted order: no deadlock)
+            lock = locks.enter_context(open(folder.with_name(f"{folder.name}.lock"), "w"))
+            fcntl.flock(lock, fcntl.LOCK_EX)  # others wait, then read it
+        missing = {s: f for s, f in folders.items() if not (f / "meta.json").exists()}
+        if missing:
+            _build(dataset, missing, workers, skip_bad, quiet)
+    caches = {key: _load(folder, *key) for key, folder in folders.items()}
+    for cache in caches.values():
+        if cache.bad and not skip_bad:
+            raise DataError(
+                f"{dataset.path}: {cache.bad[0]} ({len(cache.bad)} bad row(s); "
+                "pass --skip-bad to train without them)"
+            )
+    return {item: caches[key] for item, key in keys.items()}
 
 
-def _build(dataset: Dataset, size: int, workers: int, skip_bad: bool, folder: Path, quiet):
-    tmp = folder.with_name(f"{folder.name}.tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+def model_cache_keys(size: int, input_scale: int = 1) -> list[int | tuple[int, str]]:
+    """What ``build_model_cache`` reads: the whole data at ``size``, or the targets at
+    ``size`` and the inputs at ``size * input_scale``."""
+    if input_scale == 1:
+        return [size]
+    return [(size * input_scale, "inputs"), (size, "targets")]
+
+
+def build_model_cache(
+    dataset: Dataset, size: int, input_scale: int = 1, **kwargs
+) -> ArrayCache | ScaledInputCache:
+    """The cache a model with ``input_scale`` trains and is scored on at output ``size``
+    (``build_cache``'s keyword arguments apply to both sizes)."""
+    keys = model_cache_keys(size, input_scale)
+    caches = build_caches(dataset, keys, **kwargs)
+    if input_scale == 1:
+        return caches[size]
+    return ScaledInputCache(*(caches[key] for key in keys))
+
+
+def _build(dataset: Dataset, folders: dict[tuple, Path], workers: int, skip_bad: bool, quiet):
+    tmps = {key: f.with_name(f"{f.name}.tmp{os.getpid()}") for key, f in folders.items()}
     n = len(dataset)
     bg_index = dataset.backgrounds()
     bg_files = list(dataset.rows["bg"].iloc[np.unique(bg_index, return_index=True)[1]])
     counts = {"fg_bg": n, "bg": len(bg_files), "mask": n, "depth": n}
-    for name, (dtype, channels) in _FILES.items():
-        shape = (counts[name], size, size) + ((channels,) if channels else ())
-        np.lib.format.open_memmap(tmp / f"{name}.npy", "w+", dtype, shape).flush()
-    np.save(tmp / "bg_index.npy", bg_index)
+    for (size, part), tmp in tmps.items():
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        for name in PARTS[part]:
+            dtype, channels = _FILES[name]
+            shape = (counts[name], size, size) + ((channels,) if channels else ())
+            np.lib.format.open_memmap(tmp / f"{name}.npy", "w+", dtype, shape).flush()
+        np.save(tmp / "bg_index.npy", bg_index)
     job = {
-        "folder": tmp,
+        "folders": tmps,
         "source": dataset.source,
-        "size": size,
         "bg_files": bg_files,
         "rows": dataset.rows.to_dict("records"),
     }
     run = dict(workers=workers, quiet=quiet, setup=_setup, setup_args=(job,))
-    bg_failed = dict(
-        failure
-        for part in run_chunks(
-            _decode_backgrounds,
-            chunked(len(bg_files), 16),
-            **run,
-            desc=f"decode backgrounds {size}px",
-        )
-        for failure in part
-    )
+    label = ", ".join(f"{s} px{'' if p == 'all' else ' ' + p}" for s, p in tmps)
+    with_bg = any("bg" in PARTS[part] for _, part in tmps)
+    backgrounds = run_chunks(
+        _decode_backgrounds, chunked(len(bg_files) if with_bg else 0, 16), **run,
+        desc=f"decode backgrounds {label}",
+    )  # fmt: skip
+    bg_failed = dict(failure for failures in backgrounds for failure in failures)
     problems = [
         problem
-        for part in run_chunks(_decode_rows, chunked(n, 256), **run, desc=f"cache {size}px")
-        for problem in part
+        for found in run_chunks(_decode_rows, chunked(n, 256), **run, desc=f"cache {label}")
+        for problem in found
     ]
     problems += [Problem(bg_failed[b], int(i)) for i, b in enumerate(bg_index) if b in bg_failed]
     problems.sort(key=lambda p: p.row)
     if problems and not skip_bad:
-        shutil.rmtree(tmp, ignore_errors=True)
+        for tmp in tmps.values():
+            shutil.rmtree(tmp, ignore_errors=True)
         more = f" ({len(problems)} bad rows; pass --skip-bad to train without them)"
         raise DataError(f"{dataset.path}: {problems[0]}{more if len(problems) > 1 else ''}")
-    meta = {
-        "version": CACHE_VERSION,
-        "size": size,
-        "rows": n,
-        "fingerprint": dataset.fingerprint(),
-        "dataset": str(dataset.path),
-        "bad": [{"row": p.row, "message": p.message} for p in problems],
-    }
-    (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
-    os.replace(tmp, folder)
+    for (size, part), tmp in tmps.items():
+        meta = {
+            "version": CACHE_VERSION,
+            "size": size,
+            "part": part,
+            "rows": n,
+            "fingerprint": dataset.fingerprint(),
+            "dataset": str(dataset.path),
+            "bad": [{"row": p.row, "message": p.message} for p in problems],
+        }
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
+        os.replace(tmp, folders[size, part])

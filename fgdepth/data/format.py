@@ -184,21 +184,52 @@ def structural_problems(source: Source, frame: pd.DataFrame) -> list[Problem]:
 # --- decoding -----------------------------------------------------------------------------
 
 
-def _rgb(image: Image.Image, size: int | None) -> np.ndarray:
-    """(H, W, 3) uint8; JPEGs are decoded at reduced scale when much larger than ``size``."""
+def _decoded_rgb(image: Image.Image, size: int | None) -> Image.Image:
+    """The image in RGB; a JPEG decoded at the smallest reduced scale that keeps ``size``."""
     if size is not None and image.format == "JPEG":
         image.draft("RGB", (size, size))
     if image.mode != "RGB":
         image = image.convert("RGBA").convert("RGB") if image.mode == "P" else image.convert("RGB")
+    return image
+
+
+def _fitted(image: Image.Image, size: int | None) -> np.ndarray:
     if size is not None and image.size != (size, size):
         image = image.resize((size, size), Image.BILINEAR)
     return np.asarray(image)
 
 
+def _rgb(image: Image.Image, size: int | None) -> np.ndarray:
+    """(H, W, 3) uint8; JPEGs are decoded at reduced scale when much larger than ``size``."""
+    return _fitted(_decoded_rgb(image, size), size)
+
+
+def _rgb_sizes(data: bytes, sizes: list[int | None]) -> dict[int | None, np.ndarray]:
+    """``_rgb`` of one encoded image at each of ``sizes``, decoded once per JPEG scale (the
+    sizes that allow the same reduced scale share a decode): the same arrays as separate
+    calls, at a fraction of the cost."""
+    groups: dict[tuple, list] = {}
+    for size in sizes:
+        probe = Image.open(io.BytesIO(data))
+        if size is not None and probe.format == "JPEG":
+            probe.draft("RGB", (size, size))  # sets the decode scale and size; decodes nothing
+        groups.setdefault(probe.size, []).append(size)
+    out = {}
+    for group in groups.values():
+        decoded = _decoded_rgb(Image.open(io.BytesIO(data)), group[0])
+        out.update({size: _fitted(decoded, size) for size in group})
+    return out
+
+
 def read_rgb(source: Source, rel: str, size: int | None = None) -> np.ndarray:
     """One RGB image as (H, W, 3) uint8, resized to ``size``×``size`` when given."""
+    return read_rgb_sizes(source, rel, [size])[size]
+
+
+def read_rgb_sizes(source: Source, rel: str, sizes: list[int | None]) -> dict:
+    """``read_rgb`` at each of ``sizes``: the file read once, decoded once per JPEG scale."""
     try:
-        return _rgb(Image.open(io.BytesIO(source.read(rel))), size)
+        return _rgb_sizes(source.read(rel), sizes)
     except (OSError, SyntaxError, ValueError, KeyError) as exc:
         raise DataError(f"{rel}: not a readable image ({exc})") from exc
 
@@ -228,12 +259,13 @@ def _resize_float(values: np.ndarray, width: int, height: int) -> np.ndarray:
 
 @dataclass
 class Sample:
-    """One decoded sample: fg_bg, bg (H, W, 3) uint8; mask (H, W) bool; depth (H, W) float32."""
+    """One decoded sample: fg_bg, bg (H, W, 3) uint8; mask (H, W) bool; depth (H, W) float32
+    (None where not decoded: see ``read_sample_sizes``)."""
 
-    fg_bg: np.ndarray
+    fg_bg: np.ndarray | None
     bg: np.ndarray | None
-    mask: np.ndarray
-    depth: np.ndarray
+    mask: np.ndarray | None
+    depth: np.ndarray | None
 
 
 def read_sample(
@@ -244,11 +276,30 @@ def read_sample(
     Raises DataError (naming the file) for an unreadable image or a bg/fg_bg size mismatch.
     With ``decode_bg=False`` only bg's header is read (for the size check); ``bg`` is None.
     """
-    images = {}
+    return read_sample_sizes(source, row, [size], decode_bg)[size]
+
+
+def read_sample_sizes(
+    source: Source,
+    row: pd.Series | dict,
+    sizes: list[int | None],
+    decode_bg: bool = True,
+    inputs: list[int | None] | None = None,
+    targets: list[int | None] | None = None,
+) -> dict[int | None, Sample]:
+    """``read_sample`` at each of ``sizes``: each file is read once and decoded once per
+    JPEG reduction scale, and the results are the same as separate calls.
+
+    ``inputs`` / ``targets`` (default: all of ``sizes``) limit the sizes at which fg_bg and
+    bg / mask and depth are made; the others are None in that size's Sample."""
+    inputs = list(sizes) if inputs is None else inputs
+    targets = list(sizes) if targets is None else targets
+    images, data = {}, {}
     for col in COLUMNS:
         rel = row[col]
         try:
-            images[col] = Image.open(io.BytesIO(source.read(rel)))
+            data[col] = source.read(rel)
+            images[col] = Image.open(io.BytesIO(data[col]))
         except (OSError, SyntaxError, ValueError, KeyError) as exc:
             raise DataError(f"{rel}: not a readable image ({exc})") from exc
     if images["fg_bg"].size != images["bg"].size:
@@ -258,19 +309,21 @@ def read_sample(
         )
     out = {}
     for col in COLUMNS:
-        if col == "bg" and not decode_bg:
-            out[col] = None
-            continue
         try:
-            if col in ("fg_bg", "bg"):
-                out[col] = _rgb(images[col], size)
-            else:
+            if col == "bg" and not decode_bg:
+                out[col] = {}
+            elif col in ("fg_bg", "bg"):
+                out[col] = _rgb_sizes(data[col], inputs)
+            elif targets:
                 out[col] = _single_channel(images[col])
         except (OSError, SyntaxError, ValueError) as exc:
             raise DataError(f"{row[col]}: not a readable image ({exc})") from exc
-    height, width = out["fg_bg"].shape[:2]
-    if size is not None:
-        height = width = size
-    mask = _resize_float(out["mask"], width, height) > (127.0 / 255.0)
-    depth = _resize_float(out["depth"], width, height)
-    return Sample(out["fg_bg"], out["bg"], mask, depth.astype(np.float32))
+    samples = {}
+    for size in sizes:
+        mask = depth = None
+        if size in targets:  # fg_bg's size: square at a given size, else its own
+            width, height = (size, size) if size is not None else images["fg_bg"].size
+            mask = _resize_float(out["mask"], width, height) > (127.0 / 255.0)
+            depth = _resize_float(out["depth"], width, height).astype(np.float32)
+        samples[size] = Sample(out["fg_bg"].get(size), out["bg"].get(size), mask, depth)
+    return samples

@@ -63,3 +63,74 @@ def test_large_jpeg_is_decoded_at_reduced_scale_close_to_full_decode(tmp_path):
     )
     assert fast.shape == (64, 64, 3)
     assert np.abs(fast - full).mean() < 6
+
+
+def test_scaled_input_cache_reads_inputs_larger_and_keeps_the_targets(synth_dir, tmp_path):
+    from fgdepth.data import ScaledInputCache, build_model_cache
+
+    dataset = open_dataset(synth_dir)
+    plain = build_model_cache(dataset, 16, 1, root=tmp_path / "c", quiet=True)
+    scaled = build_model_cache(dataset, 16, 2, root=tmp_path / "c", quiet=True)
+    assert not isinstance(plain, ScaledInputCache) and isinstance(scaled, ScaledInputCache)
+    assert scaled.size == 16 and len(scaled) == len(plain) and scaled.bad == []
+    idx = np.array([5, 1, 30])
+    a, b = plain.batch(idx), scaled.batch(idx)
+    assert b["fg_bg"].shape == b["bg"].shape == (3, 3, 32, 32)
+    for key in ("mask", "depth", "index"):
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
+    # each part holds only its own arrays, and the inputs are those of a whole cache at 32
+    assert scaled.inputs.mask is None and scaled.inputs.depth is None
+    assert scaled.targets.fg_bg is None and scaled.targets.bg is None
+    whole = build_model_cache(dataset, 32, 1, root=tmp_path / "c", quiet=True).batch(idx)
+    for key in ("fg_bg", "bg"):
+        torch.testing.assert_close(whole[key], b[key], rtol=0, atol=0)
+    s = dataset.sample(30, 32)
+    row = list(b["index"]).index(30)
+    np.testing.assert_array_equal((b["fg_bg"][row] * 255).round().byte().permute(1, 2, 0), s.fg_bg)
+
+
+def test_parts_and_whole_caches_in_one_pass_equal_separate_builds(synth_dir, tmp_path):
+    from fgdepth.data import build_caches
+
+    dataset = open_dataset(synth_dir)
+    keys = [(32, "inputs"), (16, "targets"), 24, (24, "targets")]
+    together = build_caches(dataset, keys, root=tmp_path / "a", workers=2, quiet=True)
+    assert list(together) == keys
+    assert len({c.path for c in together.values()}) == len(keys)  # one folder per key
+    idx = np.arange(len(dataset))
+    for key, cache in together.items():
+        size = key if isinstance(key, int) else key[0]
+        whole = build_cache(dataset, size, root=tmp_path / "b", quiet=True).batch(idx)
+        got = cache.batch(idx)
+        assert (
+            set(got)
+            == {"index"}
+            | {
+                "all": {"fg_bg", "bg", "mask", "depth"},
+                "inputs": {"fg_bg", "bg"},
+                "targets": {"mask", "depth"},
+            }[cache.part]
+        )
+        for name in set(got) - {"index"}:
+            torch.testing.assert_close(got[name], whole[name], rtol=0, atol=0)
+    with pytest.raises(ValueError, match="unknown cache part 'labels'"):
+        build_caches(dataset, [(16, "labels")], root=tmp_path / "a", quiet=True)
+
+
+def test_several_sizes_in_one_pass_equal_one_size_at_a_time(synth_dir, tmp_path):
+    """One pass decodes each JPEG once per reduced scale (24 and 32 px share the half-scale
+    decode of these 64 px images); every array is the same as from separate builds."""
+    from fgdepth.data import build_caches
+
+    dataset = open_dataset(synth_dir)
+    together = build_caches(dataset, [32, 16, 24, 64], root=tmp_path / "a", workers=2, quiet=True)
+    assert sorted(together) == [16, 24, 32, 64]
+    idx = np.arange(len(dataset))
+    for size, cache in together.items():
+        alone = build_cache(dataset, size, root=tmp_path / "b", quiet=True)
+        assert cache.path.name == alone.path.name
+        a, b = cache.batch(idx), alone.batch(idx)
+        for key in ("fg_bg", "bg", "mask", "depth"):
+            torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
+    again = build_caches(dataset, [16, 64], root=tmp_path / "a", quiet=True)
+    assert again[16].path == together[16].path  # built once, then read
