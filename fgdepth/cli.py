@@ -191,7 +191,7 @@ def _train_rank(args, world) -> int:
 def _evaluate(args) -> int:
     import numpy as np
 
-    from fgdepth.data import SplitSpec, build_cache, open_dataset
+    from fgdepth.data import SplitSpec, build_model_cache, open_dataset
     from fgdepth.engine.evaluate import evaluate
     from fgdepth.engine.fit import default_device
     from fgdepth.engine.precision import resolve_precision
@@ -207,7 +207,7 @@ def _evaluate(args) -> int:
     rows = dataset.indices(None if args.split == "all" else args.split)
     if len(rows) == 0:
         raise DataError(f"{args.data}: the {args.split} split is empty")
-    cache = build_cache(dataset, size, skip_bad=args.skip_bad)
+    cache = build_model_cache(dataset, size, model.input_scale, skip_bad=args.skip_bad)
     precision = resolve_precision(args.precision, device)
     metrics = evaluate(model.to(device), cache, np.asarray(rows), device, 64, precision)
     out = {

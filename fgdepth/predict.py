@@ -64,13 +64,15 @@ def _resize(values: np.ndarray, width: int, height: int) -> np.ndarray:
 def predict_pairs(
     model: nn.Module, pairs: list[tuple[Image.Image, Image.Image]], size: int
 ) -> list[Prediction]:
-    """(bg, fg_bg) pairs -> predictions at each fg_bg's own size (the model runs at ``size``)."""
+    """(bg, fg_bg) pairs -> predictions at each fg_bg's own size (the model predicts at
+    ``size``, from inputs at its ``input_scale`` times that)."""
     for bg, fg_bg in pairs:
         if bg.size != fg_bg.size:
             raise DataError(f"bg size {bg.size} differs from fg_bg size {fg_bg.size}")
     device = next(model.parameters()).device
-    fg = torch.stack([_tensor(fg_bg, size) for _, fg_bg in pairs]).to(device)
-    bg = torch.stack([_tensor(b, size) for b, _ in pairs]).to(device)
+    read = size * getattr(model, "input_scale", 1)
+    fg = torch.stack([_tensor(fg_bg, read) for _, fg_bg in pairs]).to(device)
+    bg = torch.stack([_tensor(b, read) for b, _ in pairs]).to(device)
     model.eval()
     mask, depth = model_predict(model, fg, bg)
     distances = masked_median(depth, mask > 0.5)  # at the model's size: the same median

@@ -121,6 +121,17 @@ class TestData:
     train: np.ndarray
     test: np.ndarray
     size: int
+    dataset: object = None
+
+    def cache_for(self, model):
+        """The test cache as ``model`` reads it (larger inputs for an input_scale above 1)."""
+        from fgdepth.data import ScaledInputCache, build_caches
+
+        if model.input_scale == 1:
+            return self.cache
+        key = (self.size * model.input_scale, "inputs")  # the inputs the run trained on
+        inputs = build_caches(self.dataset, [key], skip_bad=True, quiet=True)[key]
+        return ScaledInputCache(inputs, self.cache)
 
 
 def run_config(run_id: str) -> Config:
@@ -138,7 +149,7 @@ def test_data(run_id: str, size: int) -> TestData:
     dataset = resolve_dataset(config)
     cache = build_cache(dataset, size, workers=config.data.workers, skip_bad=True, quiet=True)
     splits = without_bad_rows(split_indices(config, dataset), cache)
-    return TestData(config, cache, splits["train"], splits["test"], size)
+    return TestData(config, cache, splits["train"], splits["test"], size, dataset)
 
 
 def reference_rows(data: TestData) -> list[dict]:
@@ -173,7 +184,7 @@ def prediction_picture(frame: pd.DataFrame, data: TestData, samples: int = 4):
     rows = []
     for _, r in frame[frame["kind"] == "run"].head(MAX_PICTURE_RUNS).iterrows():
         model, _ = load_logged_model(f"runs:/{r['run_id']}/model")
-        images = sample_predictions(model, data.cache, picks, torch.device("cpu"))
+        images = sample_predictions(model, data.cache_for(model), picks, torch.device("cpu"))
         rows.append({"experiment": str(r["run"] or r["entry_point"]), "images": images})
     return comparison_picture(rows, samples) if rows else None
 

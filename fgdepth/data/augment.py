@@ -46,23 +46,23 @@ def geometric(batch: dict, spec: AugmentSpec, g: torch.Generator) -> dict:
     theta[:, 1, 1] = scale
     theta[:, 0, 2] = tx
     theta[:, 1, 2] = ty
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    grids = {}  # inputs may be larger than the ground truth: one grid per size, same motion
+
+    def grid_for(t):
+        if t.shape[-2:] not in grids:
+            grids[t.shape[-2:]] = F.affine_grid(theta, [n, 1, *t.shape[-2:]], align_corners=False)
+        return grids[t.shape[-2:]].to(t.dtype)
+
     out = dict(batch)
     for key in ("fg_bg", "bg", "depth"):
         out[key] = F.grid_sample(
-            batch[key],
-            grid.to(batch[key].dtype),
-            mode="bilinear",
-            padding_mode="border",
+            batch[key], grid_for(batch[key]), mode="bilinear", padding_mode="border",
             align_corners=False,
-        )
+        )  # fmt: skip
     out["mask"] = F.grid_sample(
-        batch["mask"],
-        grid.to(batch["mask"].dtype),
-        mode="nearest",
-        padding_mode="border",
+        batch["mask"], grid_for(batch["mask"]), mode="nearest", padding_mode="border",
         align_corners=False,
-    )
+    )  # fmt: skip
     return out
 
 
@@ -106,10 +106,24 @@ def cutout(batch: dict, spec: AugmentSpec, g: torch.Generator) -> dict:
     return out
 
 
+def flip(batch: dict, p: float, g: torch.Generator) -> dict:
+    """A horizontal flip of all four images of each sample with probability ``p``: what
+    ``geometric`` does without zoom, without resampling."""
+    x = batch["fg_bg"]
+    flipped = torch.rand(x.shape[0], generator=g, device=x.device) < p
+    where = flipped.view(-1, 1, 1, 1)
+    return {k: torch.where(where, v.flip(-1), v) if k in _IMAGES else v for k, v in batch.items()}
+
+
+_IMAGES = ("fg_bg", "bg", "mask", "depth")
+
+
 def augment(batch: dict, spec: AugmentSpec, g: torch.Generator) -> dict:
     """All of the above in order; a no-op spec returns the batch unchanged."""
-    if spec.flip or spec.zoom:
+    if spec.zoom:
         batch = geometric(batch, spec, g)
+    elif spec.flip:
+        batch = flip(batch, spec.flip, g)
     if spec.jitter or spec.rgb_shift or spec.noise:
         batch = photometric(batch, spec, g)
     if spec.cutout:

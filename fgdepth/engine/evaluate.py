@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from fgdepth.data.cache import ArrayCache
+from fgdepth.data.cache import ArrayCache, ScaledInputCache
 from fgdepth.engine.distributed import SINGLE, World, shard, sum_dicts
 from fgdepth.engine.precision import autocast
 from fgdepth.metrics import MetricAccumulator
@@ -36,7 +37,7 @@ def predict(model: nn.Module, fg_bg, bg, precision: str = "fp32"):
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
-    cache: ArrayCache,
+    cache: ArrayCache | ScaledInputCache,
     indices: np.ndarray,
     device: torch.device,
     batch_size: int = 64,
@@ -58,7 +59,11 @@ def evaluate(
     return MetricAccumulator.of(sum_dicts(acc.sums, world)).compute()
 
 
-def _image(chw: torch.Tensor) -> np.ndarray:
+def _image(chw: torch.Tensor, size: int) -> np.ndarray:
+    """(C,H,W) in [0, 1] -> (size, size, C) uint8; inputs read at a larger size are shrunk to
+    the predictions' size."""
+    if chw.shape[-1] != size:
+        chw = F.interpolate(chw[None].float(), size=(size, size), mode="area")[0]
     return (chw.permute(1, 2, 0).cpu().float().numpy() * 255).round().astype(np.uint8)
 
 
@@ -75,8 +80,8 @@ def sample_predictions(model, cache, indices, device, precision="fp32") -> list[
     out = []
     for i in range(len(mask)):
         out.append({
-            "fg_bg": _image(batch["fg_bg"][i]),
-            "bg": _image(batch["bg"][i]),
+            "fg_bg": _image(batch["fg_bg"][i], mask.shape[-1]),
+            "bg": _image(batch["bg"][i], mask.shape[-1]),
             "mask": batch["mask"][i, 0].cpu().numpy(),
             "mask_pred": mask[i, 0].cpu().numpy(),
             "depth": batch["depth"][i, 0].cpu().numpy(),

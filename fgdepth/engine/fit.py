@@ -15,7 +15,14 @@ from torch import nn
 from tqdm import tqdm
 
 from fgdepth.config import Config, ConfigError, StageConfig, scaled_stages
-from fgdepth.data import ArrayCache, Dataset, build_cache
+from fgdepth.data import (
+    ArrayCache,
+    Dataset,
+    ScaledInputCache,
+    build_caches,
+    build_model_cache,
+    model_cache_keys,
+)
 from fgdepth.data.augment import augment
 from fgdepth.engine.callbacks import Callback, CallbackList, EpochResult, FitResult, StageResult
 from fgdepth.engine.checkpoint import load_weights
@@ -151,7 +158,9 @@ def split_indices(config: Config, dataset: Dataset) -> dict[str, np.ndarray]:
     return out
 
 
-def without_bad_rows(splits: dict[str, np.ndarray], cache: ArrayCache) -> dict[str, np.ndarray]:
+def without_bad_rows(
+    splits: dict[str, np.ndarray], cache: ArrayCache | ScaledInputCache
+) -> dict[str, np.ndarray]:
     """The splits less the rows whose images could not be decoded (``skip_bad``)."""
     if not cache.bad:
         return splits
@@ -201,7 +210,7 @@ class StageRun:
     """What one stage trains with: built once per stage, used by every epoch."""
 
     model: nn.Module
-    cache: ArrayCache
+    cache: ArrayCache | ScaledInputCache
     stage: StageConfig
     config: Config
     losses: dict
@@ -296,9 +305,10 @@ def prepare_stage(
 ) -> StageRun:
     """The decoded data at the stage's size, its start weights, frozen groups, optimizer and
     (on several ranks) the DDP wrapper, built after freezing so frozen groups stay out of it."""
-    cache = build_cache(
-        dataset, stage.size, workers=config.data.workers, skip_bad=config.data.skip_bad
-    )
+    cache = build_model_cache(
+        dataset, stage.size, model.input_scale,
+        workers=config.data.workers, skip_bad=config.data.skip_bad,
+    )  # fmt: skip
     if stage.init_from and transfer:
         load_weights(model, stage.init_from)
     frozen = freeze_groups(model, stage.freeze)
@@ -396,6 +406,10 @@ def fit(
         )  # fmt: skip
 
     start_time = time.monotonic()
+    # every stage's data decoded up front, in one pass over the files
+    scale = model.input_scale
+    keys = [key for s in stages[pos.stage :] for key in model_cache_keys(s.size, scale)]
+    build_caches(dataset, keys, workers=config.data.workers, skip_bad=config.data.skip_bad)
     results = [StageResult(i, stages[i], test, []) for i, test in enumerate(pos.stage_tests)]
     stopped = None
     skipped = {p.row for p in dataset.skipped if p.row is not None}

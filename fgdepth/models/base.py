@@ -29,8 +29,10 @@ class DepthMaskModel(nn.Module):
     def group_parameters(self, name: str) -> list[nn.Parameter]:
         return [p for m in self.group_modules(name) for p in m.parameters()]
 
-    # Networks whose strides must divide the input side.
+    # Networks whose strides must divide the output side.
     size_multiple: int = 1
+    # Inputs are this many times the outputs' side (fg_bg, bg at s*H; mask, depth at H).
+    input_scale: int = 1
 
 
 def build_model(name: str, **kwargs) -> DepthMaskModel:

@@ -3,6 +3,12 @@
 Most of the work happens at 1/2 to 1/16 resolution; only two thin heads run at full resolution,
 where the seed network spends most of its FLOPs. The input adds |fg_bg - bg| to the two images:
 the change between them is the strongest cue for the mask, and it costs nothing to compute.
+
+With ``input_scale=2`` the model reads its inputs at twice the size of its outputs: each output
+pixel sees the 2 x 2 input pixels it covers (stacked as channels), a 1x1 convolution mixes them,
+and the network runs at the output size as before. An outline pixel then shows where within it
+the outline runs, which a pixel of the output size only hints at through its blend of colours;
+the extra cost is that one convolution and a wider first layer.
 """
 
 from __future__ import annotations
@@ -36,10 +42,18 @@ class Head(nn.Module):
 class UNet(DepthMaskModel):
     size_multiple = 16
 
-    def __init__(self, width: int = 24, head: int = 16, context: bool = False):
+    def __init__(
+        self, width: int = 24, head: int = 16, context: bool = False, input_scale: int = 1
+    ):
         super().__init__()
         w = [width, width * 2, width * 4, width * 6, width * 8]  # 1/2 .. 1/32
+        if input_scale < 1:
+            raise ValueError(f"input_scale must be 1 or more, got {input_scale}")
+        self.input_scale = input_scale
         cin = 9
+        # the sub-pixels of each output pixel, as channels, mixed down to a few features
+        self.detail = conv_bn_relu(cin * input_scale**2, 16, 1) if input_scale > 1 else None
+        cin = 16 if input_scale > 1 else cin
         self.encoder = nn.ModuleList(
             [
                 Stage(cin, w[0], 2),  # 1/2
@@ -64,16 +78,19 @@ class UNet(DepthMaskModel):
         )
         self.mask_head = Head(w[0] + cin, head)
         self.depth_head = Head(w[0] + cin, head)
+        extra = [m for m in (self.detail, self.context) if m is not None]
         self.groups = {
-            "trunk": [self.encoder, self.decoder, *([self.context] if context else [])],
+            "trunk": [self.encoder, self.decoder, *extra],
             "mask": [self.mask_head],
             "depth": [self.depth_head],
-            "encoder": [self.encoder, *([self.context] if context else [])],
+            "encoder": [self.encoder, *extra],
             "decoder": [self.decoder],
         }
 
     def forward(self, fg_bg, bg):
-        x = torch.cat([fg_bg, bg, (fg_bg - bg).abs()], dim=1)  # (B, 9, H, W)
+        x = torch.cat([fg_bg, bg, (fg_bg - bg).abs()], dim=1)  # (B, 9, sH, sW)
+        if self.detail is not None:
+            x = self.detail(F.pixel_unshuffle(x, self.input_scale))  # (B, 16, H, W)
         skips = []
         y = x
         for stage in self.encoder:
@@ -85,10 +102,10 @@ class UNet(DepthMaskModel):
             y = F.interpolate(y, size=skip.shape[-2:], mode="bilinear", align_corners=False)
             y = stage(torch.cat([y, skip], dim=1))
         y = F.interpolate(y, size=x.shape[-2:], mode="bilinear", align_corners=False)
-        y = torch.cat([y, x], dim=1)  # (B, w0 + 9, H, W)
+        y = torch.cat([y, x], dim=1)  # (B, w0 + 9 or 16, H, W)
         return self.mask_head(y), self.depth_head(y)
 
 
 @MODELS.register("unet")
-def unet(width: int = 24, head: int = 16, context: bool = False) -> UNet:
-    return UNet(width=width, head=head, context=context)
+def unet(width: int = 24, head: int = 16, context: bool = False, input_scale: int = 1) -> UNet:
+    return UNet(width=width, head=head, context=context, input_scale=input_scale)

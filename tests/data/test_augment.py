@@ -1,6 +1,7 @@
 import torch
+import torch.nn.functional as F
 
-from fgdepth.data.augment import AugmentSpec, augment
+from fgdepth.data.augment import AugmentSpec, augment, geometric
 
 
 def _aligned_batch(n=6, s=32):
@@ -44,3 +45,31 @@ def test_same_generator_seed_same_augmentation():
     b = augment(_aligned_batch(), spec, torch.Generator().manual_seed(5))
     for key in a:
         assert torch.equal(a[key], b[key])
+
+
+def test_flip_alone_equals_the_resampled_flip():
+    """Without zoom the flip skips resampling; the result is the same as through the grid."""
+    batch = _aligned_batch()
+    spec = AugmentSpec(flip=0.5, zoom=0, jitter=0, rgb_shift=0, noise=0, cutout=0)
+    fast = augment(batch, spec, torch.Generator().manual_seed(1))
+    flipped = torch.rand(6, generator=torch.Generator().manual_seed(1)) < 0.5
+    assert 0 < flipped.sum() < 6
+    for key in ("fg_bg", "bg", "mask", "depth"):
+        torch.testing.assert_close(fast[key][flipped], batch[key][flipped].flip(-1))
+        torch.testing.assert_close(fast[key][~flipped], batch[key][~flipped])
+    resampled = geometric(batch, AugmentSpec(flip=1.0, zoom=0), torch.Generator())
+    for key in ("fg_bg", "mask", "depth"):
+        torch.testing.assert_close(resampled[key], batch[key].flip(-1))
+
+
+def test_inputs_larger_than_the_truth_move_with_it():
+    """Inputs at twice the truth's size (models with input_scale 2) get the same motion."""
+    batch = _aligned_batch(s=32)
+    big = {k: F.interpolate(batch[k], scale_factor=2, mode="nearest") for k in ("fg_bg", "bg")}
+    spec = AugmentSpec(flip=0.5, zoom=0.3, jitter=0, rgb_shift=0, noise=0, cutout=0)
+    out = augment({**batch, **big}, spec, torch.Generator().manual_seed(1))
+    assert out["fg_bg"].shape[-1] == 64 and out["mask"].shape[-1] == 32
+    shrunk = F.avg_pool2d(out["fg_bg"], 2)
+    torch.testing.assert_close(shrunk[:, 1:2], out["depth"], atol=0.02, rtol=0)
+    agree = ((shrunk[:, :1] > 0.5) == (out["mask"] > 0.5)).float().mean()
+    assert agree > 0.98

@@ -176,10 +176,11 @@ def test_bf16_and_fp32_training_agree_within_the_stated_tolerance(train_dataset)
     assert bf16.metrics["depth_rmse"] == pytest.approx(fp32.metrics["depth_rmse"], abs=0.04)
     assert bf16.metrics["depth_ssim"] == pytest.approx(fp32.metrics["depth_ssim"], abs=0.06)
 
-    from fgdepth.data import build_cache
+    from fgdepth.data import build_model_cache
     from fgdepth.engine.evaluate import evaluate
 
-    cache, rows = build_cache(train_dataset, 32), train_dataset.indices("test")
+    cache = build_model_cache(train_dataset, 32, fp32.model.input_scale)
+    rows = train_dataset.indices("test")
     both = {p: evaluate(fp32.model, cache, rows, torch.device("cpu"), 8, p) for p in runs}
     for name in ("mask_iou", "mask_dice", "depth_rmse", "fg_distance_error"):
         assert both["bf16"][name] == pytest.approx(both["fp32"][name], abs=0.01), name

@@ -62,3 +62,30 @@ def test_unet_context_reaches_beyond_the_receptive_field(context):
     assert (moved > 0) == context
     groups = [p for g in ("trunk", "mask", "depth") for p in model.group_parameters(g)]
     assert len(groups) == len(list(model.parameters()))
+
+
+def test_unet_with_input_scale_predicts_at_a_fraction_of_its_inputs():
+    model = build_model("unet", context=True, input_scale=2)
+    assert model.input_scale == 2 and build_model("unet").input_scale == 1
+    mask, depth = model(torch.rand(2, 3, 64, 64), torch.rand(2, 3, 64, 64))
+    assert mask.shape == depth.shape == (2, 1, 32, 32)
+    (mask.mean() + depth.mean()).backward()
+    groups = [p for g in ("trunk", "mask", "depth") for p in model.group_parameters(g)]
+    assert len(groups) == len(set(map(id, groups))) == len(list(model.parameters()))
+    with pytest.raises(ValueError, match="input_scale"):
+        build_model("unet", input_scale=0)
+
+
+def test_input_scale_sees_where_an_outline_runs_within_an_output_pixel():
+    """Two inputs that average to the same output-size image but differ within its pixels
+    give different outputs: the sub-pixels reach the heads (eval mode)."""
+    torch.manual_seed(0)
+    model = build_model("unet", input_scale=2).eval()
+    bg = torch.zeros(1, 3, 32, 32)
+    left, right = bg.clone(), bg.clone()
+    left[..., 0::2] = 1.0  # the left half of every output pixel covered
+    right[..., 1::2] = 1.0  # the right half
+    with torch.no_grad():
+        a, b = model(left, bg)[0], model(right, bg)[0]
+    assert torch.nn.functional.avg_pool2d(left, 2).equal(torch.nn.functional.avg_pool2d(right, 2))
+    assert (a - b).abs().max() > 1e-4
