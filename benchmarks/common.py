@@ -14,13 +14,19 @@ BENCHMARKS_MD = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
 
 def machine() -> str:
     cpu = platform.processor() or platform.machine()
+    flags = ""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
+            elif line.startswith("flags"):
+                bf16 = "avx512_bf16" in line.split(":", 1)[1].split()
+                # what `precision: auto` trains in on this CPU
+                flags = " with AVX-512 BF16" if bf16 else " without AVX-512 BF16 (fp32 training)"
                 break
     except OSError:
         pass
+    cpu += flags
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     versions = f"Python {platform.python_version()}, torch {torch.__version__}"

@@ -33,7 +33,7 @@ from benchmarks import street_data  # noqa: E402
 from benchmarks.common import machine, publish, table  # noqa: E402
 from fgdepth.baselines import reference_metrics  # noqa: E402
 from fgdepth.config import load_config, scaled_stages  # noqa: E402
-from fgdepth.data import build_cache  # noqa: E402
+from fgdepth.data import build_cache, build_model_cache  # noqa: E402
 from fgdepth.engine.evaluate import predict, to_device  # noqa: E402
 from fgdepth.engine.fit import split_indices  # noqa: E402
 from fgdepth.runner import resolve_dataset  # noqa: E402
@@ -43,7 +43,7 @@ TARGETS = {"mask_iou": 0.93, "depth_rmse": 0.04, "minutes": 5.0}
 METRICS = ["mask_iou", "mask_iou_image", "depth_rmse", "depth_delta1", "fg_distance_error"]
 
 
-def train(data: Path, profile: str, out: Path) -> dict:
+def train(data: Path, profile: str, out: Path, max_minutes: float | None = None) -> dict:
     """The CLI run, timed from outside; its printed result plus ``wall_minutes``."""
     env = dict(os.environ)
     env["MLFLOW_TRACKING_URI"] = f"sqlite:///{out / 'mlflow.db'}"
@@ -51,6 +51,8 @@ def train(data: Path, profile: str, out: Path) -> dict:
     config = str(ROOT / "experiments" / "default.yaml")
     command = [sys.executable, "-m", "fgdepth", "train", "--config", config,
                "--profile", profile, "--data", str(data)]  # fmt: skip
+    if max_minutes is not None:
+        command += ["--max-minutes", f"{max_minutes:g}"]
     start = time.monotonic()
     # run where the store is: the run's artifacts (pictures, model) go beside it
     proc = subprocess.run(command, cwd=out, env=env, capture_output=True, text=True)
@@ -90,7 +92,8 @@ def mask_errors(run_id: str, test: TestRows, out: Path) -> dict:
 
     mlflow.set_tracking_uri(f"sqlite:///{out / 'mlflow.db'}")
     model, _ = load_logged_model(f"runs:/{run_id}/model")
-    cache, rows = test.cache, test.rows["test"]
+    rows = test.rows["test"]
+    cache = build_model_cache(test.dataset, test.size, model.input_scale, root=out / "cache")
     thresholds = (0.3, 0.5, 0.7)
     inter, union = torch.zeros(len(thresholds)), torch.zeros(len(thresholds))
     outline = wrong = small = 0
@@ -156,7 +159,9 @@ def render(results: dict, command: str) -> str:
     ])  # fmt: skip
 
 
-def measure(data: Path | None, root: Path, profile: str, out: Path) -> dict:
+def measure(
+    data: Path | None, root: Path, profile: str, out: Path, max_minutes: float | None = None
+) -> dict:
     """Train in a fresh store from a cold cache, then score the references and the errors."""
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
@@ -169,7 +174,7 @@ def measure(data: Path | None, root: Path, profile: str, out: Path) -> dict:
         if not (data / "manifest.csv").exists():
             street_data.write(data, n, seed=1, workers=1 if profile == "smoke" else 2)
     data = data.resolve()
-    run = train(data, profile, out)
+    run = train(data, profile, out, max_minutes)
     test = TestRows(data, profile, out)
     errors = mask_errors(run["run_id"], test, out)
     return {"run": run, "references": references(test), "errors": errors,
@@ -184,14 +189,19 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--render", action="store_true", help="only write the section again from OUT's results"
     )
+    parser.add_argument(
+        "--max-minutes", type=float,
+        help="the run's time limit (default: the profile's; 0: none, for a slower machine)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     profile = "smoke" if args.smoke else "cpu"
-    out = args.out / profile
+    out = args.out.resolve() / profile  # the run works in OUT: a relative path would move
     command = "python benchmarks/quality.py" + (f" --data {args.data}" if args.data else "")
+    command += f" --max-minutes {args.max_minutes:g}" if args.max_minutes is not None else ""
     if args.render:
         results = json.loads((out / "results.json").read_text())
     else:
-        results = measure(args.data, args.out, profile, out)
+        results = measure(args.data, args.out, profile, out, args.max_minutes)
         (out / "results.json").write_text(json.dumps(results, indent=2))
     publish("quality", render(results, command), write=not args.smoke)
     return 0
