@@ -106,6 +106,9 @@ def cutout(batch: dict, spec: AugmentSpec, g: torch.Generator) -> dict:
     return out
 
 
+_IMAGES = ("fg_bg", "bg", "mask", "depth")
+
+
 def flip(batch: dict, p: float, g: torch.Generator) -> dict:
     """A horizontal flip of all four images of each sample with probability ``p``: what
     ``geometric`` does without zoom, without resampling."""
@@ -113,9 +116,6 @@ def flip(batch: dict, p: float, g: torch.Generator) -> dict:
     flipped = torch.rand(x.shape[0], generator=g, device=x.device) < p
     where = flipped.view(-1, 1, 1, 1)
     return {k: torch.where(where, v.flip(-1), v) if k in _IMAGES else v for k, v in batch.items()}
-
-
-_IMAGES = ("fg_bg", "bg", "mask", "depth")
 
 
 def augment(batch: dict, spec: AugmentSpec, g: torch.Generator) -> dict:
