@@ -31,8 +31,11 @@ services:
 			--no-install-recommends $(SERVICES_MISSING) >/dev/null; \
 	else echo "not installed: $(strip $(SERVICES_MISSING)); their tests will be skipped"; fi
 
+# the suite in TEST_WORKERS processes (pytest-xdist): most tests wait on the subprocesses and
+# servers they start, so two workers use two cores; TEST_WORKERS=0 runs it in this process
+TEST_WORKERS ?= 2
 test: install-test services lint
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal
 
 bench-loader: install
 	$(PY) benchmarks/loader.py

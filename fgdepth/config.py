@@ -54,6 +54,9 @@ class ScheduleConfig:
     warmup: float = 0.15  # fraction of the stage, for "onecycle"
 
 
+WHEN_CAPPED = ("shrink", "skip")
+
+
 @dataclass
 class StageConfig:
     name: str = ""
@@ -67,6 +70,9 @@ class StageConfig:
     optimizer: dict[str, Any] = field(default_factory=dict)  # merged over the experiment's
     schedule: dict[str, Any] = field(default_factory=dict)
     init_from: str | None = None  # a checkpoint file or MLflow model URI to start from
+    # a profile's max_size below this stage's size: train it at max_size ("shrink"), or leave
+    # it out ("skip": a fine-tuning stage that only means something at its own size)
+    when_capped: str = "shrink"
 
 
 @dataclass
@@ -415,10 +421,13 @@ def load_config(
 
 
 def scaled_stages(config: Config) -> list[StageConfig]:
-    """The stages after the profile's ``scale``: fewer samples, smaller sizes, fewer epochs."""
+    """The stages after the profile's ``scale``: fewer samples, smaller sizes, fewer epochs;
+    a stage above ``max_size`` is trained at it, or left out if it says ``when_capped: skip``."""
     out = []
     s = config.scale
     for stage in config.stages:
+        if s.max_size and stage.size > s.max_size and stage.when_capped == "skip":
+            continue
         size = min(stage.size, s.max_size) if s.max_size else stage.size
         epochs = min(stage.epochs, s.max_epochs) if s.max_epochs else stage.epochs
         samples = max(s.min_samples, round(stage.samples * s.samples))
@@ -472,6 +481,10 @@ def check(config: Config) -> None:
                 )
         if stage.epochs < 1:
             raise ConfigError(f"{where}.epochs: must be at least 1, got {stage.epochs}")
+        if stage.when_capped not in WHEN_CAPPED:
+            raise ConfigError(
+                f"{where}.when_capped: '{stage.when_capped}' is not one of {', '.join(WHEN_CAPPED)}"
+            )
         if stage.samples < 1:
             raise ConfigError(f"{where}.samples: must be at least 1, got {stage.samples}")
         if stage.size < 16 or stage.size % model.size_multiple:
@@ -487,6 +500,11 @@ def check(config: Config) -> None:
             for name in values:
                 if name not in valid:
                     raise unknown_key_error(name, valid, f"{where}.{key}")
+    if not scaled_stages(config):
+        raise ConfigError(
+            f"profile '{config.profile}' leaves no stage: every stage is above its max_size "
+            "and says when_capped: skip"
+        )
     for stage in scaled_stages(config):
         if stage.size % model.size_multiple:
             raise ConfigError(

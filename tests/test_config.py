@@ -31,6 +31,20 @@ def test_profile_scales_stages():
     assert all(s.size == 32 and s.epochs == 1 and s.samples >= 16 for s in stages)
 
 
+def test_a_stage_can_be_left_out_when_a_profile_caps_its_size():
+    skip = ["stages.2.when_capped=skip"]
+    sizes = {
+        profile: [s.size for s in scaled_stages(load_config("default", profile, skip))]
+        for profile in ("full", "cpu")
+    }
+    assert sizes == {"full": [64, 96, 192], "cpu": [64, 96]}
+    shrunk = scaled_stages(load_config("default", "cpu", ["stages.2.when_capped=shrink"]))
+    assert [s.size for s in shrunk] == [64, 96, 96]
+    every = [f"stages.{i}.when_capped=skip" for i in range(3)]
+    with pytest.raises(ConfigError, match="profile 'smoke' leaves no stage"):
+        load_config("default", "smoke", every)
+
+
 def test_set_overrides_nested_values_and_list_items():
     c = load_config("default", None, ["optimizer.lr=0.5", "stages.1.epochs=7", "model.width=8"])
     assert c.optimizer.lr == 0.5 and c.stages[1].epochs == 7 and c.model.options["width"] == 8
@@ -45,6 +59,7 @@ def test_set_overrides_nested_values_and_list_items():
         (["loss.mask=focal"], "unknown loss 'focal'; valid: bce, dice, l1, lovasz, ssim"),
         (["stages.0.freeze=[heads]"], "unknown parameter group 'heads'"),
         (["stages.0.epochs=0"], "stages.0.epochs: must be at least 1"),
+        (["stages.0.when_capped=drop"], "stages.0.when_capped: 'drop' is not one of shrink, skip"),
         (["stages.0.size=72"], "multiples of 16"),
         (["stages.9.epochs=1"], "'9' is not an index"),
         (["model.depth=3"], "model.depth: unknown key"),

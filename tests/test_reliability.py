@@ -13,7 +13,8 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-# about 30 batches an epoch, 7 epochs over 3 stages; deterministic; a state every ~0.1 s
+# about 30 batches an epoch, 5 epochs over 2 stages (the 192 px one is left out);
+# deterministic; a state every ~0.1 s
 ARGS = [
     "train", "--config", "bce_ssim", "--profile", "smoke", "--set", "data.synth.n=200",
     "--set", "scale.max_epochs=null", "--set", "scale.samples=0.002", "--set", "batch_size=4",
@@ -50,7 +51,7 @@ def read_state(path: Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def stop_within_an_epoch(proc, cwd: Path, timeout=120) -> dict:
+def stop_within_an_epoch(proc, cwd: Path, timeout=300) -> dict:
     """Pause the process once its last state lies within an epoch; return that state."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:
@@ -90,8 +91,8 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(store, tmp_p
     assert resumed.info.status == "FINISHED"
     for name in TRAINING_METRICS:
         steps = [m.step for m in client.get_metric_history(run_id, name)]
-        assert sorted(steps) == list(range(7)), (name, steps)  # none missing, none twice
-    assert sorted(m.step for m in client.get_metric_history(run_id, "test_mask_iou")) == [0, 1, 2]
+        assert sorted(steps) == list(range(5)), (name, steps)  # none missing, none twice
+    assert sorted(m.step for m in client.get_metric_history(run_id, "test_mask_iou")) == [0, 1]
     for name in ("mask_iou", "depth_rmse", "fg_distance_error"):  # tolerance: 1e-3
         assert resumed.data.metrics[name] == pytest.approx(whole.data.metrics[name], abs=1e-3)
 
@@ -119,7 +120,7 @@ def test_a_two_process_run_stopped_by_sigterm_resumes_in_one_process(store, tmp_
     assert run.info.status == "FINISHED" and run.data.tags["fgdepth.ranks"] == "1"
     for name in TRAINING_METRICS:
         steps = [m.step for m in client.get_metric_history(run.info.run_id, name)]
-        assert sorted(steps) == list(range(7)), (name, steps)  # none missing, none twice
+        assert sorted(steps) == list(range(5)), (name, steps)  # none missing, none twice
 
 
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])

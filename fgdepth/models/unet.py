@@ -9,6 +9,10 @@ pixel sees the 2 x 2 input pixels it covers (stacked as channels), a 1x1 convolu
 and the network runs at the output size as before. An outline pixel then shows where within it
 the outline runs, which a pixel of the output size only hints at through its blend of colours;
 the extra cost is that one convolution and a wider first layer.
+
+With ``depth_stride=2`` the depth head runs on the last decoder stage's features at half the
+output size, and its map is upsampled bilinearly: depth varies smoothly within an object, the
+mask is what must follow outlines pixel by pixel, so only the mask head keeps full resolution.
 """
 
 from __future__ import annotations
@@ -43,13 +47,21 @@ class UNet(DepthMaskModel):
     size_multiple = 16
 
     def __init__(
-        self, width: int = 24, head: int = 16, context: bool = False, input_scale: int = 1
+        self,
+        width: int = 24,
+        head: int = 16,
+        context: bool = False,
+        input_scale: int = 1,
+        depth_stride: int = 1,
     ):
         super().__init__()
         w = [width, width * 2, width * 4, width * 6, width * 8]  # 1/2 .. 1/32
         if input_scale < 1:
             raise ValueError(f"input_scale must be 1 or more, got {input_scale}")
         self.input_scale = input_scale
+        if depth_stride not in (1, 2):
+            raise ValueError(f"depth_stride must be 1 or 2, got {depth_stride}")
+        self.depth_stride = depth_stride
         cin = 9
         # the sub-pixels of each output pixel, as channels, mixed down to a few features
         self.detail = conv_bn_relu(cin * input_scale**2, 16, 1) if input_scale > 1 else None
@@ -77,7 +89,7 @@ class UNet(DepthMaskModel):
             ]
         )
         self.mask_head = Head(w[0] + cin, head)
-        self.depth_head = Head(w[0] + cin, head)
+        self.depth_head = Head(w[0] + cin if depth_stride == 1 else w[0], head)
         extra = [m for m in (self.detail, self.context) if m is not None]
         self.groups = {
             "trunk": [self.encoder, self.decoder, *extra],
@@ -101,11 +113,25 @@ class UNet(DepthMaskModel):
         for stage, skip in zip(self.decoder, reversed(skips[:-1]), strict=True):
             y = F.interpolate(y, size=skip.shape[-2:], mode="bilinear", align_corners=False)
             y = stage(torch.cat([y, skip], dim=1))
+        half = y  # (B, w0, H/2, W/2)
         y = F.interpolate(y, size=x.shape[-2:], mode="bilinear", align_corners=False)
         y = torch.cat([y, x], dim=1)  # (B, w0 + 9 or 16, H, W)
-        return self.mask_head(y), self.depth_head(y)
+        if self.depth_stride == 1:
+            return self.mask_head(y), self.depth_head(y)
+        depth = F.interpolate(
+            self.depth_head(half), size=x.shape[-2:], mode="bilinear", align_corners=False
+        )
+        return self.mask_head(y), depth
 
 
 @MODELS.register("unet")
-def unet(width: int = 24, head: int = 16, context: bool = False, input_scale: int = 1) -> UNet:
-    return UNet(width=width, head=head, context=context, input_scale=input_scale)
+def unet(
+    width: int = 24,
+    head: int = 16,
+    context: bool = False,
+    input_scale: int = 1,
+    depth_stride: int = 1,
+) -> UNet:
+    return UNet(
+        width=width, head=head, context=context, input_scale=input_scale, depth_stride=depth_stride
+    )

@@ -89,3 +89,16 @@ def test_input_scale_sees_where_an_outline_runs_within_an_output_pixel():
         a, b = model(left, bg)[0], model(right, bg)[0]
     assert torch.nn.functional.avg_pool2d(left, 2).equal(torch.nn.functional.avg_pool2d(right, 2))
     assert (a - b).abs().max() > 1e-4
+
+
+def test_unet_depth_stride_2_predicts_depth_at_half_size_and_upsamples_it():
+    model = build_model("unet", context=True, input_scale=2, depth_stride=2)
+    seen = {}
+    model.depth_head.register_forward_hook(lambda m, args, out: seen.update(shape=out.shape))
+    mask, depth = model(torch.rand(2, 3, 64, 64), torch.rand(2, 3, 64, 64))
+    assert mask.shape == depth.shape == (2, 1, 32, 32)
+    assert seen["shape"] == (2, 1, 16, 16)  # the head ran at half the output size
+    (mask.mean() + depth.mean()).backward()
+    assert all(p.grad is not None for p in model.parameters())
+    with pytest.raises(ValueError, match="depth_stride"):
+        build_model("unet", depth_stride=4)
