@@ -500,12 +500,13 @@ def check(config: Config) -> None:
             for name in values:
                 if name not in valid:
                     raise unknown_key_error(name, valid, f"{where}.{key}")
-    if not scaled_stages(config):
+    scaled = scaled_stages(config)
+    if not scaled:
         raise ConfigError(
             f"profile '{config.profile}' leaves no stage: every stage is above its max_size "
             "and says when_capped: skip"
         )
-    for stage in scaled_stages(config):
+    for stage in scaled:
         if stage.size % model.size_multiple:
             raise ConfigError(
                 f"profile '{config.profile}' scales a stage to {stage.size} px, "
