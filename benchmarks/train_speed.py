@@ -32,9 +32,10 @@ from fgdepth.models import build_model  # noqa: E402
 BATCH = {"cpu": {64: 32, 96: 16, 192: 8}, "cuda": {64: 256, 96: 128, 192: 64}}
 
 
-def matmul_peak(device: torch.device, dtype: torch.dtype, seconds: float) -> float:
-    """GFLOP/s of a large square matrix product: what the hardware can do at best."""
-    n = 8192 if device.type == "cuda" else 1024
+def matmul_peak(device: torch.device, dtype: torch.dtype, seconds: float, n: int = 0) -> float:
+    """GFLOP/s of a large square matrix product (``n`` x ``n``; by default 8192 on a GPU,
+    1024 on a CPU): what the hardware can do at best."""
+    n = n or (8192 if device.type == "cuda" else 1024)
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
     torch.mm(a, b)
@@ -142,9 +143,11 @@ def main(argv=None) -> int:
     if device.type == "cuda":  # cuDNN convolutions use TF32 by default: measure peak alike
         torch.backends.cuda.matmul.allow_tf32 = True
     seconds = 0.2 if args.smoke else args.seconds
-    sizes = [32] if args.smoke else [64, 96, 192]
+    # smoke: the smallest input both models take, and a small matrix product (a CPU without
+    # bf16 instructions emulates them: the full-size product takes seconds)
+    sizes = [16] if args.smoke else [64, 96, 192]
     if args.smoke:
-        BATCH[device.type][32] = 2
+        BATCH[device.type][16] = 2
     low = "bf16"
     results = []
     for name in ("seed", "unet"):
@@ -160,7 +163,10 @@ def main(argv=None) -> int:
                     print(json.dumps(r), flush=True)
     peaks = {
         p: matmul_peak(
-            device, torch.float32 if p == "fp32" else torch.bfloat16, 1.0 if not args.smoke else 0.1
+            device,
+            torch.float32 if p == "fp32" else torch.bfloat16,
+            0.1 if args.smoke else 1.0,
+            128 if args.smoke else 0,
         )
         for p in ("fp32", low)
     }

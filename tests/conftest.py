@@ -2,11 +2,21 @@ import os
 import shutil
 from pathlib import Path
 
-import numpy as np
-import pytest
-from PIL import Image
+# `make test` runs the suite in one pytest-xdist worker per core, and many tests start training
+# processes of their own: each runs on one thread (inherited through the environment), since
+# OpenMP threads that outnumber the cores spin against each other and slow everything down.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-from fgdepth.data.synth import SynthSpec, generate
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from fgdepth.data.synth import SynthSpec, generate  # noqa: E402
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))  # if torch came in before
 
 
 @pytest.fixture(autouse=True)

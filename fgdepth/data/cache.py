@@ -142,8 +142,6 @@ def _decode_backgrounds(chunk: range) -> list[tuple[int, str]]:
             continue
         for size, part in keys:
             arrays[size, part]["bg"][b] = images[size]
-    for key in keys:
-        arrays[key]["bg"].flush()
     return failed
 
 
@@ -166,10 +164,12 @@ def _decode_rows(chunk: range) -> list[Problem]:
             if "mask" in out:
                 out["mask"][i] = sample.mask
                 out["depth"][i] = np.round(sample.depth * DEPTH_MAX).astype(np.uint16)
-    for keyed in arrays.values():
-        for array in keyed.values():
-            array.flush()
     return problems
+
+
+def _decode(task: tuple[str, range]) -> tuple[str, list]:
+    kind, chunk = task
+    return kind, (_decode_backgrounds if kind == "bg" else _decode_rows)(chunk)
 
 
 def _load(folder: Path, size: int, part: str) -> ArrayCache:
@@ -262,6 +262,18 @@ def build_model_cache(
     return ScaledInputCache(*(caches[key] for key in keys))
 
 
+def _sync(folder: Path) -> None:
+    """The arrays' pages on disk before the cache is declared complete. Workers write through
+    shared memory maps, which other processes see at once; syncing here, once, rather than
+    after every chunk keeps the decode from waiting on the disk."""
+    for path in folder.glob("*.npy"):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
 def _build(dataset: Dataset, folders: dict[tuple, Path], workers: int, skip_bad: bool, quiet):
     tmps = {key: f.with_name(f"{f.name}.tmp{os.getpid()}") for key, f in folders.items()}
     n = len(dataset)
@@ -285,16 +297,17 @@ def _build(dataset: Dataset, folders: dict[tuple, Path], workers: int, skip_bad:
     run = dict(workers=workers, quiet=quiet, setup=_setup, setup_args=(job,))
     label = ", ".join(f"{s} px{'' if p == 'all' else ' ' + p}" for s, p in tmps)
     with_bg = any("bg" in PARTS[part] for _, part in tmps)
-    backgrounds = run_chunks(
-        _decode_backgrounds, chunked(len(bg_files) if with_bg else 0, 16), **run,
-        desc=f"decode backgrounds {label}",
-    )  # fmt: skip
-    bg_failed = dict(failure for failures in backgrounds for failure in failures)
-    problems = [
-        problem
-        for found in run_chunks(_decode_rows, chunked(n, 256), **run, desc=f"cache {label}")
-        for problem in found
-    ]
+    # backgrounds first, then rows, in one pool: its workers start once
+    tasks = [("bg", c) for c in chunked(len(bg_files) if with_bg else 0, 16)]
+    tasks += [("rows", c) for c in chunked(n, 256)]
+    done = run_chunks(_decode, tasks, **run, desc=f"cache {label}",
+                      weights=[len(chunk) for _, chunk in tasks])  # fmt: skip
+    bg_failed, problems = {}, []
+    for kind, found in done:
+        if kind == "bg":
+            bg_failed.update(found)
+        else:
+            problems += found
     problems += [Problem(bg_failed[b], int(i)) for i, b in enumerate(bg_index) if b in bg_failed]
     problems.sort(key=lambda p: p.row)
     if problems and not skip_bad:
@@ -302,6 +315,8 @@ def _build(dataset: Dataset, folders: dict[tuple, Path], workers: int, skip_bad:
             shutil.rmtree(tmp, ignore_errors=True)
         more = f" ({len(problems)} bad rows; pass --skip-bad to train without them)"
         raise DataError(f"{dataset.path}: {problems[0]}{more if len(problems) > 1 else ''}")
+    for tmp in tmps.values():
+        _sync(tmp)
     for (size, part), tmp in tmps.items():
         meta = {
             "version": CACHE_VERSION,

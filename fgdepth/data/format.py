@@ -56,6 +56,8 @@ class Source:
         self._zip_pid: int | None = None
         self._names: set[str] | None = None
         self._dirs: dict[str, Path] = {}  # resolved folders: datasets hold 10^5 files
+        self._listings: dict[str, dict[str, os.DirEntry]] = {}  # one scan per folder
+        self._folder_outside: dict[str, bool] = {}
         self.prefix = ""
         if self.is_zip:
             self.prefix = self._find_prefix()
@@ -71,6 +73,7 @@ class Source:
         state = dict(self.__dict__)
         state["_zip"] = None
         state["_zip_pid"] = None
+        state["_listings"] = {}  # directory entries do not pickle; another process scans again
         return state
 
     def _find_prefix(self) -> str:
@@ -96,7 +99,22 @@ class Source:
     def exists(self, rel: str) -> bool:
         if self.is_zip:
             return self.prefix + rel in self.names()
-        return (self.path / rel).is_file()
+        entry = self._entry(rel)
+        if entry is not None:
+            return entry.is_file()
+        return (self.path / rel).is_file()  # a name the scan spells differently (case)
+
+    def _entry(self, rel: str) -> os.DirEntry | None:
+        """``rel``'s entry in its folder's listing, scanned once per folder: a stat per file
+        would cost seconds on a manifest of 10^5 paths."""
+        folder, _, name = rel.rpartition("/")
+        if folder not in self._listings:
+            try:
+                with os.scandir(self.path / folder) as entries:
+                    self._listings[folder] = {entry.name: entry for entry in entries}
+            except OSError:  # not a folder: its files are missing
+                self._listings[folder] = {}
+        return self._listings[folder].get(name)
 
     def read(self, rel: str) -> bytes:
         if self.is_zip:
@@ -116,10 +134,20 @@ class Source:
         if self.is_zip:
             return False
         parent, _, name = rel.rpartition("/")
+        entry = self._entry(rel)
+        if entry is not None and not entry.is_symlink():  # a plain file: where its folder is
+            return self._outside(parent)
         target = self._resolved(parent) / name
         if target.is_symlink():
             target = target.resolve()
         return not target.is_relative_to(self._resolved(""))
+
+    def _outside(self, folder: str) -> bool:
+        """Whether a folder of the dataset resolves outside the root, once per folder."""
+        if folder not in self._folder_outside:
+            root = self._resolved("")
+            self._folder_outside[folder] = not self._resolved(folder).is_relative_to(root)
+        return self._folder_outside[folder]
 
     def _resolved(self, folder: str) -> Path:
         """A folder of the dataset with links resolved, once per folder."""
@@ -204,10 +232,20 @@ def _rgb(image: Image.Image, size: int | None) -> np.ndarray:
     return _fitted(_decoded_rgb(image, size), size)
 
 
+def _reducible(shape: tuple[int, int], size: int | None) -> bool:
+    """Whether a JPEG of ``shape`` could decode at a reduced scale for ``size``: only when
+    halving it keeps both sides at ``size`` or more."""
+    return size is not None and min(shape) >= 2 * size
+
+
 def _rgb_sizes(data: bytes, sizes: list[int | None]) -> dict[int | None, np.ndarray]:
     """``_rgb`` of one encoded image at each of ``sizes``, decoded once per JPEG scale (the
     sizes that allow the same reduced scale share a decode): the same arrays as separate
     calls, at a fraction of the cost."""
+    image = Image.open(io.BytesIO(data))
+    if image.format != "JPEG" or not any(_reducible(image.size, size) for size in sizes):
+        decoded = _decoded_rgb(image, sizes[0])  # one decode at full scale serves every size
+        return {size: _fitted(decoded, size) for size in sizes}
     groups: dict[tuple, list] = {}
     for size in sizes:
         probe = Image.open(io.BytesIO(data))

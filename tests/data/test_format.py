@@ -190,3 +190,20 @@ def test_a_link_that_leaves_the_root_is_refused(tmp_path):
     assert any(
         "row 1: m1.png: path leaves the dataset root (through a link)" == str(p) for p in problems
     ), [str(p) for p in problems]
+
+
+def test_files_in_missing_folders_and_below_files_are_not_found(tmp_path):
+    """Folders are listed once, not each file stat-ed: a missing folder, a path through a file
+    and a file spelt with another case are each 'file not found' (on a case-sensitive disk)."""
+    root = write_dataset(tmp_path / "ds", rows=4)
+    manifest = root / "manifest.csv"
+    text = manifest.read_text()
+    text = text.replace(",m1.png,", ",nowhere/m1.png,").replace(",m2.png,", ",fg0.jpg/m2.png,")
+    manifest.write_text(text.replace(",m3.png,", ",M3.PNG,"))
+    _, problems = inspect_dataset(root)
+    found = {p.row: (p.file, p.message) for p in problems}
+    assert found[1] == ("nowhere/m1.png", "file not found")
+    assert found[2] == ("fg0.jpg/m2.png", "file not found")
+    if not (root / "M3.PNG").exists():  # case-sensitive file system
+        assert found[3] == ("M3.PNG", "file not found")
+    assert 0 not in found
