@@ -32,10 +32,13 @@ from fgdepth.models import build_model  # noqa: E402
 BATCH = {"cpu": {64: 32, 96: 16, 192: 8}, "cuda": {64: 256, 96: 128, 192: 64}}
 
 
-def matmul_peak(device: torch.device, dtype: torch.dtype, seconds: float, n: int = 0) -> float:
+def matmul_peak(
+    device: torch.device, dtype: torch.dtype, seconds: float, n: int | None = None
+) -> float:
     """GFLOP/s of a large square matrix product (``n`` x ``n``; by default 8192 on a GPU,
     1024 on a CPU): what the hardware can do at best."""
-    n = n or (8192 if device.type == "cuda" else 1024)
+    if n is None:
+        n = 8192 if device.type == "cuda" else 1024
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
     torch.mm(a, b)
@@ -166,7 +169,7 @@ def main(argv=None) -> int:
             device,
             torch.float32 if p == "fp32" else torch.bfloat16,
             0.1 if args.smoke else 1.0,
-            128 if args.smoke else 0,
+            128 if args.smoke else None,
         )
         for p in ("fp32", low)
     }
