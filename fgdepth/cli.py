@@ -190,6 +190,7 @@ def _train_rank(args, world) -> int:
 
 def _evaluate(args) -> int:
     import numpy as np
+    import torch
 
     from fgdepth.data import SplitSpec, build_model_cache, open_dataset
     from fgdepth.engine.evaluate import evaluate
@@ -209,7 +210,10 @@ def _evaluate(args) -> int:
         raise DataError(f"{args.data}: the {args.split} split is empty")
     cache = build_model_cache(dataset, size, model.input_scale, skip_bad=args.skip_bad)
     precision = resolve_precision(args.precision, device)
-    metrics = evaluate(model.to(device), cache, np.asarray(rows), device, 64, precision)
+    model = model.to(device, memory_format=torch.channels_last)
+    metrics = evaluate(
+        model, cache, np.asarray(rows), device, precision=precision, channels_last=True
+    )
     out = {
         "model": args.model,
         "data": str(args.data),

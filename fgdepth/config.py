@@ -97,7 +97,7 @@ class DataConfig:
 @dataclass
 class EvalConfig:
     images: int = 6  # test samples drawn in the image grid
-    batch_size: int = 64
+    batch_size: int = 16  # rows per batch (see engine.evaluate.EVAL_BATCH)
     max_samples: int | None = None  # cap on test rows (None: the whole split)
 
 
