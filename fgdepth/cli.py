@@ -192,6 +192,7 @@ def _evaluate(args) -> int:
     import numpy as np
     import torch
 
+    from fgdepth.config import Config
     from fgdepth.data import SplitSpec, build_model_cache, open_dataset
     from fgdepth.engine.evaluate import evaluate
     from fgdepth.engine.fit import default_device
@@ -210,9 +211,11 @@ def _evaluate(args) -> int:
         raise DataError(f"{args.data}: the {args.split} split is empty")
     cache = build_model_cache(dataset, size, model.input_scale, skip_bad=args.skip_bad)
     precision = resolve_precision(args.precision, device)
-    model = model.to(device, memory_format=torch.channels_last)
+    layout = Config.channels_last  # predict in the layout that training uses by default
+    if layout:
+        model = model.to(memory_format=torch.channels_last)
     metrics = evaluate(
-        model, cache, np.asarray(rows), device, precision=precision, channels_last=True
+        model.to(device), cache, np.asarray(rows), device, precision=precision, channels_last=layout
     )
     out = {
         "model": args.model,
