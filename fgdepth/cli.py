@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from fgdepth.data.disk import DiskFull
 from fgdepth.data.format import DataError
 from fgdepth.parallel import default_workers
 
@@ -41,6 +42,16 @@ def _inspect(args) -> int:
         print(f"{len(problems)} problem(s) in {args.path}", file=sys.stderr)
         return 1
     print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _pack(args) -> int:
+    from fgdepth.data import open_dataset
+    from fgdepth.data.pack import pack
+
+    dataset = open_dataset(args.path)
+    out = pack(dataset, Path(args.out), args.rows_per_shard)
+    print(f"wrote {len(dataset)} rows in {len(out.shards)} shard(s) to {args.out}")
     return 0
 
 
@@ -114,10 +125,22 @@ def _resume_state(spec: str, checkpoint_dir: str) -> dict:
     return read_state(root / spec / "state.pt")
 
 
+def _plan(args) -> int:
+    """``fgdepth train ... --plan``: what the run would do, without training."""
+    from fgdepth.runner import plan_report, plan_text, quiet_libraries
+
+    quiet_libraries()
+    plan = plan_report(_config_from_args(args), args.plan_steps)
+    print(json.dumps(plan, indent=2) if args.json else plan_text(plan))
+    return 0
+
+
 def _train(args) -> int:
     from fgdepth.config import ConfigError
     from fgdepth.engine.distributed import launched_by_torchrun
 
+    if args.plan:
+        return _plan(args)
     if args.workers < 1:
         raise ConfigError(f"--workers: {args.workers} is not a number of processes (1 or more)")
     if args.workers > 1 and not launched_by_torchrun():
@@ -209,7 +232,9 @@ def _evaluate(args) -> int:
     rows = dataset.indices(None if args.split == "all" else args.split)
     if len(rows) == 0:
         raise DataError(f"{args.data}: the {args.split} split is empty")
-    cache = build_model_cache(dataset, size, model.input_scale, skip_bad=args.skip_bad)
+    cache = build_model_cache(
+        dataset, size, model.input_scale, dataset.source_side(), skip_bad=args.skip_bad
+    )
     precision = resolve_precision(args.precision, device)
     layout = Config.channels_last  # predict in the layout that training uses by default
     if layout:
@@ -420,6 +445,13 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("path")
     inspect.add_argument("--workers", type=int, default=default_workers())
     inspect.set_defaults(run=_inspect)
+    pack = data_sub.add_parser(
+        "pack", help="write a dataset as WebDataset tar shards, for many machines to stream"
+    )
+    pack.add_argument("path", help="dataset folder or .zip")
+    pack.add_argument("--out", required=True, help="output folder (read it with --data OUT)")
+    pack.add_argument("--rows-per-shard", type=int, default=10000)
+    pack.set_defaults(run=_pack)
 
     train = sub.add_parser("train", help="train an experiment, tracked in MLflow")
     train.add_argument("--config", default="default", help="experiment name or YAML file")
@@ -436,6 +468,16 @@ def build_parser() -> argparse.ArgumentParser:
         type=lambda x: int(float(x)),
         default=1,
         help="training processes on this node, data-parallel (DDP through torchrun)",
+    )
+    train.add_argument(
+        "--plan",
+        action="store_true",
+        help="print what the run would do (stages, data modes, cache bytes, disk, time per "
+        "epoch from a few timed steps) and exit without training",
+    )
+    train.add_argument("--json", action="store_true", help="with --plan: as JSON")
+    train.add_argument(
+        "--plan-steps", type=int, default=3, help="with --plan: timed steps per stage (0: none)"
     )
     train.add_argument("--entry-point", default=None, help=argparse.SUPPRESS)
     train.set_defaults(run=_train)
@@ -524,5 +566,8 @@ def main(argv: list[str] | None = None) -> int:
     except (DataError, ConfigError, FileNotFoundError) as exc:
         print(f"fgdepth: {exc}", file=sys.stderr)
         return 2
+    except DiskFull as exc:  # a cache, state or model that did not fit: nothing half-written
+        print(f"fgdepth: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130

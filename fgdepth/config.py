@@ -26,6 +26,7 @@ from fgdepth.data.augment import AugmentSpec
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parent.parent / "experiments"
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+CACHE_POLICIES = ("auto", "always", "never")
 
 
 class ConfigError(ValueError):
@@ -90,8 +91,12 @@ class DataConfig:
     val: float = 0.1
     split_seed: int = 0
     skip_bad: bool = False
-    workers: int = 2
+    workers: int = 2  # processes that decode: the cache's build, or the stream's loader
     val_samples: int = 1000  # validation rows evaluated each epoch (the first ones, fixed)
+    # where each stage's data comes from: its decode cache (auto: when it fits the budget and
+    # the disk; always; never) or a stream decoded as training goes (see README, "Data modes")
+    cache: str = "auto"
+    cache_budget_gb: float | None = None  # auto: at most this much cache (None: the free disk)
 
 
 @dataclass
@@ -456,6 +461,13 @@ def check(config: Config) -> None:
         raise ConfigError(f"precision: '{config.precision}' is not one of {', '.join(PRECISIONS)}")
     if not config.stages:
         raise ConfigError("stages: an experiment needs at least one stage")
+    if config.data.cache not in CACHE_POLICIES:
+        raise ConfigError(
+            f"data.cache: '{config.data.cache}' is not one of {', '.join(CACHE_POLICIES)}"
+        )
+    budget = config.data.cache_budget_gb
+    if budget is not None and not budget >= 0:
+        raise ConfigError(f"data.cache_budget_gb: must be 0 or more, got {budget}")
     for kind, registry, name in (
         ("optimizer", OPTIMIZERS, config.optimizer.name),
         ("schedule", SCHEDULES, config.schedule.name),

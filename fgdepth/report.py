@@ -125,13 +125,12 @@ class TestData:
 
     def cache_for(self, model):
         """The test cache as ``model`` reads it (larger inputs for an input_scale above 1)."""
-        from fgdepth.data import ScaledInputCache, build_caches
+        from fgdepth.data import build_model_cache
 
-        if model.input_scale == 1:
-            return self.cache
-        key = (self.size * model.input_scale, "inputs")  # the inputs the run trained on
-        inputs = build_caches(self.dataset, [key], skip_bad=True, quiet=True)[key]
-        return ScaledInputCache(inputs, self.cache)
+        side = self.dataset.source_side()  # the inputs the run trained on
+        return build_model_cache(
+            self.dataset, self.size, model.input_scale, side, skip_bad=True, quiet=True
+        )
 
 
 def run_config(run_id: str) -> Config:
@@ -142,13 +141,13 @@ def run_config(run_id: str) -> Config:
 def test_data(run_id: str, size: int) -> TestData:
     """The dataset, splits and test rows a run was scored on, decoded at ``size``."""
     from fgdepth.data import build_cache
-    from fgdepth.engine.fit import split_indices, without_bad_rows
+    from fgdepth.engine.plan import split_indices, without_bad_rows
     from fgdepth.runner import resolve_dataset
 
     config = run_config(run_id)
     dataset = resolve_dataset(config)
     cache = build_cache(dataset, size, workers=config.data.workers, skip_bad=True, quiet=True)
-    splits = without_bad_rows(split_indices(config, dataset), cache)
+    splits = without_bad_rows(split_indices(config, dataset), cache.bad)
     return TestData(config, cache, splits["train"], splits["test"], size, dataset)
 
 

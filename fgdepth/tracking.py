@@ -23,7 +23,7 @@ from mlflow.tracking import MlflowClient
 
 from fgdepth.config import Config
 from fgdepth.data.preview import colour_depth, grid, to_rgb
-from fgdepth.engine.callbacks import Callback, EpochResult, FitResult, StageResult
+from fgdepth.engine.callbacks import Callback, EpochResult, FitResult, StageResult, data_modes
 from fgdepth.engine.checkpoint import save_checkpoint
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -163,6 +163,7 @@ class MLflowCallback(Callback):
             "fgdepth.dataset_fingerprint": self.fingerprint[:16],
             "fgdepth.parameters": str(sum(p.numel() for p in model.parameters())),
             "fgdepth.ranks": str(info.get("ranks", 1)),  # a tag: a resume may use other ranks
+            "fgdepth.data_mode": data_modes(info["stages"], info.get("data", [])),
         }
         commit = git_commit()
         if commit:

@@ -12,7 +12,9 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import shutil
+from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,12 +22,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fgdepth.data.batch import DEPTH_MAX, as_float
 from fgdepth.data.dataset import Dataset
+from fgdepth.data.disk import check_room, disk_full_as, reserve
 from fgdepth.data.format import DataError, Problem, read_rgb_sizes, read_sample_sizes
 from fgdepth.parallel import chunked, run_chunks
 
 CACHE_VERSION = 1
-DEPTH_MAX = 65535
 
 
 def cache_root() -> Path:
@@ -58,23 +61,37 @@ class ArrayCache:
     path: Path
     part: str = "all"
 
+    mode = "cache"  # what a stage's data source is (see fgdepth.data.stream)
+
     def __len__(self) -> int:
         return len(self.bg_index)
 
-    def batch(self, indices: np.ndarray) -> dict[str, torch.Tensor]:
-        """Rows as tensors: fg_bg, bg (B,3,S,S) and mask, depth (B,1,S,S), float in [0, 1]
-        (those of the cache's part)."""
+    @property
+    def input_size(self) -> int:
+        return self.size
+
+    def raw(self, indices: np.ndarray) -> dict[str, torch.Tensor]:
+        """Rows in ascending order, as stored: fg_bg, bg (B,3,S,S) uint8, mask (B,1,S,S) uint8,
+        depth (B,1,S,S) uint16 (those of the cache's part), and their ``index``."""
         order = np.sort(np.asarray(indices))  # sequential reads from the memory map
         out = {"index": torch.from_numpy(order.astype(np.int64))}
         if self.fg_bg is not None:
-            fg_bg = torch.from_numpy(self.fg_bg[order]).permute(0, 3, 1, 2)
-            bg = torch.from_numpy(self.bg[self.bg_index[order]]).permute(0, 3, 1, 2)
-            out |= {"fg_bg": fg_bg.float().div_(255), "bg": bg.float().div_(255)}
+            out["fg_bg"] = torch.from_numpy(self.fg_bg[order]).permute(0, 3, 1, 2)
+            out["bg"] = torch.from_numpy(self.bg[self.bg_index[order]]).permute(0, 3, 1, 2)
         if self.mask is not None:
-            mask = torch.from_numpy(self.mask[order]).unsqueeze(1)
-            depth = torch.from_numpy(self.depth[order].astype(np.int32)).unsqueeze(1)
-            out |= {"mask": mask.float(), "depth": depth.float().div_(DEPTH_MAX)}
+            out["mask"] = torch.from_numpy(self.mask[order]).unsqueeze(1)
+            out["depth"] = torch.from_numpy(self.depth[order]).unsqueeze(1)
         return out
+
+    def batch(self, indices: np.ndarray) -> dict[str, torch.Tensor]:
+        """``raw`` as float in [0, 1]."""
+        return as_float(self.raw(indices))
+
+    def batches(self, index_lists) -> Iterator[dict[str, torch.Tensor]]:
+        """``raw`` of each array of rows, in order (the interface a stream shares)."""
+        return (self.raw(rows) for rows in index_lists)
+
+    def close(self) -> None: ...
 
 
 @dataclass
@@ -86,9 +103,15 @@ class ScaledInputCache:
     inputs: ArrayCache
     targets: ArrayCache
 
+    mode = "cache"
+
     @property
     def size(self) -> int:
         return self.targets.size
+
+    @property
+    def input_size(self) -> int:
+        return self.inputs.size
 
     @property
     def bad(self) -> list[Problem]:
@@ -103,9 +126,17 @@ class ScaledInputCache:
     def __len__(self) -> int:
         return len(self.targets)
 
-    def batch(self, indices: np.ndarray) -> dict[str, torch.Tensor]:
-        inputs, targets = self.inputs.batch(indices), self.targets.batch(indices)
+    def raw(self, indices: np.ndarray) -> dict[str, torch.Tensor]:
+        inputs, targets = self.inputs.raw(indices), self.targets.raw(indices)
         return {**targets, "fg_bg": inputs["fg_bg"], "bg": inputs["bg"]}
+
+    def batch(self, indices: np.ndarray) -> dict[str, torch.Tensor]:
+        return as_float(self.raw(indices))
+
+    def batches(self, index_lists) -> Iterator[dict[str, torch.Tensor]]:
+        return (self.raw(rows) for rows in index_lists)
+
+    def close(self) -> None: ...
 
 
 _FILES = {
@@ -196,7 +227,7 @@ def build_cache(
     return build_caches(dataset, [size], workers, skip_bad, root, quiet)[size]
 
 
-def _key(item: int | tuple[int, str]) -> tuple[int, str]:
+def cache_key(item: int | tuple[int, str]) -> tuple[int, str]:
     size, part = (item, "all") if isinstance(item, int | np.integer) else item
     if part not in PARTS:
         raise ValueError(f"unknown cache part '{part}'; valid: {', '.join(PARTS)}")
@@ -218,13 +249,8 @@ def build_caches(
     for one."""
     root = Path(root) if root else cache_root()
     root.mkdir(parents=True, exist_ok=True)
-    keys = {item: _key(item) for item in sizes}
-    stem = dataset.fingerprint()[:24]
-    folders = {
-        (size, part): root / f"{stem}-{size}px{'' if part == 'all' else '-' + part}"
-        f"-v{CACHE_VERSION}"
-        for size, part in sorted(set(keys.values()))
-    }
+    keys = {item: cache_key(item) for item in sizes}
+    folders = {key: cache_folder(dataset, key, root) for key in sorted(set(keys.values()))}
     with ExitStack() as locks:
         for folder in folders.values():  # one builder per key (in sorted order: no deadlock)
             lock = locks.enter_context(open(folder.with_name(f"{folder.name}.lock"), "w"))
@@ -242,24 +268,75 @@ def build_caches(
     return {item: caches[key] for item, key in keys.items()}
 
 
-def model_cache_keys(size: int, input_scale: int = 1) -> list[int | tuple[int, str]]:
+def input_size_for(size: int, input_scale: int = 1, source_side: int | None = None) -> int:
+    """The side at which a model's inputs are read for output ``size``: ``size x input_scale``,
+    but never more pixels than the source images have (``source_side``: the side of a square
+    with as many pixels); a model that wants more gets them upsampled on its device."""
+    wanted = size * input_scale
+    return min(wanted, max(size, source_side)) if source_side else wanted
+
+
+def model_cache_keys(
+    size: int, input_scale: int = 1, source_side: int | None = None
+) -> list[int | tuple[int, str]]:
     """What ``build_model_cache`` reads: the whole data at ``size``, or the targets at
-    ``size`` and the inputs at ``size * input_scale``."""
-    if input_scale == 1:
+    ``size`` and the inputs at ``input_size_for(size, input_scale, source_side)``."""
+    inputs = input_size_for(size, input_scale, source_side)
+    if inputs == size:
         return [size]
-    return [(size * input_scale, "inputs"), (size, "targets")]
+    return [(inputs, "inputs"), (size, "targets")]
 
 
 def build_model_cache(
-    dataset: Dataset, size: int, input_scale: int = 1, **kwargs
+    dataset: Dataset, size: int, input_scale: int = 1, source_side: int | None = None, **kwargs
 ) -> ArrayCache | ScaledInputCache:
     """The cache a model with ``input_scale`` trains and is scored on at output ``size``
     (``build_cache``'s keyword arguments apply to both sizes)."""
-    keys = model_cache_keys(size, input_scale)
+    return caches_for_keys(dataset, model_cache_keys(size, input_scale, source_side), **kwargs)
+
+
+def caches_for_keys(dataset: Dataset, keys: list, **kwargs) -> ArrayCache | ScaledInputCache:
+    """The cache of ``model_cache_keys``' keys: one whole cache, or inputs and targets."""
     caches = build_caches(dataset, keys, **kwargs)
-    if input_scale == 1:
-        return caches[size]
+    if len(keys) == 1:
+        return caches[keys[0]]
     return ScaledInputCache(*(caches[key] for key in keys))
+
+
+def _array_shapes(size: int, part: str, rows: int, backgrounds: int) -> dict[str, tuple]:
+    counts = {"fg_bg": rows, "bg": backgrounds, "mask": rows, "depth": rows}
+    return {
+        name: (counts[name], size, size) + ((_FILES[name][1],) if _FILES[name][1] else ())
+        for name in PARTS[part]
+    }
+
+
+def _nbytes(shape: tuple, dtype) -> int:
+    return int(np.prod(shape)) * np.dtype(dtype).itemsize
+
+
+def cache_bytes(keys, rows: int, backgrounds: int) -> int:
+    """The bytes the caches of ``keys`` take for ``rows`` rows on ``backgrounds`` backgrounds
+    (the .npy headers aside)."""
+    total = 0
+    for size, part in {cache_key(item) for item in keys}:
+        shapes = _array_shapes(size, part, rows, backgrounds)
+        total += sum(_nbytes(shape, _FILES[name][0]) for name, shape in shapes.items())
+        total += 4 * rows  # bg_index
+    return total
+
+
+def cache_folder(dataset: Dataset, item, root: Path | None = None) -> Path:
+    size, part = cache_key(item)
+    root = Path(root) if root else cache_root()
+    suffix = "" if part == "all" else "-" + part
+    return root / f"{dataset.fingerprint()[:24]}-{size}px{suffix}-v{CACHE_VERSION}"
+
+
+def key_of_folder(name: str) -> tuple[int, str] | None:
+    """The ``(size, part)`` of a cache folder's name (None for another name)."""
+    match = re.fullmatch(rf"[0-9a-f]{{24}}-(\d+)px(?:-(inputs|targets))?-v{CACHE_VERSION}", name)
+    return (int(match[1]), match[2] or "all") if match else None
 
 
 def _sync(folder: Path) -> None:
@@ -274,20 +351,40 @@ def _sync(folder: Path) -> None:
             os.close(fd)
 
 
-def _build(dataset: Dataset, folders: dict[tuple, Path], workers: int, skip_bad: bool, quiet):
-    tmps = {key: f.with_name(f"{f.name}.tmp{os.getpid()}") for key, f in folders.items()}
-    n = len(dataset)
-    bg_index = dataset.backgrounds()
-    bg_files = list(dataset.rows["bg"].iloc[np.unique(bg_index, return_index=True)[1]])
-    counts = {"fg_bg": n, "bg": len(bg_files), "mask": n, "depth": n}
+def _allocate(tmps: dict[tuple, Path], rows: int, backgrounds: int, bg_index) -> None:
+    """Empty arrays for every key, their bytes reserved on disk before any decoding: a disk
+    that cannot hold them fails here, in one line, not half-way through the build."""
+    needed = cache_bytes(list(tmps), rows, backgrounds)
+    check_room(next(iter(tmps.values())).parent, needed, margin=0)
     for (size, part), tmp in tmps.items():
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        for name in PARTS[part]:
-            dtype, channels = _FILES[name]
-            shape = (counts[name], size, size) + ((channels,) if channels else ())
-            np.lib.format.open_memmap(tmp / f"{name}.npy", "w+", dtype, shape).flush()
-        np.save(tmp / "bg_index.npy", bg_index)
+        for name, shape in _array_shapes(size, part, rows, backgrounds).items():
+            path = tmp / f"{name}.npy"
+            with disk_full_as(path, needed):
+                np.lib.format.open_memmap(path, "w+", _FILES[name][0], shape).flush()
+                reserve(path, path.stat().st_size)
+        with disk_full_as(tmp, needed):
+            np.save(tmp / "bg_index.npy", bg_index)
+
+
+def _build(dataset: Dataset, folders: dict[tuple, Path], workers: int, skip_bad: bool, quiet):
+    """Decode into ``<folder>.tmp<PID>`` folders, renamed into place once complete; on any
+    failure (a bad image, a full disk, an interrupt) the temporary folders are removed."""
+    tmps = {key: f.with_name(f"{f.name}.tmp{os.getpid()}") for key, f in folders.items()}
+    try:
+        _build_into(dataset, folders, tmps, workers, skip_bad, quiet)
+    except BaseException:
+        for tmp in tmps.values():
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _build_into(dataset, folders, tmps, workers, skip_bad, quiet) -> None:
+    n = len(dataset)
+    bg_index = dataset.backgrounds()
+    bg_files = list(dataset.rows["bg"].iloc[np.unique(bg_index, return_index=True)[1]])
+    _allocate(tmps, n, len(bg_files), bg_index)
     job = {
         "folders": tmps,
         "source": dataset.source,
@@ -311,8 +408,6 @@ def _build(dataset: Dataset, folders: dict[tuple, Path], workers: int, skip_bad:
     problems += [Problem(bg_failed[b], int(i)) for i, b in enumerate(bg_index) if b in bg_failed]
     problems.sort(key=lambda p: p.row)
     if problems and not skip_bad:
-        for tmp in tmps.values():
-            shutil.rmtree(tmp, ignore_errors=True)
         more = f" ({len(problems)} bad rows; pass --skip-bad to train without them)"
         raise DataError(f"{dataset.path}: {problems[0]}{more if len(problems) > 1 else ''}")
     for tmp in tmps.values():
@@ -327,5 +422,6 @@ def _build(dataset: Dataset, folders: dict[tuple, Path], workers: int, skip_bad:
             "dataset": str(dataset.path),
             "bad": [{"row": p.row, "message": p.message} for p in problems],
         }
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
+        with disk_full_as(tmp / "meta.json", 1 << 16):
+            (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
         os.replace(tmp, folders[size, part])

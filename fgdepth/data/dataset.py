@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+import io
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from PIL import Image
 
 from fgdepth.data.format import (
     COLUMNS,
@@ -33,6 +36,7 @@ class Dataset:
     split: np.ndarray  # (N,) of "train" / "val" / "test"
     skipped: list[Problem] = field(default_factory=list)
     _fingerprint: str | None = None
+    _side: int | None = None
 
     @property
     def path(self) -> Path:
@@ -58,6 +62,18 @@ class Dataset:
 
     def sample(self, index: int, size: int | None = None) -> Sample:
         return read_sample(self.source, self.rows.iloc[int(index)], size)
+
+    def source_side(self) -> int:
+        """The side of a square with as many pixels as the first row's fg_bg: the most that
+        reading an input at a larger size could show (the rest would be upsampling)."""
+        if self._side is None:
+            rel = self.rows["fg_bg"].iloc[0]
+            try:
+                width, height = Image.open(io.BytesIO(self.source.read(rel))).size
+            except (OSError, SyntaxError, ValueError, KeyError) as exc:
+                raise DataError(f"{rel}: not a readable image ({exc})") from exc
+            self._side = int(math.isqrt(width * height))
+        return self._side
 
     def fingerprint(self) -> str:
         """A hash of the manifest and of every referenced file's size and date (or zip CRC)."""

@@ -19,6 +19,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from fgdepth.data.pack import PackReader, is_pack
+
 COLUMNS = ("fg_bg", "bg", "mask", "depth")
 MANIFEST = "manifest.csv"
 
@@ -52,6 +54,8 @@ class Source:
         self.is_zip = self.path.is_file() and zipfile.is_zipfile(self.path)
         if not self.is_zip and not self.path.is_dir():
             raise DataError(f"{self.path}: no such dataset (expected a folder or a .zip)")
+        # a packed dataset (``fgdepth data pack``): members read from its shards by the index
+        self.pack = PackReader(self.path) if not self.is_zip and is_pack(self.path) else None
         self._zip: zipfile.ZipFile | None = None
         self._zip_pid: int | None = None
         self._names: set[str] | None = None
@@ -97,6 +101,8 @@ class Source:
         return sorted(n for n, c in counts.items() if c > 1)
 
     def exists(self, rel: str) -> bool:
+        if self.pack is not None:
+            return rel == MANIFEST or self.pack.where(rel) is not None
         if self.is_zip:
             return self.prefix + rel in self.names()
         entry = self._entry(rel)
@@ -117,12 +123,19 @@ class Source:
         return self._listings[folder].get(name)
 
     def read(self, rel: str) -> bytes:
+        if self.pack is not None and rel != MANIFEST:
+            return self.pack.read(rel)
         if self.is_zip:
             return self._zipfile().read(self.prefix + rel)
         return (self.path / rel).read_bytes()
 
     def stat_key(self, rel: str) -> tuple:
         """What identifies a file's content cheaply (for cache invalidation)."""
+        if self.pack is not None and rel != MANIFEST:
+            found = self.pack.where(rel)
+            if found is None:
+                raise KeyError(rel)
+            return (rel, *found)
         if self.is_zip:
             info = self._zipfile().getinfo(self.prefix + rel)
             return (rel, info.CRC, info.file_size)
@@ -131,7 +144,7 @@ class Source:
 
     def escapes_root(self, rel: str) -> bool:
         """True for a folder path that resolves (e.g. through a link) outside the root."""
-        if self.is_zip:
+        if self.is_zip or self.pack is not None:
             return False
         parent, _, name = rel.rpartition("/")
         entry = self._entry(rel)

@@ -14,9 +14,11 @@ with z the camera-axis distance in metres, as 16-bit PNG.
 from __future__ import annotations
 
 import io
+import json
 import math
+import shutil
 import zipfile
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -549,30 +551,77 @@ def _render_backgrounds(chunk: range) -> list[tuple[int, dict, dict]]:
     return out
 
 
-class _Writer:
-    """Writes files into a folder or, deterministically, into a zip."""
+PROGRESS = ".synth-progress"  # in a folder being generated: one record per finished background
 
-    def __init__(self, out: Path, as_zip: bool):
-        self.out, self.zip = out, None
-        if as_zip:
-            out.parent.mkdir(parents=True, exist_ok=True)
-            self.zip = zipfile.ZipFile(out, "w", zipfile.ZIP_STORED)
-        else:
-            out.mkdir(parents=True, exist_ok=True)
 
-    def write(self, name: str, data: bytes) -> None:
-        if self.zip is not None:
-            info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
-            info.external_attr = 0o644 << 16
-            self.zip.writestr(info, data)
-        else:
-            path = self.out / name
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(data)
+def _write_folder(out: Path, files: dict[str, bytes]) -> None:
+    for name in sorted(files):
+        path = out / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(files[name])
 
-    def close(self) -> None:
-        if self.zip is not None:
-            self.zip.close()
+
+def _finished(progress: Path, spec: SynthSpec) -> dict[int, list[dict]]:
+    """The backgrounds a killed generation finished, with their rows (a record is written
+    after the background's files, so its files are whole)."""
+    marker = progress / "spec.json"
+    if not marker.exists() or json.loads(marker.read_text()) != asdict(spec):
+        shutil.rmtree(progress, ignore_errors=True)  # another spec: start again
+        progress.mkdir(parents=True)
+        marker.write_text(json.dumps(asdict(spec)))
+        return {}
+    done = {}
+    for record in progress.glob("b*.json"):
+        done[int(record.stem[1:])] = json.loads(record.read_text())
+    return done
+
+
+def _generate_folder(spec: SynthSpec, out: Path, workers: int, quiet: bool) -> list[dict]:
+    """Every background's files into ``out``, resuming after the backgrounds a killed run
+    finished; returns the rows in order."""
+    progress = out / PROGRESS
+    out.mkdir(parents=True, exist_ok=True)
+    done = _finished(progress, spec)
+    todo = [b for b in range(spec.n_backgrounds) if b not in done]
+    if done and not quiet:
+        print(f"synth: resuming, {len(done)} of {spec.n_backgrounds} backgrounds already done")
+    parts = run_chunks(
+        _render_backgrounds, [range(b, b + 1) for b in todo], workers, desc="synth",
+        quiet=quiet, setup=_set_spec, setup_args=(spec,),
+        weights=[_bg_len(spec, b) for b in todo],
+    )  # fmt: skip
+    for part in parts:
+        if not part:
+            continue
+        for _, _, files in part:
+            _write_folder(out, files)
+        b = spec.background_of(part[0][0])
+        done[b] = [row for _, row, _ in part]
+        record = progress / f"b{b:06d}.json"
+        record.with_suffix(".tmp").write_text(json.dumps(done[b]))
+        record.with_suffix(".tmp").rename(record)
+    return [row for b in range(spec.n_backgrounds) for row in done[b]]
+
+
+def _row_files(row: dict, first: bool) -> list[str]:
+    return sorted([row["fg_bg"], row["mask"], row["depth"]] + ([row["bg"]] if first else []))
+
+
+def _zip_folder(folder: Path, rows: list[dict], out: Path) -> None:
+    """The generated folder as one zip, entries in a fixed order with fixed dates."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as z:
+        for i, row in enumerate(rows):
+            first = i == 0 or rows[i - 1]["bg"] != row["bg"]
+            for name in _row_files(row, first):
+                info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+                info.external_attr = 0o644 << 16
+                z.writestr(info, (folder / name).read_bytes())
+        info = zipfile.ZipInfo("manifest.csv", date_time=(1980, 1, 1, 0, 0, 0))
+        info.external_attr = 0o644 << 16
+        z.writestr(info, _manifest_csv(rows))
+    tmp.rename(out)
 
 
 def generate(
@@ -580,38 +629,21 @@ def generate(
 ) -> Path:
     """Write ``spec.n`` composites to ``out`` (a folder, or a zip file); returns ``out``.
 
-    The same spec gives byte-identical files whatever the number of workers.
+    The same spec gives byte-identical files whatever the number of workers, and a
+    generation that was killed continues where it stopped when run again (a zip is made
+    from a folder ``OUT.parts`` beside it, which is then removed).
     """
     if spec.n < 1 or spec.size < 16:
         raise ValueError("synth needs n >= 1 and size >= 16")
     out = Path(out)
-    writer = _Writer(out, as_zip)
-    chunks = [range(b, b + 1) for b in range(spec.n_backgrounds)]
-    # zip entries must come in a fixed order: hold finished chunks until their turn
-    pending, next_bg, rows = {}, 0, []
-    try:
-        for part in run_chunks(
-            _render_backgrounds,
-            chunks,
-            workers,
-            desc="synth",
-            quiet=quiet,
-            setup=_set_spec,
-            setup_args=(spec,),
-            weights=[_bg_len(spec, b) for b in range(spec.n_backgrounds)],
-        ):
-            if not part:
-                continue
-            pending[spec.background_of(part[0][0])] = part
-            while next_bg in pending:
-                for _, row, files in pending.pop(next_bg):
-                    for name in sorted(files):
-                        writer.write(name, files[name])
-                    rows.append(row)
-                next_bg += 1
-        writer.write("manifest.csv", _manifest_csv(rows))
-    finally:
-        writer.close()
+    folder = out.with_name(out.name + ".parts") if as_zip else out
+    rows = _generate_folder(spec, folder, workers, quiet)
+    if as_zip:
+        _zip_folder(folder, rows, out)
+        shutil.rmtree(folder)
+    else:
+        (out / "manifest.csv").write_bytes(_manifest_csv(rows))
+        shutil.rmtree(out / PROGRESS)
     return out
 
 

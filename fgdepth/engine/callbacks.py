@@ -8,6 +8,7 @@ import numpy as np
 from torch import nn
 
 from fgdepth.config import Config, StageConfig
+from fgdepth.data.disk import human
 
 
 @dataclass
@@ -91,6 +92,31 @@ class CallbackList(Callback):
         self._each("on_checkpoint", *args)
 
 
+def data_modes(stages, data: list[dict]) -> str:
+    """Each stage's data mode in a few words: ``s64 64px cache 1.2 GB; s96 96px stream``."""
+    parts = []
+    for i, (stage, d) in enumerate(zip(stages, data, strict=True)):
+        what = d["mode"] + (f" {human(d['cache_bytes'])}" if d["mode"] == "cache" else "")
+        parts.append(f"{stage.name or i} {d['size']}px {what}")
+    return "; ".join(parts)
+
+
+def data_lines(stages, data: list[dict]) -> list[str]:
+    """What the console says of the data: the modes, and inputs read below the model's size."""
+    if not data:
+        return []
+    lines = [f"data: {data_modes(stages, data)}"]
+    clamped = [d for d in data if d["clamped"]]
+    if clamped:  # said once: the source's resolution is the same for every stage
+        d = clamped[0]
+        lines.append(
+            f"data: inputs read at {d['input_size']} px at most (for {d['size']} px outputs "
+            "and above): the source images hold no more pixels; the model's larger inputs "
+            "are upsampled on its device"
+        )
+    return lines
+
+
 class ConsoleCallback(Callback):
     """A line per epoch and per stage on the console (the progress bar shows the batches)."""
 
@@ -105,6 +131,9 @@ class ConsoleCallback(Callback):
             + (f", {info['ranks']} ranks (DDP)" if info.get("ranks", 1) > 1 else "")
             + (" (resumed)" if info.get("resumed") else "")
         )
+
+        for line in data_lines(info.get("stages", []), info.get("data", [])):
+            self.print("  " + line)
 
     def on_epoch_end(self, r: EpochResult, model):
         self.print(

@@ -9,19 +9,33 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from fgdepth.data.disk import disk_full_as
 from fgdepth.engine.callbacks import Callback
 from fgdepth.models import build_model
 
 FORMAT = "fgdepth-checkpoint-1"
 
 
+def tensor_bytes(obj) -> int:
+    """The bytes of the tensors in ``obj`` (nested dicts, lists and tuples)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(tensor_bytes(v) for v in obj.values())
+    if isinstance(obj, list | tuple):
+        return sum(tensor_bytes(v) for v in obj)
+    return 0
+
+
 def atomic_save(obj, path: str | Path) -> Path:
-    """torch.save to a temporary file in the same folder, fsync, then rename over ``path``."""
+    """torch.save to a temporary file in the same folder, fsync, then rename over ``path``:
+    an interrupted or failed write (a full disk: DiskFull, one line) leaves ``path`` as it
+    was and no temporary file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "wb") as f:
+        with disk_full_as(path, tensor_bytes(obj)), os.fdopen(fd, "wb") as f:
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())

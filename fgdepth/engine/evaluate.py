@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fgdepth.config import EvalConfig
-from fgdepth.data.cache import ArrayCache, ScaledInputCache
+from fgdepth.data.batch import as_float
 from fgdepth.engine.distributed import SINGLE, World, shard, sum_dicts
 from fgdepth.engine.precision import autocast
 from fgdepth.metrics import MetricAccumulator
@@ -16,15 +16,26 @@ from fgdepth.metrics import MetricAccumulator
 INPUTS = ("fg_bg", "bg", "mask", "depth")
 
 
-def to_device(batch: dict, device: torch.device, channels_last: bool = False) -> dict:
-    """The model's inputs and targets on ``device``; images channels-last when asked (the
-    layout that oneDNN and cuDNN convolutions run fastest in)."""
+def to_device(
+    batch: dict, device: torch.device, channels_last: bool = False, input_size: int | None = None
+) -> dict:
+    """The model's inputs and targets on ``device``, as float in [0, 1] (a loader's uint8 /
+    uint16 batch is converted there: fewer bytes to copy); images channels-last when asked
+    (the layout that oneDNN and cuDNN convolutions run fastest in). Inputs read at less than
+    ``input_size`` (the source has fewer pixels) are upsampled to it on the device."""
     fmt = torch.channels_last if channels_last else torch.contiguous_format
-    return {
-        k: v.to(device, non_blocking=True).contiguous(memory_format=fmt)
-        for k, v in batch.items()
-        if k in INPUTS
-    }
+    moved = {k: v.to(device, non_blocking=True) for k, v in batch.items() if k in INPUTS}
+    out = as_float(moved)
+    if input_size is not None:
+        for key in ("fg_bg", "bg"):
+            if out[key].shape[-1] != input_size:
+                out[key] = F.interpolate(out[key], size=(input_size, input_size), mode="bilinear")
+    return {k: v.contiguous(memory_format=fmt) for k, v in out.items()}
+
+
+def input_size_of(model: nn.Module, data) -> int:
+    """The side of the inputs ``model`` takes for ``data``'s output size."""
+    return data.size * getattr(model, "input_scale", 1)
 
 
 @torch.no_grad()
@@ -38,7 +49,7 @@ def predict(model: nn.Module, fg_bg, bg, precision: str = "fp32"):
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
-    cache: ArrayCache | ScaledInputCache,
+    data,
     indices: np.ndarray,
     device: torch.device,
     batch_size: int = EvalConfig.batch_size,
@@ -46,14 +57,19 @@ def evaluate(
     channels_last: bool = False,
     world: World = SINGLE,
 ) -> dict[str, float]:
-    """All metrics over ``indices`` (model put in eval mode, restored after). On several ranks
-    each evaluates its share and the sums are added, so every rank gets the same metrics."""
+    """All metrics over ``indices`` of ``data`` (a cache or a stream: anything with
+    ``batches``), the model put in eval mode and restored after. On several ranks each
+    evaluates its share and the sums are added, so every rank gets the same metrics."""
     was_training = model.training
     model.eval()
     acc = MetricAccumulator()
     indices = shard(np.asarray(indices), world)
-    for start in range(0, len(indices), batch_size):
-        batch = to_device(cache.batch(indices[start : start + batch_size]), device, channels_last)
+    chunks = [indices[i : i + batch_size] for i in range(0, len(indices), batch_size)]
+    size = input_size_of(model, data)
+    for raw in data.batches(chunks):
+        batch = to_device(raw, device, channels_last, size)
+        if len(batch["mask"]) == 0:  # every row of it was bad (skip_bad)
+            continue
         mask, depth = predict(model, batch["fg_bg"], batch["bg"], precision)
         acc.update(mask, depth, batch["mask"], batch["depth"])
     model.train(was_training)
@@ -69,13 +85,13 @@ def _image(chw: torch.Tensor, size: int) -> np.ndarray:
 
 
 @torch.no_grad()
-def sample_predictions(model, cache, indices, device, precision="fp32") -> list[dict]:
+def sample_predictions(model, data, indices, device, precision="fp32") -> list[dict]:
     """The fixed picture samples: inputs, truths and predictions as (H,W[,3]) numpy arrays."""
     if len(indices) == 0:
         return []
     was_training = model.training
     model.eval()
-    batch = to_device(cache.batch(np.asarray(indices)), device)
+    batch = to_device(data.raw(np.asarray(indices)), device, input_size=input_size_of(model, data))
     mask, depth = predict(model, batch["fg_bg"], batch["bg"], precision)
     model.train(was_training)
     out = []

@@ -62,3 +62,30 @@ def test_depth_encoding_is_monotonic_brighter_nearer():
     z = np.array([1.0, 2.0, 5.0, 20.0, 40.0])
     d = depth_to_unit(z)
     assert d[0] == 1.0 and d[-1] == 0.0 and np.all(np.diff(d) < 0)
+
+
+def test_a_killed_generation_continues_and_writes_the_same_bytes(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from fgdepth.data.synth import PROGRESS
+
+    spec = SynthSpec(n=120, size=48, seed=5, backgrounds=12)
+    whole = generate(spec, tmp_path / "whole", quiet=True)
+    out = tmp_path / "killed"
+    command = [sys.executable, "-m", "fgdepth", "synth", "--out", str(out), "--n", "120",
+               "--size", "48", "--seed", "5", "--backgrounds", "12", "--workers", "1"]  # fmt: skip
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 120
+    while len(list((out / PROGRESS).glob("b*.json"))) < 3 and time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stdout.read().decode()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    finished = len(list((out / PROGRESS).glob("b*.json")))
+    assert 3 <= finished < 12 and not (out / "manifest.csv").exists()
+    again = subprocess.run(command, capture_output=True, text=True, check=True)
+    assert f"resuming, {finished} of 12 backgrounds already done" in again.stdout
+    assert _digest(out) == _digest(whole)  # byte-identical, and no progress records left

@@ -78,10 +78,13 @@ def _train_job(rank, data, sets):
     }
 
 
-def test_two_ranks_train_frozen_stages_to_the_same_weights(train_dataset, tmp_path):
+@pytest.mark.parametrize("mode", ["always", "never"], ids=["cache", "stream"])
+def test_two_ranks_train_frozen_stages_to_the_same_weights(train_dataset, tmp_path, mode):
     """staged_transfer freezes a group in two of its stages: no unused-parameter errors, the
-    ranks end with identical weights and metrics, and only rank 0 runs callbacks."""
-    r0, r1 = run_ranks(_train_job, (str(train_dataset.path), []), tmp_path)
+    ranks end with identical weights and metrics, and only rank 0 runs callbacks; from the
+    decode cache and from a stream."""
+    sets = [f"data.cache={mode}", "data.workers=0"]
+    r0, r1 = run_ranks(_train_job, (str(train_dataset.path), sets), tmp_path)
     assert "raised" not in r0, r0.get("trace")
     assert "raised" not in r1, r1.get("trace")
     assert r0["world"] == r1["world"] == 2
@@ -160,7 +163,7 @@ def test_a_stop_on_one_rank_stops_all_and_resumes_on_one_rank(train_dataset, tmp
 
 def _nan_job(rank, data):
     """A non-finite loss on rank 1 only."""
-    fit_module = importlib.import_module("fgdepth.engine.fit")  # the package exports fit()
+    fit_module = importlib.import_module("fgdepth.engine.epoch")  # where the step's loss is
     real = fit_module._loss
 
     def loss(run, *args):

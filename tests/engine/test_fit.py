@@ -94,10 +94,59 @@ def test_divergence_stops_with_a_clear_message(train_dataset):
         fit(config, train_dataset)
 
 
-def test_max_minutes_stops_after_the_current_epoch(train_dataset):
-    config = load_config("default", "smoke", ["max_minutes=0.00001"])
-    result = fit(config, train_dataset)
+class States(Callback):
+    def __init__(self):
+        self.states = []
+
+    def on_checkpoint(self, state):
+        self.states.append(state)
+
+
+def test_max_minutes_stops_within_one_batch_then_tests(train_dataset):
+    """The budget is checked after every batch: a spent budget ends the epoch at that batch;
+    the stage is still tested and the run ends as usual."""
+    sets = ["max_minutes=0.00001", "stages.0.samples=32", "batch_size=8"]
+    config = load_config("default", "smoke", sets)
+    states = States()
+    result = fit(config, train_dataset, [states])
     assert len(result.stages) == 1 and "max_minutes" in result.stopped_early
+    assert states.states[-1]["trained"] == 8  # one batch of the epoch's 32 rows
+    assert set(result.metrics) >= set(METRIC_NAMES)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(train_dataset):
+    """One deterministic smoke run per data mode, to compare against."""
+    sets = ["deterministic=true", "precision=fp32", "data.workers=1"]
+    return {
+        mode: fit(load_config("bce_ssim", "smoke", [*sets, f"data.cache={mode}"]), train_dataset)
+        for mode in ("always", "never")
+    }
+
+
+def test_cache_and_stream_train_to_the_same_result(uninterrupted):
+    cached, streamed = uninterrupted["always"], uninterrupted["never"]
+    assert streamed.metrics == pytest.approx(cached.metrics, abs=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["always", "never"], ids=["cache", "stream"])
+def test_a_stopped_run_resumes_to_the_same_result(train_dataset, uninterrupted, mode):
+    from fgdepth.engine.fit import Interrupted
+
+    sets = ["deterministic=true", "precision=fp32", "data.workers=1", f"data.cache={mode}"]
+    config = load_config("bce_ssim", "smoke", sets)
+    calls, states = [], States()
+
+    def stop():
+        calls.append(1)
+        return "SIGTERM" if len(calls) == 2 else None
+
+    with pytest.raises(Interrupted):
+        fit(config, train_dataset, [states], stop=stop)
+    state = states.states[-1]
+    assert state["offset"] > 0  # mid-epoch
+    resumed = fit(config, train_dataset, resume=state)
+    assert resumed.metrics == pytest.approx(uninterrupted[mode].metrics, abs=1e-5)
 
 
 def test_more_samples_than_the_split_is_refused(train_dataset):
@@ -135,14 +184,15 @@ def test_a_stage_can_start_from_an_earlier_runs_checkpoint(train_dataset, tmp_pa
     assert all(torch.equal(start[k], v) for k, v in first.model.state_dict().items())
 
 
-def test_rows_that_fail_to_decode_are_skipped_and_reported(tmp_path, caplog):
+@pytest.mark.parametrize("mode", ["always", "never"], ids=["cache", "stream"])
+def test_rows_that_fail_to_decode_are_skipped_and_reported(tmp_path, caplog, mode):
     from fgdepth.data import open_dataset
     from fgdepth.data.synth import SynthSpec, generate
 
     root = generate(SynthSpec(n=40, size=64, seed=2, backgrounds=5), tmp_path / "ds", quiet=True)
     broken = root / "fg_bg" / "0000" / "0000007.jpg"
     broken.write_bytes(broken.read_bytes()[:100])
-    config = load_config("bce_ssim", "smoke", ["data.skip_bad=true"])
+    config = load_config("bce_ssim", "smoke", ["data.skip_bad=true", f"data.cache={mode}"])
     with caplog.at_level("WARNING", logger="fgdepth"):
         result = fit(config, open_dataset(root, skip_bad=True))
     assert result.skipped_rows == [7]

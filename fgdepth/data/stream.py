@@ -1,0 +1,151 @@
+"""Streaming a stage's data: rows decoded by DataLoader workers as training asks for them.
+
+The decode cache (``fgdepth.data.cache``) holds every row at a stage's size; at the original
+scale that is more than a machine's disk. A stream reads the dataset itself (folder, zip or
+packed shards) instead: each worker process decodes whole batches at reduced JPEG scale, with
+the same functions as the cache, and hands over uint8 / uint16 tensors, which the engine
+moves to its device (pinned on a GPU) and converts there. Workers live for a whole stage.
+
+Both give the same interface (``batches(index_lists)``: one batch per array of rows, rows in
+ascending order, in the given order), so the engine neither knows nor cares which it has.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import Dataset as TorchDataset
+
+from fgdepth.data.batch import DEPTH_MAX
+from fgdepth.data.dataset import Dataset
+from fgdepth.data.format import (
+    COLUMNS,
+    DataError,
+    Problem,
+    Source,
+    read_manifest,
+    read_sample_sizes,
+)
+
+
+class _Decoder(TorchDataset):
+    """Item: an array of row numbers; value: those rows decoded (see ``StreamData``)."""
+
+    def __init__(self, source: Source, size: int, input_size: int, skip_bad: bool):
+        self.source, self.size, self.input_size, self.skip_bad = source, size, input_size, skip_bad
+        self._rows: list[dict] | None = None  # read in the worker: no 10^5-row pickle
+
+    def rows(self) -> list[dict]:
+        if self._rows is None:
+            frame = read_manifest(self.source)
+            self._rows = frame[list(COLUMNS)].to_dict("records")
+        return self._rows
+
+    def __len__(self) -> int:
+        return len(self.rows())
+
+    def __getitem__(self, rows: np.ndarray) -> dict:
+        out = {"fg_bg": [], "bg": [], "mask": [], "depth": [], "index": []}
+        bad: list[tuple[int, str]] = []
+        for row in rows:
+            try:
+                sample = self._decode(int(row))
+            except DataError as exc:
+                if not self.skip_bad:
+                    return {"error": str(Problem(str(exc), int(row)))}
+                bad.append((int(row), str(exc)))
+                continue
+            for key, value in sample.items():
+                out[key].append(value)
+        return self._stacked(out) | {"bad": bad}
+
+    def _decode(self, row: int) -> dict:
+        sizes = sorted({self.size, self.input_size})
+        sample = read_sample_sizes(
+            self.source, self.rows()[row], sizes, True, [self.input_size], [self.size]
+        )
+        inputs, targets = sample[self.input_size], sample[self.size]
+        return {
+            "fg_bg": inputs.fg_bg.transpose(2, 0, 1),
+            "bg": inputs.bg.transpose(2, 0, 1),
+            "mask": targets.mask[None].astype(np.uint8),
+            "depth": np.round(targets.depth[None] * DEPTH_MAX).astype(np.uint16),
+            "index": row,
+        }
+
+    def _stacked(self, out: dict) -> dict:
+        s, i = self.size, self.input_size
+        empty = {
+            "fg_bg": np.zeros((0, 3, i, i), np.uint8), "bg": np.zeros((0, 3, i, i), np.uint8),
+            "mask": np.zeros((0, 1, s, s), np.uint8), "depth": np.zeros((0, 1, s, s), np.uint16),
+        }  # fmt: skip
+        stacked = {k: np.stack(v) if v else empty[k] for k, v in out.items() if k != "index"}
+        stacked = {k: torch.from_numpy(v) for k, v in stacked.items()}
+        return stacked | {"index": torch.tensor(out["index"], dtype=torch.int64)}
+
+
+class _Batches(Sampler):
+    """The arrays of rows the next pass asks for: set before each pass, so that one loader
+    (and its workers) serves every epoch and evaluation of a stage."""
+
+    def __init__(self):
+        self.items: list[np.ndarray] = []
+
+    def __iter__(self):
+        return iter(self.items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+class StreamData:
+    """A stage's rows decoded on demand at output ``size``, inputs at ``input_size``.
+
+    ``workers`` processes decode (0: in this process); ``pin_memory`` for a GPU. Rows that
+    cannot be decoded raise DataError naming the file, or (``skip_bad``) are left out of
+    their batch and listed in ``bad``."""
+
+    mode = "stream"
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        size: int,
+        input_size: int,
+        workers: int = 1,
+        skip_bad: bool = False,
+        pin_memory: bool = False,
+    ):
+        self.path, self.size, self.input_size = dataset.path, size, input_size
+        self.bad: list[Problem] = []
+        self._plan = _Batches()
+        decoder = _Decoder(dataset.source, size, input_size, skip_bad)
+        method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
+        self._loader = DataLoader(
+            decoder, batch_size=None, sampler=self._plan, num_workers=workers,
+            pin_memory=pin_memory, persistent_workers=workers > 0,
+            prefetch_factor=4 if workers > 0 else None,
+            multiprocessing_context=mp.get_context(method) if workers > 0 else None,
+        )  # fmt: skip
+
+    def batches(self, index_lists) -> Iterator[dict[str, torch.Tensor]]:
+        """One decoded batch per array of rows, in order (rows ascending within a batch)."""
+        self._plan.items = [np.sort(np.asarray(rows)) for rows in index_lists]
+        for batch in self._loader:
+            if "error" in batch:
+                raise DataError(f"{self.path}: {batch['error']}")
+            for row, message in batch.pop("bad"):
+                self.bad.append(Problem(message, row))
+            yield batch
+
+    def raw(self, indices: np.ndarray) -> dict[str, torch.Tensor]:
+        """One batch of rows (as ``ArrayCache.raw``)."""
+        return next(iter(self.batches([indices])))
+
+    def close(self) -> None:
+        """Stop the worker processes."""
+        self._loader = None

@@ -1,0 +1,89 @@
+"""When training stops early, the same way on every rank.
+
+Three things can end training before its last batch: a stop request (a signal, or a pruner
+through ``stop()``), the run's time budget (``max_minutes``), and, between them, a resumable
+state falls due every ``checkpoint_minutes``. All are checked after every batch and agreed
+over the ranks in one small all-reduce, so that every rank takes the same branch at the same
+batch.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from fgdepth.engine.distributed import SINGLE, World, largest
+
+SIGNALS = ("SIGINT", "SIGTERM")  # stop reasons every rank can name when one rank got them
+
+
+class Interrupted(Exception):
+    """Training was asked to stop (a signal); the state at that batch went to the callbacks."""
+
+    def __init__(self, reason: str, where: str):
+        super().__init__(f"{reason}: stopped at {where}")
+        self.reason = reason
+
+
+def _stop_code(reason: str | None) -> float:
+    if not reason:
+        return 0.0
+    return float(SIGNALS.index(reason) + 2) if reason in SIGNALS else 1.0
+
+
+def _stop_reason(code: float, own: str | None) -> str:
+    """The reason on every rank: its own, else the signal another rank received."""
+    if own:
+        return own
+    return SIGNALS[int(code) - 2] if code >= 2 else "stop requested on another rank"
+
+
+@dataclass
+class Verdict:
+    """What the policy says after a batch."""
+
+    stop: str | None = None  # a stop request: save a state and raise Interrupted
+    deadline: bool = False  # the time budget is spent: end the epoch here, then test
+    checkpoint: bool = False  # a resumable state is due
+
+
+class StopPolicy:
+    """Stop requests, the deadline and checkpoint times, agreed over ``world``'s ranks.
+
+    ``stop()`` returns a reason to stop (or None); ``max_minutes`` counts from ``spent``
+    seconds already used by an earlier session of the run."""
+
+    def __init__(
+        self,
+        stop: Callable[[], str | None] | None,
+        max_minutes: float | None,
+        checkpoint_minutes: float,
+        spent: float = 0.0,
+        world: World = SINGLE,
+    ):
+        now = time.monotonic()
+        self.stop, self.world = stop, world
+        self.end = now + max_minutes * 60 - spent if max_minutes else math.inf
+        self.every = checkpoint_minutes * 60
+        self.last_checkpoint = now
+        self.max_minutes = max_minutes
+
+    def after_batch(self) -> Verdict:
+        now = time.monotonic()
+        reason = self.stop() if self.stop is not None else None
+        flags = [
+            _stop_code(reason),
+            float(now > self.end),
+            float(now - self.last_checkpoint >= self.every),
+        ]
+        code, deadline, due = largest(flags, self.world)
+        stop = _stop_reason(code, reason) if code > 0 else None
+        return Verdict(stop, deadline > 0, due > 0 or stop is not None)
+
+    def deadline_passed(self) -> bool:
+        return largest([float(time.monotonic() > self.end)], self.world)[0] > 0
+
+    def checkpointed(self) -> None:
+        self.last_checkpoint = time.monotonic()
