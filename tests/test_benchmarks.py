@@ -9,7 +9,9 @@ import pytest
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 
-SCRIPTS = ["loader.py", "train_speed.py", "tuning.py", "time_to_quality.py", "quality.py"]
+SCRIPTS = [
+    "loader.py", "stream.py", "train_speed.py", "tuning.py", "time_to_quality.py", "quality.py"
+]
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
