@@ -14,6 +14,7 @@ from fgdepth.parallel import default_workers
 def _synth(args) -> int:
     from fgdepth.data.synth import SynthSpec, generate
 
+    _check_synth_args(args)
     out = Path(args.out)
     if args.zip and out.suffix != ".zip":
         out = out.with_suffix(".zip")
@@ -31,6 +32,22 @@ def _synth(args) -> int:
     return 0
 
 
+def _check_synth_args(args) -> None:
+    from fgdepth.config import SEED_MAX, ConfigError
+
+    for name, value, low in (
+        ("n", args.n, 1),
+        ("size", args.size, 16),
+        ("workers", args.workers, 1),
+    ):
+        if value < low:
+            raise ConfigError(f"--{name}: {value} is not allowed ({low} or more)")
+    if args.backgrounds is not None and args.backgrounds < 1:
+        raise ConfigError(f"--backgrounds: {args.backgrounds} is not allowed (1 or more)")
+    if not 0 <= args.seed <= SEED_MAX:
+        raise ConfigError(f"--seed: {args.seed} is not allowed (a seed from 0 to {SEED_MAX})")
+
+
 def _inspect(args) -> int:
     from fgdepth.data.inspect import inspect_dataset
 
@@ -45,7 +62,7 @@ def _inspect(args) -> int:
 
 
 def _config_from_args(args):
-    from fgdepth.config import load_config
+    from fgdepth.config import ConfigError, load_config
 
     extra: dict = {}
     if args.data is not None:
@@ -53,7 +70,12 @@ def _config_from_args(args):
     if args.seed is not None:
         extra["seed"] = args.seed
     if args.max_minutes is not None:
-        extra["max_minutes"] = args.max_minutes if args.max_minutes > 0 else None
+        if not args.max_minutes >= 0:  # NaN too
+            raise ConfigError(
+                f"--max-minutes: {args.max_minutes} is not allowed (0 or more; 0: the profile's)"
+            )
+        if args.max_minutes > 0:
+            extra["max_minutes"] = args.max_minutes
     if getattr(args, "skip_bad", False):
         extra.setdefault("data", {})["skip_bad"] = True
     return load_config(args.config, args.profile, args.set or [], extra)
@@ -373,6 +395,21 @@ def _report(args) -> int:
     return 0
 
 
+def _whole(text: str) -> int:
+    """A whole number, also written as a float (``1e3``); argparse reports anything else."""
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        value = float(text)
+        if not value.is_integer():
+            raise ValueError
+        return int(value)
+    except (ValueError, OverflowError):
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+
+
 def _add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--profile",
@@ -381,7 +418,7 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
         help="scale: smoke (seconds), cpu (minutes on a laptop), full (original)",
     )
     p.add_argument("--data", default=None, help="dataset folder or .zip (default: built-in)")
-    p.add_argument("--seed", type=lambda x: int(float(x)), default=None)
+    p.add_argument("--seed", type=_whole, default=None)
     p.add_argument("--max-minutes", type=float, default=None, help="stop training after this")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value")
     p.add_argument("--skip-bad", action="store_true", help="train without unreadable rows")
@@ -433,7 +470,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--checkpoint-dir", default="outputs/checkpoints")
     train.add_argument(
         "--workers",
-        type=lambda x: int(float(x)),
+        type=_whole,
         default=1,
         help="training processes on this node, data-parallel (DDP through torchrun)",
     )
@@ -453,14 +490,14 @@ def build_parser() -> argparse.ArgumentParser:
     tn = sub.add_parser("tune", help="an Optuna study over an experiment's tune block")
     tn.add_argument("--experiment", default="default", help="experiment name or YAML file")
     _add_train_options(tn)
-    tn.add_argument("--trials", type=lambda x: int(float(x)), default=None)
+    tn.add_argument("--trials", type=_whole, default=None)
     tn.add_argument("--study", default=None, help="study name (default EXPERIMENT-PROFILE)")
     tn.add_argument(
         "--storage",
         default="",
         help="sqlite:///optuna.db (default), journal:FILE, postgresql://user@host/db",
     )
-    tn.add_argument("--workers", type=lambda x: int(float(x)), default=1, help="processes")
+    tn.add_argument("--workers", type=_whole, default=1, help="processes")
     tn.add_argument("--pruner", default=None, help="median (default), hyperband, none")
     tn.add_argument("--sampler", default=None, help="tpe (default), random")
     tn.add_argument("--multi-objective", action="store_true", help="mask IoU and depth RMSE")
