@@ -219,14 +219,9 @@ def _evaluate(args) -> int:
     from fgdepth.engine.evaluate import evaluate
     from fgdepth.engine.fit import default_device
     from fgdepth.engine.precision import resolve_precision
-    from fgdepth.runner import quiet_libraries
-    from fgdepth.tracking import load_logged_model, setup_tracking
 
-    quiet_libraries()
-    setup_tracking(args.tracking)
     dataset = open_dataset(args.data, SplitSpec(), skip_bad=args.skip_bad)
-    model, trained_size = load_logged_model(args.model)
-    size = args.size or trained_size or 64
+    model, size = _model_and_size(args)
     device = default_device()
     rows = dataset.indices(None if args.split == "all" else args.split)
     if len(rows) == 0:
@@ -326,45 +321,47 @@ def _tune(args) -> int:
     return 0
 
 
-def _predict(args) -> int:
-    from fgdepth.predict import (
-        distance_text,
-        open_image,
-        predict_pairs,
-        read_pairs_manifest,
-        write_prediction,
-    )
+def _model_and_size(args):
+    """The model of ``--model`` and the size to predict at: ``--size``, else the size it was
+    trained at; a size the model cannot take is one line."""
+    from fgdepth.config import ConfigError
     from fgdepth.runner import quiet_libraries
     from fgdepth.tracking import load_logged_model, setup_tracking
+
+    quiet_libraries()
+    setup_tracking(args.tracking)
+    model, trained_size = load_logged_model(args.model)
+    multiple = getattr(model, "size_multiple", 16)
+    if args.size is not None and (args.size < 16 or args.size % multiple):
+        raise ConfigError(
+            f"--size: {args.size} is not allowed (this model takes multiples of {multiple}, "
+            "16 or more)"
+        )
+    return model, args.size or trained_size or 64
+
+
+def _predict(args) -> int:
+    from fgdepth.predict import distance_text, predict_files, predict_manifest
 
     if bool(args.manifest) == bool(args.bg or args.fgbg):
         raise DataError("give --bg and --fgbg, or --manifest")
     if not args.manifest and not (args.bg and args.fgbg):
         raise DataError("give both --bg and --fgbg")
-    quiet_libraries()
-    setup_tracking(args.tracking)
-    model, trained_size = load_logged_model(args.model)
-    size = args.size or trained_size or 64
+    model, size = _model_and_size(args)
     out = Path(args.out)
     if args.manifest:
-        jobs = read_pairs_manifest(Path(args.manifest))
-        jobs = [(f"{i:05d}_{name}", bg, fg) for i, (name, bg, fg) in enumerate(jobs)]
-    else:
-        jobs = [("", Path(args.bg), Path(args.fgbg))]
-    results = []
-    for name, bg, fg in jobs:
-        (pred,) = predict_pairs(model, [(open_image(bg), open_image(fg))], size)
-        write_prediction(pred, out / name)
-        results.append({"name": name or "pair", "bg": str(bg), "fg_bg": str(fg),
-                        "distance": pred.distance, "out": str(out / name)})  # fmt: skip
-        print(f"{fg}: foreground distance {distance_text(pred.distance)} (0..1 depth units)")
-    if args.manifest:
-        import pandas as pd
-
-        pd.DataFrame(results).to_csv(out / "predictions.csv", index=False)
+        rows = predict_manifest(model, size, Path(args.manifest), out, args.stop_on_error)
         print(f"predictions: {out / 'predictions.csv'}")
-    else:
-        print(json.dumps(results[0], indent=2))
+        failed = sum(row["status"] != "ok" for row in rows)
+        if failed:
+            print(f"fgdepth: {failed} of {len(rows)} pair(s) failed: see the status column",
+                  file=sys.stderr)  # fmt: skip
+        return 1 if failed else 0
+    result = {"name": "pair", **predict_files(model, size, Path(args.bg), Path(args.fgbg), out)}
+    print(
+        f"{args.fgbg}: foreground distance {distance_text(result['distance'])} (0..1 depth units)"
+    )
+    print(json.dumps(result, indent=2, allow_nan=False))
     return 0
 
 
@@ -523,6 +520,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--out", required=True, help="output folder")
     pr.add_argument("--size", type=int, default=None, help="default: the model's training size")
     pr.add_argument("--tracking", default="local")
+    pr.add_argument(
+        "--stop-on-error", action="store_true", help="stop at a manifest's first bad row"
+    )
     pr.set_defaults(run=_predict)
 
     rp = sub.add_parser("report", help="compare finished runs: table, charts, pictures")
