@@ -124,18 +124,6 @@ def _launch_ranks(workers: int, argv: list[str]) -> int:
     return 0
 
 
-def _resume_state(spec: str, checkpoint_dir: str) -> dict:
-    from fgdepth.engine.checkpoint import read_state
-
-    root = Path(checkpoint_dir)
-    if spec == "latest":
-        found = sorted(root.glob("*/state.pt"), key=lambda p: p.stat().st_mtime)
-        if not found:
-            raise FileNotFoundError(f"no training state under {root} to resume")
-        return read_state(found[-1])
-    return read_state(root / spec / "state.pt")
-
-
 def _train(args) -> int:
     from fgdepth.config import ConfigError
     from fgdepth.engine.distributed import launched_by_torchrun
@@ -162,16 +150,26 @@ def _train_rank(args, world) -> int:
     from fgdepth.config import Config, build
     from fgdepth.engine.distributed import share
     from fgdepth.engine.fit import Interrupted
-    from fgdepth.runner import quiet_libraries, resolve_dataset, train_tracked
+    from fgdepth.runner import (
+        quiet_libraries,
+        read_resume_state,
+        resolve_dataset,
+        tidy_up,
+        train_tracked,
+    )
 
     resume = None
     if args.resume:  # rank 0 reads the state; the other ranks get it from rank 0
-        state = _resume_state(args.resume, args.checkpoint_dir) if world.main else None
+        state = None
+        if world.main:
+            state = read_resume_state(args.resume, args.checkpoint_dir, args.tracking)
         resume = share(state, world)
         config = build(Config, resume["config"])
         args.entry_point = args.entry_point or resume.get("entry_point")
     else:
         config = _config_from_args(args)  # every check happens before a run is created
+    if world.main:
+        tidy_up(args.tracking)  # runs and cache folders left by processes that died
     dataset = resolve_dataset(config)
     quiet_libraries()
     stop = _stop_on_signals()
