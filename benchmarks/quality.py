@@ -51,7 +51,9 @@ def train(data: Path, profile: str, out: Path, max_minutes: float | None = None)
     config = str(ROOT / "experiments" / "default.yaml")
     command = [sys.executable, "-m", "fgdepth", "train", "--config", config,
                "--profile", profile, "--data", str(data)]  # fmt: skip
-    if max_minutes is not None:
+    if max_minutes == 0:  # no limit: fgdepth's --max-minutes 0 keeps the profile's
+        command += ["--set", "max_minutes=null"]
+    elif max_minutes is not None:
         command += ["--max-minutes", f"{max_minutes:g}"]
     start = time.monotonic()
     # run where the store is: the run's artifacts (pictures, model) go beside it

@@ -15,6 +15,7 @@ from fgdepth.parallel import default_workers
 def _synth(args) -> int:
     from fgdepth.data.synth import SynthSpec, generate
 
+    _check_synth_args(args)
     out = Path(args.out)
     if args.zip and out.suffix != ".zip":
         out = out.with_suffix(".zip")
@@ -30,6 +31,22 @@ def _synth(args) -> int:
         preview(dataset, range(0, min(len(dataset), 6 * step), step)).save(args.preview)
         print(f"preview: {args.preview}")
     return 0
+
+
+def _check_synth_args(args) -> None:
+    from fgdepth.config import SEED_MAX, ConfigError
+
+    for name, value, low in (
+        ("n", args.n, 1),
+        ("size", args.size, 16),
+        ("workers", args.workers, 1),
+    ):
+        if value < low:
+            raise ConfigError(f"--{name}: {value} is not allowed ({low} or more)")
+    if args.backgrounds is not None and args.backgrounds < 1:
+        raise ConfigError(f"--backgrounds: {args.backgrounds} is not allowed (1 or more)")
+    if not 0 <= args.seed <= SEED_MAX:
+        raise ConfigError(f"--seed: {args.seed} is not allowed (a seed from 0 to {SEED_MAX})")
 
 
 def _inspect(args) -> int:
@@ -56,7 +73,7 @@ def _pack(args) -> int:
 
 
 def _config_from_args(args):
-    from fgdepth.config import load_config
+    from fgdepth.config import ConfigError, load_config
 
     extra: dict = {}
     if args.data is not None:
@@ -64,7 +81,12 @@ def _config_from_args(args):
     if args.seed is not None:
         extra["seed"] = args.seed
     if args.max_minutes is not None:
-        extra["max_minutes"] = args.max_minutes if args.max_minutes > 0 else None
+        if not args.max_minutes >= 0:  # NaN too
+            raise ConfigError(
+                f"--max-minutes: {args.max_minutes} is not allowed (0 or more; 0: the profile's)"
+            )
+        if args.max_minutes > 0:
+            extra["max_minutes"] = args.max_minutes
     if getattr(args, "skip_bad", False):
         extra.setdefault("data", {})["skip_bad"] = True
     return load_config(args.config, args.profile, args.set or [], extra)
@@ -113,18 +135,6 @@ def _launch_ranks(workers: int, argv: list[str]) -> int:
     return 0
 
 
-def _resume_state(spec: str, checkpoint_dir: str) -> dict:
-    from fgdepth.engine.checkpoint import read_state
-
-    root = Path(checkpoint_dir)
-    if spec == "latest":
-        found = sorted(root.glob("*/state.pt"), key=lambda p: p.stat().st_mtime)
-        if not found:
-            raise FileNotFoundError(f"no training state under {root} to resume")
-        return read_state(found[-1])
-    return read_state(root / spec / "state.pt")
-
-
 def _plan(args) -> int:
     """``fgdepth train ... --plan``: what the run would do, without training."""
     from fgdepth.runner import plan_report, plan_text, quiet_libraries
@@ -163,18 +173,30 @@ def _train_rank(args, world) -> int:
     from fgdepth.config import Config, build
     from fgdepth.engine.distributed import share
     from fgdepth.engine.fit import Interrupted
-    from fgdepth.runner import quiet_libraries, resolve_dataset, train_tracked
+    from fgdepth.engine.plan import check_against_data
+    from fgdepth.runner import (
+        quiet_libraries,
+        read_resume_state,
+        resolve_dataset,
+        tidy_up,
+        train_tracked,
+    )
 
     resume = None
     if args.resume:  # rank 0 reads the state; the other ranks get it from rank 0
-        state = _resume_state(args.resume, args.checkpoint_dir) if world.main else None
+        state = None
+        if world.main:
+            state = read_resume_state(args.resume, args.checkpoint_dir, args.tracking)
         resume = share(state, world)
         config = build(Config, resume["config"])
         args.entry_point = args.entry_point or resume.get("entry_point")
     else:
         config = _config_from_args(args)  # every check happens before a run is created
-    dataset = resolve_dataset(config)
     quiet_libraries()
+    dataset = resolve_dataset(config)
+    check_against_data(config, dataset)  # the data's checks too, before the store is touched
+    if world.main:
+        tidy_up(args.tracking)  # runs and cache folders left by processes that died
     stop = _stop_on_signals()
     started: list[str] = []
     try:
@@ -220,14 +242,9 @@ def _evaluate(args) -> int:
     from fgdepth.engine.evaluate import evaluate
     from fgdepth.engine.fit import default_device
     from fgdepth.engine.precision import resolve_precision
-    from fgdepth.runner import quiet_libraries
-    from fgdepth.tracking import load_logged_model, setup_tracking
 
-    quiet_libraries()
-    setup_tracking(args.tracking)
     dataset = open_dataset(args.data, SplitSpec(), skip_bad=args.skip_bad)
-    model, trained_size = load_logged_model(args.model)
-    size = args.size or trained_size or 64
+    model, size = _model_and_size(args)
     device = default_device()
     rows = dataset.indices(None if args.split == "all" else args.split)
     if len(rows) == 0:
@@ -329,45 +346,47 @@ def _tune(args) -> int:
     return 0
 
 
-def _predict(args) -> int:
-    from fgdepth.predict import (
-        distance_text,
-        open_image,
-        predict_pairs,
-        read_pairs_manifest,
-        write_prediction,
-    )
+def _model_and_size(args):
+    """The model of ``--model`` and the size to predict at: ``--size``, else the size it was
+    trained at; a size the model cannot take is one line."""
+    from fgdepth.config import ConfigError
     from fgdepth.runner import quiet_libraries
     from fgdepth.tracking import load_logged_model, setup_tracking
+
+    quiet_libraries()
+    setup_tracking(args.tracking)
+    model, trained_size = load_logged_model(args.model)
+    multiple = getattr(model, "size_multiple", 16)
+    if args.size is not None and (args.size < 16 or args.size % multiple):
+        raise ConfigError(
+            f"--size: {args.size} is not allowed (this model takes multiples of {multiple}, "
+            "16 or more)"
+        )
+    return model, args.size or trained_size or 64
+
+
+def _predict(args) -> int:
+    from fgdepth.predict import distance_text, predict_files, predict_manifest
 
     if bool(args.manifest) == bool(args.bg or args.fgbg):
         raise DataError("give --bg and --fgbg, or --manifest")
     if not args.manifest and not (args.bg and args.fgbg):
         raise DataError("give both --bg and --fgbg")
-    quiet_libraries()
-    setup_tracking(args.tracking)
-    model, trained_size = load_logged_model(args.model)
-    size = args.size or trained_size or 64
+    model, size = _model_and_size(args)
     out = Path(args.out)
     if args.manifest:
-        jobs = read_pairs_manifest(Path(args.manifest))
-        jobs = [(f"{i:05d}_{name}", bg, fg) for i, (name, bg, fg) in enumerate(jobs)]
-    else:
-        jobs = [("", Path(args.bg), Path(args.fgbg))]
-    results = []
-    for name, bg, fg in jobs:
-        (pred,) = predict_pairs(model, [(open_image(bg), open_image(fg))], size)
-        write_prediction(pred, out / name)
-        results.append({"name": name or "pair", "bg": str(bg), "fg_bg": str(fg),
-                        "distance": pred.distance, "out": str(out / name)})  # fmt: skip
-        print(f"{fg}: foreground distance {distance_text(pred.distance)} (0..1 depth units)")
-    if args.manifest:
-        import pandas as pd
-
-        pd.DataFrame(results).to_csv(out / "predictions.csv", index=False)
+        rows = predict_manifest(model, size, Path(args.manifest), out, args.stop_on_error)
         print(f"predictions: {out / 'predictions.csv'}")
-    else:
-        print(json.dumps(results[0], indent=2))
+        failed = sum(row["status"] != "ok" for row in rows)
+        if failed:
+            print(f"fgdepth: {failed} of {len(rows)} pair(s) failed: see the status column",
+                  file=sys.stderr)  # fmt: skip
+        return 1 if failed else 0
+    result = {"name": "pair", **predict_files(model, size, Path(args.bg), Path(args.fgbg), out)}
+    print(
+        f"{args.fgbg}: foreground distance {distance_text(result['distance'])} (0..1 depth units)"
+    )
+    print(json.dumps(result, indent=2, allow_nan=False))
     return 0
 
 
@@ -398,6 +417,21 @@ def _report(args) -> int:
     return 0
 
 
+def _whole(text: str) -> int:
+    """A whole number, also written as a float (``1e3``); argparse reports anything else."""
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        value = float(text)
+        if not value.is_integer():
+            raise ValueError
+        return int(value)
+    except (ValueError, OverflowError):
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+
+
 def _add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--profile",
@@ -406,7 +440,7 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
         help="scale: smoke (seconds), cpu (minutes on a laptop), full (original)",
     )
     p.add_argument("--data", default=None, help="dataset folder or .zip (default: built-in)")
-    p.add_argument("--seed", type=lambda x: int(float(x)), default=None)
+    p.add_argument("--seed", type=_whole, default=None)
     p.add_argument("--max-minutes", type=float, default=None, help="stop training after this")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value")
     p.add_argument("--skip-bad", action="store_true", help="train without unreadable rows")
@@ -465,7 +499,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--checkpoint-dir", default="outputs/checkpoints")
     train.add_argument(
         "--workers",
-        type=lambda x: int(float(x)),
+        type=_whole,
         default=1,
         help="training processes on this node, data-parallel (DDP through torchrun)",
     )
@@ -495,14 +529,14 @@ def build_parser() -> argparse.ArgumentParser:
     tn = sub.add_parser("tune", help="an Optuna study over an experiment's tune block")
     tn.add_argument("--experiment", default="default", help="experiment name or YAML file")
     _add_train_options(tn)
-    tn.add_argument("--trials", type=lambda x: int(float(x)), default=None)
+    tn.add_argument("--trials", type=_whole, default=None)
     tn.add_argument("--study", default=None, help="study name (default EXPERIMENT-PROFILE)")
     tn.add_argument(
         "--storage",
         default="",
         help="sqlite:///optuna.db (default), journal:FILE, postgresql://user@host/db",
     )
-    tn.add_argument("--workers", type=lambda x: int(float(x)), default=1, help="processes")
+    tn.add_argument("--workers", type=_whole, default=1, help="processes")
     tn.add_argument("--pruner", default=None, help="median (default), hyperband, none")
     tn.add_argument("--sampler", default=None, help="tpe (default), random")
     tn.add_argument("--multi-objective", action="store_true", help="mask IoU and depth RMSE")
@@ -528,6 +562,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--out", required=True, help="output folder")
     pr.add_argument("--size", type=int, default=None, help="default: the model's training size")
     pr.add_argument("--tracking", default="local")
+    pr.add_argument(
+        "--stop-on-error", action="store_true", help="stop at a manifest's first bad row"
+    )
     pr.set_defaults(run=_predict)
 
     rp = sub.add_parser("report", help="compare finished runs: table, charts, pictures")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import inspect
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -212,6 +213,10 @@ def _read_yaml(path: Path) -> dict:
         data = yaml.safe_load(path.read_text())
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such config file") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder, not a config file (YAML)") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot be read as a config file ({exc})") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     if data is None:
@@ -442,9 +447,8 @@ def scaled_stages(config: Config) -> list[StageConfig]:
     return out
 
 
-def check(config: Config) -> None:
-    from fgdepth.engine.stages import OPTIMIZERS, SCHEDULES
-    from fgdepth.losses import LOSSES
+def _checked_model(config: Config):
+    """The configured model, built once to check its name and options."""
     from fgdepth.models import MODELS
 
     if config.model.name not in MODELS:
@@ -452,11 +456,74 @@ def check(config: Config) -> None:
             f"model.name: unknown model '{config.model.name}'; valid: {', '.join(MODELS.names())}"
         )
     builder = MODELS.get(config.model.name)
-    params = list(inspect.signature(builder).parameters)
-    for key in config.model.options:
+    params = inspect.signature(builder).parameters
+    for key, value in config.model.options.items():
         if key not in params:
-            raise unknown_key_error(key, params, "model")
-    model = builder(**config.model.options)
+            raise unknown_key_error(key, list(params), "model")
+        _check_option(f"model.{key}", value, params[key].default)
+    try:
+        return builder(**config.model.options)
+    except (ValueError, TypeError, RuntimeError) as exc:
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(f"model: {config.model.name} cannot be built ({detail})") from None
+
+
+def _check_option(key: str, value, default) -> None:
+    """A model option of the same kind as its default; counts (width, head, ...) >= 1."""
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    elif isinstance(default, int):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ConfigError(f"{key}: {value!r} is not allowed (a whole number, 1 or more)")
+
+
+def _check_stage(config: Config, model, where: str, stage: StageConfig) -> None:
+    from fgdepth.losses import LOSSES
+
+    for head, terms in (stage.loss or config.loss).items():
+        if head not in ("mask", "depth"):
+            raise ConfigError(f"{where}.loss.{head}: unknown head; valid: depth, mask")
+        for name in terms:
+            if name not in LOSSES:
+                raise ConfigError(
+                    f"{where}.loss.{head}: unknown loss '{name}'; valid: "
+                    f"{', '.join(LOSSES.names())}"
+                )
+    for group in stage.freeze:
+        if group not in model.groups:
+            raise ConfigError(
+                f"{where}.freeze: unknown parameter group '{group}' of "
+                f"{config.model.name}; valid: {', '.join(sorted(model.groups))}"
+            )
+    if stage.epochs < 1:
+        raise ConfigError(f"{where}.epochs: must be at least 1, got {stage.epochs}")
+    if stage.when_capped not in WHEN_CAPPED:
+        raise ConfigError(
+            f"{where}.when_capped: '{stage.when_capped}' is not one of {', '.join(WHEN_CAPPED)}"
+        )
+    if stage.samples < 1:
+        raise ConfigError(f"{where}.samples: must be at least 1, got {stage.samples}")
+    if stage.size < 16 or stage.size % model.size_multiple:
+        raise ConfigError(
+            f"{where}.size: {config.model.name} takes sizes that are multiples "
+            f"of {model.size_multiple} (>= 16), got {stage.size}"
+        )
+    for key, values, cls in (
+        ("optimizer", stage.optimizer, OptimizerConfig),
+        ("schedule", stage.schedule, ScheduleConfig),
+    ):
+        valid = [f.name for f in dataclasses.fields(cls)]
+        for name in values:
+            if name not in valid:
+                raise unknown_key_error(name, valid, f"{where}.{key}")
+
+
+def check(config: Config) -> None:
+    from fgdepth.engine.stages import OPTIMIZERS, SCHEDULES
+
+    check_values(config)
+    model = _checked_model(config)
     if config.precision not in PRECISIONS:
         raise ConfigError(f"precision: '{config.precision}' is not one of {', '.join(PRECISIONS)}")
     if not config.stages:
@@ -477,43 +544,7 @@ def check(config: Config) -> None:
                 f"{kind}.name: unknown {kind} '{name}'; valid: {', '.join(registry.names())}"
             )
     for i, stage in enumerate(config.stages):
-        where = f"stages.{i}"
-        for head, terms in (stage.loss or config.loss).items():
-            if head not in ("mask", "depth"):
-                raise ConfigError(f"{where}.loss.{head}: unknown head; valid: depth, mask")
-            for name in terms:
-                if name not in LOSSES:
-                    raise ConfigError(
-                        f"{where}.loss.{head}: unknown loss '{name}'; valid: "
-                        f"{', '.join(LOSSES.names())}"
-                    )
-        for group in stage.freeze:
-            if group not in model.groups:
-                raise ConfigError(
-                    f"{where}.freeze: unknown parameter group '{group}' of "
-                    f"{config.model.name}; valid: {', '.join(sorted(model.groups))}"
-                )
-        if stage.epochs < 1:
-            raise ConfigError(f"{where}.epochs: must be at least 1, got {stage.epochs}")
-        if stage.when_capped not in WHEN_CAPPED:
-            raise ConfigError(
-                f"{where}.when_capped: '{stage.when_capped}' is not one of {', '.join(WHEN_CAPPED)}"
-            )
-        if stage.samples < 1:
-            raise ConfigError(f"{where}.samples: must be at least 1, got {stage.samples}")
-        if stage.size < 16 or stage.size % model.size_multiple:
-            raise ConfigError(
-                f"{where}.size: {config.model.name} takes sizes that are multiples "
-                f"of {model.size_multiple} (>= 16), got {stage.size}"
-            )
-        for key, values, cls in (
-            ("optimizer", stage.optimizer, OptimizerConfig),
-            ("schedule", stage.schedule, ScheduleConfig),
-        ):
-            valid = [f.name for f in dataclasses.fields(cls)]
-            for name in values:
-                if name not in valid:
-                    raise unknown_key_error(name, valid, f"{where}.{key}")
+        _check_stage(config, model, f"stages.{i}", stage)
     scaled = scaled_stages(config)
     if not scaled:
         raise ConfigError(
@@ -526,3 +557,67 @@ def check(config: Config) -> None:
                 f"profile '{config.profile}' scales a stage to {stage.size} px, "
                 f"not a multiple of {model.size_multiple}"
             )
+
+
+# --- value ranges ----------------------------------------------------------------------------
+
+SEED_MAX = 2**32 - 1  # numpy's generators take seeds in [0, 2^32)
+
+
+def _at_least(key: str, value, low: int, what: str = "a whole number") -> None:
+    if value < low:
+        raise ConfigError(f"{key}: {value!r} is not allowed ({what}, {low} or more)")
+
+
+def _positive(key: str, value: float, zero: bool = False) -> None:
+    """A finite number above 0 (or at 0 with ``zero``)."""
+    if not math.isfinite(value) or value < 0 or (value == 0 and not zero):
+        allowed = "a finite number, 0 or more" if zero else "a finite number above 0"
+        raise ConfigError(f"{key}: {value!r} is not allowed ({allowed})")
+
+
+def _seed(key: str, value: int) -> None:
+    if not 0 <= value <= SEED_MAX:
+        raise ConfigError(f"{key}: {value!r} is not allowed (a seed from 0 to {SEED_MAX})")
+
+
+def _check_optimizer(key: str, values: dict) -> None:
+    for name in ("lr", "weight_decay", "momentum"):
+        value = values.get(name)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            _positive(f"{key}.{name}", float(value), zero=name != "lr")
+
+
+def _check_data(data: DataConfig) -> None:
+    for key, value in (("data.test", data.test), ("data.val", data.val)):
+        if not (math.isfinite(value) and 0 <= value < 1):
+            raise ConfigError(f"{key}: {value!r} is not allowed (a fraction from 0 up to 1)")
+    if data.test + data.val >= 1:
+        raise ConfigError(
+            f"data.test + data.val: {data.test} + {data.val} leaves no training rows (below 1)"
+        )
+    _seed("data.split_seed", data.split_seed)
+    _seed("data.synth.seed", data.synth.seed)
+    _at_least("data.synth.n", data.synth.n, 1, "a number of samples")
+    _at_least("data.synth.size", data.synth.size, 16, "an image side in pixels")
+    _at_least("data.workers", data.workers, 1, "a number of processes")
+    _at_least("data.val_samples", data.val_samples, 1)
+
+
+def check_values(config: Config) -> None:
+    """Ranges of the numbers a run needs (sizes against the model are checked in ``check``)."""
+    _seed("seed", config.seed)
+    _at_least("batch_size", config.batch_size, 1)
+    _check_optimizer("optimizer", dataclasses.asdict(config.optimizer))
+    for i, stage in enumerate(config.stages):
+        if stage.batch_size is not None:
+            _at_least(f"stages.{i}.batch_size", stage.batch_size, 1)
+        _check_optimizer(f"stages.{i}.optimizer", stage.optimizer)
+    _check_data(config.data)
+    _at_least("eval.batch_size", config.eval.batch_size, 1)
+    _at_least("eval.images", config.eval.images, 0)
+    if config.eval.max_samples is not None:
+        _at_least("eval.max_samples", config.eval.max_samples, 1)
+    if config.max_minutes is not None:
+        _positive("max_minutes", config.max_minutes, zero=True)
+    _positive("checkpoint_minutes", config.checkpoint_minutes)

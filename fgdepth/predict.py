@@ -3,7 +3,8 @@
 Outputs per pair, at the input images' size: ``mask.png`` (0/255), ``mask_soft.png`` (the
 probability, 8-bit), ``depth.png`` (16-bit, the dataset's depth scale: 0..65535 for 0..1),
 ``depth_colour.png``, and the foreground's distance: the median predicted depth inside the
-predicted mask (NaN when the mask is empty), in the same 0..1 depth units as the training data.
+predicted mask (NaN when the mask is empty: ``null`` in JSON, empty in ``predictions.csv``), in the
+same 0..1 depth units as the training data.
 """
 
 from __future__ import annotations
@@ -105,12 +106,15 @@ def write_prediction(pred: Prediction, out: Path) -> dict[str, Path]:
 
 
 def read_pairs_manifest(path: Path) -> list[tuple[str, Path, Path]]:
-    """A CSV with columns ``bg`` and ``fg_bg`` (paths relative to the CSV): (name, bg, fg_bg)."""
+    """A CSV with columns ``bg`` and ``fg_bg`` (paths relative to the CSV): (name, bg, fg_bg),
+    one per data row (the CSV's line ``i + 2`` for row ``i``)."""
     try:
         with open(path, newline="") as f:
             rows = list(csv.DictReader(f))
     except FileNotFoundError:
         raise DataError(f"{path}: no such manifest") from None
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(f"{path}: not a readable CSV ({exc})") from None
     if not rows or not {"bg", "fg_bg"} <= set(rows[0]):
         raise DataError(f"{path}: a prediction manifest needs the columns bg and fg_bg")
     root = path.parent
@@ -118,5 +122,55 @@ def read_pairs_manifest(path: Path) -> list[tuple[str, Path, Path]]:
             for i, r in enumerate(rows)]  # fmt: skip
 
 
-def distance_text(distance: float) -> str:
-    return "no foreground found" if math.isnan(distance) else f"{distance:.4f}"
+def distance_text(distance: float | None) -> str:
+    no = distance is None or math.isnan(distance)
+    return "no foreground found" if no else f"{distance:.4f}"
+
+
+def json_distance(distance: float) -> float | None:
+    """The distance for strict JSON: ``None`` (``null``) when there is none."""
+    return None if math.isnan(distance) else distance
+
+
+def predict_files(model: nn.Module, size: int, bg: Path, fg_bg: Path, out: Path) -> dict:
+    """One pair of image files -> its pictures under ``out``; what was predicted (a row of
+    ``predictions.csv``). DataError names an image that cannot be used."""
+    (pred,) = predict_pairs(model, [(open_image(bg), open_image(fg_bg))], size)
+    write_prediction(pred, out)
+    return {"bg": str(bg), "fg_bg": str(fg_bg), "status": "ok",
+            "distance": json_distance(pred.distance), "out": str(out)}  # fmt: skip
+
+
+def predict_manifest(
+    model: nn.Module, size: int, manifest: Path, out: Path, stop_on_error: bool = False, say=print
+) -> list[dict]:
+    """Every pair of a manifest, each in its folder under ``out``, and ``out/predictions.csv``
+    with a status per row (``ok`` or why the row failed). A bad row is recorded and the next
+    one predicted; with ``stop_on_error`` the first bad row raises DataError (naming its CSV
+    line) once ``predictions.csv`` holds the rows before it."""
+    rows = []
+    for i, (name, bg, fg_bg) in enumerate(read_pairs_manifest(manifest)):
+        folder = f"{i:05d}_{name}"
+        try:
+            row = {"name": folder, **predict_files(model, size, bg, fg_bg, out / folder)}
+            say(f"{fg_bg}: foreground distance {distance_text(row['distance'])} (0..1 depth units)")
+        except DataError as exc:
+            row = {"name": folder, "bg": str(bg), "fg_bg": str(fg_bg), "status": str(exc),
+                   "distance": None, "out": ""}  # fmt: skip
+            say(f"{manifest} line {i + 2}: {exc}")
+            if stop_on_error:
+                _write_table(rows + [row], out)
+                raise DataError(f"{manifest} line {i + 2}: {exc}") from None
+        rows.append(row)
+    _write_table(rows, out)
+    return rows
+
+
+def _write_table(rows: list[dict], out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    columns = ["name", "bg", "fg_bg", "status", "distance", "out"]
+    with open(out / "predictions.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, columns)
+        writer.writeheader()
+        writer.writerows({**r, "distance": "" if r["distance"] is None else r["distance"]}
+                         for r in rows)  # fmt: skip

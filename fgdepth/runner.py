@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import socket
 from pathlib import Path
 
 from fgdepth.config import Config
@@ -13,6 +14,8 @@ from fgdepth.data.builtin import builtin_dataset, builtin_folder
 
 log = logging.getLogger("fgdepth")
 BUILTIN = ("", "builtin", "none", None)
+PROCESS_TAG = "fgdepth.process"  # HOST/PID/START: the process that trains the run
+STATE_DIR_TAG = "fgdepth.checkpoint_dir"  # its resumable state: in this folder's RUN_ID/
 
 
 def resolve_dataset(config: Config) -> Dataset:
@@ -79,7 +82,7 @@ def train_tracked(
         experiment_name or trk.DEFAULT_EXPERIMENT,
         run_name or entry_point or config.name,
         settings.get("artifact_root"),
-        tags,
+        {**(tags or {}), **_owner_tags(checkpoint_dir)},
         system_metrics,
         parent_run_id=parent_run_id,
         run_id=resume["run_id"] if resume else None,
@@ -104,9 +107,128 @@ def train_tracked(
 
 
 def _discard(state: Path) -> None:
+    from fgdepth.engine.checkpoint import previous_state
+
     state.unlink(missing_ok=True)
+    previous_state(state).unlink(missing_ok=True)
     with contextlib.suppress(OSError):
         state.parent.rmdir()
+
+
+# --- resuming -------------------------------------------------------------------------------
+
+
+def _state_path(spec: str, root: Path) -> Path:
+    """The state that ``--resume SPEC`` names: a run id, "latest", or a state file."""
+    from fgdepth.engine.checkpoint import previous_state
+
+    if spec == "latest":
+        found = sorted(root.glob("*/state*.pt"), key=lambda p: p.stat().st_mtime)
+        if not found:
+            raise FileNotFoundError(f"no training state under {root} to resume")
+        folder = found[-1].parent
+    elif spec.endswith(".pt"):
+        return Path(spec)
+    else:
+        folder = root / spec
+    state = folder / "state.pt"
+    if not state.exists() and previous_state(state).exists():
+        return previous_state(state)  # stopped between keeping the last state and the new one
+    return state
+
+
+def read_resume_state(spec: str, checkpoint_dir: str | Path, tracking: str = "local") -> dict:
+    """The state to resume from. One that cannot be read is one line naming it (CheckpointError);
+    its run is then ended FAILED with that reason, and the file set aside as ``state.bad.pt``
+    so that the state before it (kept as ``state.prev.pt``) is what the run resumes from next."""
+    from fgdepth import tracking as trk
+    from fgdepth.engine.checkpoint import CheckpointError, previous_state, read_state
+
+    path = _state_path(spec, Path(checkpoint_dir))
+    try:
+        return read_state(path)
+    except CheckpointError as exc:
+        reason, run_id = str(exc), path.parent.name
+        trk.setup_tracking(tracking)
+        trk.end_lost_run(run_id, reason, statuses=("RUNNING", "KILLED"))
+        if path.name != "state.pt" or not previous_state(path).exists():
+            raise CheckpointError(f"{reason}; run {run_id} ended FAILED") from None
+        path.replace(path.with_name("state.bad.pt"))
+        raise CheckpointError(
+            f"{reason}; run {run_id} ended FAILED; the state before it is kept: continue from it "
+            f"with fgdepth train --resume {run_id}"
+        ) from None
+
+
+# --- runs and folders left behind by processes that died ----------------------------------
+
+
+def _start_time(pid: int) -> str:
+    """When process ``pid`` started (clock ticks since boot, from /proc), or "" where unknown:
+    with the pid, it names one process even after the pid is reused."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rpartition(")")[2].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+def _owner_tags(checkpoint_dir: str | Path) -> dict:
+    pid = os.getpid()
+    return {
+        PROCESS_TAG: f"{socket.gethostname()}/{pid}/{_start_time(pid)}",
+        STATE_DIR_TAG: str(Path(checkpoint_dir).resolve()),
+    }
+
+
+def _process_gone(owner: str) -> bool:
+    """Whether the process a ``PROCESS_TAG`` names is gone; False for another host's."""
+    from fgdepth.data.cleanup import process_alive
+
+    host, _, rest = owner.partition("/")
+    pid, _, start = rest.partition("/")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    if not process_alive(int(pid)):
+        return True
+    return bool(start) and _start_time(int(pid)) not in ("", start)  # the pid was reused
+
+
+def _has_state(run) -> bool:
+    from fgdepth.engine.checkpoint import previous_state
+
+    folder = Path(run.data.tags.get(STATE_DIR_TAG, "")) / run.info.run_id
+    state = folder / "state.pt"
+    return state.exists() or previous_state(state).exists()
+
+
+def end_lost_runs(tracking: str = "local") -> list[str]:
+    """End FAILED ("process lost") the runs of this store that a process of this host trained,
+    that are still RUNNING, whose process is gone and that left no state to resume (e.g.
+    killed while its data was decoded); returns their ids."""
+    from fgdepth import tracking as trk
+
+    trk.setup_tracking(tracking)
+    lost = []
+    for run in trk.running_runs_tagged(PROCESS_TAG):
+        owner = run.data.tags[PROCESS_TAG]
+        if _process_gone(owner) and not _has_state(run):
+            pid = owner.split("/")[1]
+            trk.end_lost_run(run.info.run_id, f"process lost: pid {pid} ended without closing "
+                             "the run, and left no state to resume")  # fmt: skip
+            lost.append(run.info.run_id)
+    return lost
+
+
+def tidy_up(tracking: str = "local") -> None:
+    """Before training: close the runs of processes that died, and remove the temporary
+    cache folders they left."""
+    from fgdepth.data.cache import cache_root
+    from fgdepth.data.cleanup import remove_stale_tmp
+
+    for run_id in end_lost_runs(tracking):
+        print(f"run {run_id}: its process is gone, with no state to resume: ended FAILED")
+    remove_stale_tmp(cache_root())
 
 
 def quiet_libraries() -> None:

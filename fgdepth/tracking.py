@@ -343,16 +343,27 @@ def tracked_run(
         mlflow.end_run("FINISHED")
 
 
-def end_lost_run(run_id: str, reason: str) -> None:
-    """Close a run whose process died (no heartbeat): FAILED, with the reason."""
+def end_lost_run(run_id: str, reason: str, statuses: tuple[str, ...] = ("RUNNING",)) -> None:
+    """Close a run whose process died (no heartbeat), if its status is one of ``statuses``:
+    FAILED, with the reason."""
     client = MlflowClient()
     try:
-        if client.get_run(run_id).info.status != "RUNNING":
+        if client.get_run(run_id).info.status not in statuses:
             return
-        client.set_tag(run_id, "fgdepth.failure", reason)
+        client.set_tag(run_id, "fgdepth.failure", reason[:5000])
         client.set_terminated(run_id, "FAILED")
     except mlflow.exceptions.MlflowException:
-        pass  # the run is gone: nothing to close
+        pass  # the run is gone (or it is no run id): nothing to close
+
+
+def running_runs_tagged(tag: str) -> list:
+    """The runs of the store, in any experiment, still RUNNING and with ``tag`` set."""
+    client = MlflowClient()
+    ids = [e.experiment_id for e in client.search_experiments()]
+    if not ids:
+        return []
+    runs = client.search_runs(ids, "attributes.status = 'RUNNING'", max_results=5000)
+    return [run for run in runs if tag in run.data.tags]
 
 
 def set_tags(run_id: str, tags: dict) -> None:

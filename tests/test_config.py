@@ -77,6 +77,53 @@ def test_bad_config_is_one_clear_line(overrides, message):
     assert "\n" not in str(err.value)
 
 
+# one row per checked value: the key, the value and what is allowed, in one line
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("model.width=-3", "model.width: -3 is not allowed (a whole number, 1 or more)"),
+        ("model.width=0", "model.width: 0 is not allowed"),
+        ("model.context=3", "model.context: expected true or false, got 3"),
+        ("model.depth_stride=3", "model: unet cannot be built (depth_stride must be 1 or 2"),
+        ("batch_size=0", "batch_size: 0 is not allowed (a whole number, 1 or more)"),
+        ("stages.0.batch_size=-2", "stages.0.batch_size: -2 is not allowed"),
+        ("optimizer.lr=-1", "optimizer.lr: -1.0 is not allowed (a finite number above 0)"),
+        ("optimizer.lr=nan", "optimizer.lr: nan is not allowed (a finite number above 0)"),
+        ("optimizer.lr=0", "optimizer.lr: 0.0 is not allowed"),
+        ("optimizer.weight_decay=-0.1", "optimizer.weight_decay: -0.1 is not allowed"),
+        ("stages.0.optimizer.lr=.inf", "stages.0.optimizer.lr: inf is not allowed"),
+        ("seed=-1", "seed: -1 is not allowed (a seed from 0 to 4294967295)"),
+        (f"seed={2**63 + 1}", f"seed: {2**63 + 1} is not allowed (a seed from 0 to"),
+        ("data.split_seed=-3", "data.split_seed: -3 is not allowed"),
+        ("data.synth.seed=-3", "data.synth.seed: -3 is not allowed"),
+        ("data.synth.n=0", "data.synth.n: 0 is not allowed (a number of samples, 1 or more)"),
+        ("data.synth.size=7", "data.synth.size: 7 is not allowed (an image side in pixels, 16"),
+        ("data.workers=0", "data.workers: 0 is not allowed (a number of processes, 1 or more)"),
+        ("data.val_samples=0", "data.val_samples: 0 is not allowed"),
+        ("data.test=1.5", "data.test: 1.5 is not allowed (a fraction from 0 up to 1)"),
+        ("data.val=0.8", "data.test + data.val: 0.3 + 0.8 leaves no training rows"),
+        ("stages.0.epochs=-1", "stages.0.epochs: must be at least 1, got -1"),
+        ("stages.0.samples=0", "stages.0.samples: must be at least 1, got 0"),
+        ("stages.0.size=-16", "stages.0.size: unet takes sizes that are multiples of 16"),
+        ("eval.batch_size=0", "eval.batch_size: 0 is not allowed"),
+        ("eval.images=-1", "eval.images: -1 is not allowed (a whole number, 0 or more)"),
+        ("eval.max_samples=0", "eval.max_samples: 0 is not allowed"),
+        ("max_minutes=-5", "max_minutes: -5.0 is not allowed (a finite number, 0 or more)"),
+        ("checkpoint_minutes=0", "checkpoint_minutes: 0.0 is not allowed"),
+    ],
+)
+def test_a_value_out_of_range_is_one_line_naming_key_value_and_what_is_allowed(override, message):
+    with pytest.raises(ConfigError) as err:
+        load_config("default", "smoke", [override])
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_a_folder_given_as_config_is_one_line(tmp_path):
+    with pytest.raises(ConfigError, match="is a folder, not a config file"):
+        load_config(tmp_path)
+
+
 def test_unknown_experiment_and_profile_list_valid_names():
     with pytest.raises(ConfigError, match="valid: .*bce_ssim"):
         load_config("bce_sim")

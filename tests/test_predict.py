@@ -10,8 +10,9 @@ import torch
 from PIL import Image
 from torch import nn
 
+from fgdepth.cli import main
 from fgdepth.engine.checkpoint import save_checkpoint
-from fgdepth.predict import open_image, predict_pairs
+from fgdepth.predict import open_image, predict_files, predict_pairs
 
 
 class KnownOutput(nn.Module):
@@ -79,7 +80,7 @@ def test_predict_writes_the_pictures_and_prints_the_distance(checkpoint, synth_d
     assert set(np.unique(np.asarray(mask))) <= {0, 255}
     assert depth.mode.startswith("I") and (out / "depth_colour.png").exists()
     assert (out / "mask_soft.png").exists()
-    assert result["distance"] != result["distance"] or 0 <= result["distance"] <= 1
+    assert result["distance"] is None or 0 <= result["distance"] <= 1  # null: no foreground
 
 
 def test_predict_takes_a_manifest_of_pairs(checkpoint, synth_dir, tmp_path):
@@ -89,13 +90,121 @@ def test_predict_takes_a_manifest_of_pairs(checkpoint, synth_dir, tmp_path):
     pairs = tmp_path / "pairs.csv"
     rows.to_csv(pairs, index=False)  # paths are relative to the manifest: not there
     out = tmp_path / "batch"
-    done = _cli("--model", str(checkpoint), "--manifest", str(pairs), "--out", str(out))
-    assert done.returncode == 2 and "no such image file" in done.stderr
     rows.map(lambda rel: str(synth_dir / rel)).to_csv(pairs, index=False)
     done = _cli("--model", str(checkpoint), "--manifest", str(pairs), "--out", str(out))
     assert done.returncode == 0, done.stderr
     table = pd.read_csv(out / "predictions.csv")
     assert len(table) == 3 and all((out / name / "mask.png").exists() for name in table["name"])
+    assert list(table["status"]) == ["ok"] * 3
+
+
+def _manifest_with_a_bad_second_row(synth_dir, tmp_path):
+    import pandas as pd
+
+    rows = pd.read_csv(synth_dir / "manifest.csv").iloc[:3][["bg", "fg_bg"]]
+    rows = rows.map(lambda rel: str(synth_dir / rel))
+    rows.iloc[1, 1] = "missing.jpg"  # relative to the manifest: not there
+    rows.to_csv(tmp_path / "pairs.csv", index=False)
+    return tmp_path / "pairs.csv"
+
+
+def test_a_bad_manifest_row_is_recorded_and_the_others_predicted(checkpoint, synth_dir, tmp_path):
+    import pandas as pd
+
+    pairs, out = _manifest_with_a_bad_second_row(synth_dir, tmp_path), tmp_path / "batch"
+    code = main(
+        ["predict", "--model", str(checkpoint), "--manifest", str(pairs), "--out", str(out)]
+    )
+    assert code == 1
+    table = pd.read_csv(out / "predictions.csv", keep_default_na=False)
+    assert list(table["status"][[0, 2]]) == ["ok", "ok"]
+    assert table["status"][1] == f"{tmp_path / 'missing.jpg'}: no such image file"
+    assert table["distance"][1] == "" and (out / table["name"][2] / "mask.png").exists()
+
+
+def test_stop_on_error_stops_at_the_bad_row_naming_its_line(
+    checkpoint, synth_dir, tmp_path, capsys
+):
+    import pandas as pd
+
+    pairs, out = _manifest_with_a_bad_second_row(synth_dir, tmp_path), tmp_path / "batch"
+    args = ["--model", str(checkpoint), "--manifest", str(pairs), "--out", str(out)]
+    assert main(["predict", *args, "--stop-on-error"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"fgdepth: {pairs} line 3: {tmp_path / 'missing.jpg'}: no such image file"]
+    table = pd.read_csv(out / "predictions.csv")
+    assert list(table["status"] == "ok") == [True, False]  # the first row, then the bad one
+
+
+def test_no_distance_is_null_in_strict_json(tmp_path):
+    model = KnownOutput()
+    with torch.no_grad():
+        model.p.fill_(-100.0)  # an empty mask
+    a = tmp_path / "a.png"
+    Image.new("RGB", (32, 32)).save(a)
+    row = predict_files(model, 32, a, a, tmp_path / "out")
+    assert row["distance"] is None and '"distance": null' in json.dumps(row, allow_nan=False)
+
+
+def _random_bytes(path):
+    path.write_bytes(bytes(range(256)) * 8)
+
+
+def _other_torch_file(path):
+    torch.save({"weights": torch.zeros(3)}, path)
+
+
+class _Code:
+    def __reduce__(self):
+        return (print, ("this ran",))
+
+
+def _code(path):
+    torch.save({"model": _Code()}, path)
+
+
+def _folder(path):
+    path.mkdir()
+
+
+@pytest.mark.parametrize("command", ["predict", "evaluate"])
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (_random_bytes, "model.pt: not a checkpoint (not a torch file)"),
+        (_other_torch_file, "model.pt: not an fgdepth checkpoint"),
+        (_code, "model.pt: refused: it holds code (print), which would run when it is loaded"),
+        (_folder, "model.pt: is a folder, not a checkpoint file"),
+    ],
+)
+def test_a_model_that_is_not_an_fgdepth_model_is_one_line(
+    synth_dir, tmp_path, monkeypatch, capsys, command, make, message
+):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    model = tmp_path / "model.pt"
+    make(model)
+    image = str(synth_dir / "fg_bg" / "000000.jpg")
+    args = {"predict": ["--bg", image, "--fgbg", image, "--out", str(tmp_path / "out")],
+            "evaluate": ["--data", str(synth_dir)]}[command]  # fmt: skip
+    assert main([command, "--model", str(model), *args]) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"fgdepth: {model}: {message.split(': ', 1)[1]}")
+    assert "weights_only" not in captured.err and "this ran" not in captured.out
+
+
+@pytest.mark.parametrize("size", ["-16", "8", "40"])
+def test_predict_refuses_a_size_the_model_cannot_take(
+    checkpoint, synth_dir, tmp_path, capsys, size
+):
+    image = str(synth_dir / "fg_bg" / "000000.jpg")
+    args = ["--bg", image, "--fgbg", image, "--out", str(tmp_path / "out"), "--size", size]
+    assert main(["predict", "--model", str(checkpoint), *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert (
+        err
+        == f"fgdepth: --size: {size} is not allowed (this model takes multiples of 16, 16 or more)"
+    )
 
 
 @pytest.mark.parametrize(

@@ -177,3 +177,69 @@ def test_training_and_tuning_processes_share_one_store(store, tmp_path):
     trials = sum("mlflow.parentRunId" in r.data.tags for r in runs)
     assert statuses == {"FINISHED": len(runs)} and 4 <= trials <= 5
     assert len(runs) == 3 + 1 + trials  # 3 runs, the study's parent and its trials
+
+
+def tmp_folders(cache: Path) -> list[Path]:
+    return [p for p in cache.glob("*.tmp*") if p.is_dir()] if cache.is_dir() else []
+
+
+def test_a_run_killed_while_its_data_is_decoded_ends_failed_process_lost(store, tmp_path):
+    """SIGKILL while the cache is being built: no state to resume, so the next ``fgdepth
+    train`` ends the run FAILED ("process lost") and removes the dead build's folder."""
+    uri, env = store
+    cache = tmp_path / "cache"
+    env = {**env, "FGDEPTH_CACHE": str(cache)}
+    args = ["train", "--config", "bce_ssim", "--profile", "smoke", "--no-system-metrics",
+            "--experiment-name", "lost"]  # fmt: skip
+    proc = fgdepth(args, env, tmp_path)
+    end = time.monotonic() + 120
+    while not tmp_folders(cache) and proc.poll() is None and time.monotonic() < end:
+        time.sleep(0.002)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    (left,) = tmp_folders(cache)  # a cache folder half built
+    assert left.name.endswith(f".tmp{proc.pid}")
+    client = MlflowClient(uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("lost").experiment_id])
+    assert run.info.status == "RUNNING"  # killed: nobody closed it
+
+    code, out, err = finished(fgdepth(args, env, tmp_path))
+    assert code == 0, err[-2000:]
+    assert f"run {run.info.run_id}: its process is gone" in out
+    lost = client.get_run(run.info.run_id)
+    assert lost.info.status == "FAILED"
+    assert lost.data.tags["fgdepth.failure"].startswith(f"process lost: pid {proc.pid} ended")
+    assert tmp_folders(cache) == []
+
+
+def test_a_cut_short_state_is_one_line_the_run_failed_and_the_state_before_kept(
+    store, tmp_path, monkeypatch, capsys
+):
+    from fgdepth.cli import main
+    from fgdepth.config import Config
+    from fgdepth.engine.checkpoint import StateCheckpoint, previous_state
+    from fgdepth.runner import read_resume_state
+
+    uri, _ = store
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.chdir(tmp_path)
+    client = MlflowClient(uri)
+    run_id = client.create_run(client.create_experiment("cut")).info.run_id  # RUNNING
+    path = tmp_path / "outputs" / "checkpoints" / run_id / "state.pt"
+    keep = StateCheckpoint(path, {"run_id": run_id, "config": Config().to_dict()})
+    keep.on_checkpoint({"step": 1})
+    keep.on_checkpoint({"step": 2})  # the first one is kept as state.prev.pt
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+    assert main(["train", "--resume", run_id]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert err.startswith(f"fgdepth: {path.relative_to(tmp_path)}: not a training state (")
+    assert err.strip().endswith(f"the state before it is kept: continue from it with "
+                                f"fgdepth train --resume {run_id}")  # fmt: skip
+    run = client.get_run(run_id)
+    assert run.info.status == "FAILED"
+    assert "state.pt: not a training state" in run.data.tags["fgdepth.failure"]
+    assert path.with_name("state.bad.pt").exists() and not path.exists()  # set aside
+    assert read_resume_state(run_id, "outputs/checkpoints")["step"] == 1  # the state before
+    assert read_state(previous_state(path))["step"] == 1

@@ -11,6 +11,7 @@ import io
 import os
 import posixpath
 import zipfile
+import zlib
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +32,8 @@ class DataError(ValueError):
 
 @dataclass(frozen=True)
 class Problem:
-    """One thing wrong with a dataset, located by manifest row (0-based data row) and file."""
+    """One thing wrong with a dataset, located by manifest row (0-based data row) and file;
+    shown with the manifest's line number (its header is line 1, so row 0 is line 2)."""
 
     message: str
     row: int | None = None
@@ -40,7 +42,7 @@ class Problem:
     def __str__(self) -> str:
         where = []
         if self.row is not None:
-            where.append(f"row {self.row}")
+            where.append(f"{MANIFEST} line {self.row + 2}")
         if self.file:
             where.append(self.file)
         return f"{': '.join(where)}: {self.message}" if where else self.message
@@ -52,6 +54,8 @@ class Source:
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         self.is_zip = self.path.is_file() and zipfile.is_zipfile(self.path)
+        if self.path.is_file() and not self.is_zip:
+            raise DataError(f"{self.path}: {_not_a_zip(self.path)}")
         if not self.is_zip and not self.path.is_dir():
             raise DataError(f"{self.path}: no such dataset (expected a folder or a .zip)")
         # a packed dataset (``fgdepth data pack``): members read from its shards by the index
@@ -126,7 +130,10 @@ class Source:
         if self.pack is not None and rel != MANIFEST:
             return self.pack.read(rel)
         if self.is_zip:
-            return self._zipfile().read(self.prefix + rel)
+            try:
+                return self._zipfile().read(self.prefix + rel)
+            except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
+                raise DataError(f"{self.path}: a corrupt zip ({rel}: {exc})") from None
         return (self.path / rel).read_bytes()
 
     def stat_key(self, rel: str) -> tuple:
@@ -167,6 +174,15 @@ class Source:
         if folder not in self._dirs:
             self._dirs[folder] = (self.path / folder).resolve()
         return self._dirs[folder]
+
+
+def _not_a_zip(path: Path) -> str:
+    """Why a file given as a dataset cannot be read: a zip cut short or corrupt, or no zip."""
+    with open(path, "rb") as f:
+        start = f.read(4)
+    if start.startswith(b"PK") or path.suffix.lower() == ".zip":
+        return "a truncated or corrupt zip (its table of contents cannot be read)"
+    return "not a dataset (expected a folder or a .zip)"
 
 
 def bad_relpath(rel: str) -> str | None:
@@ -293,10 +309,29 @@ def _depth_scale(image: Image.Image) -> float:
     return 255.0
 
 
-def _single_channel(image: Image.Image) -> np.ndarray:
-    """(H, W) float32 in [0, 1]: 8-bit / 255, 16-bit / 65535, float as is."""
+# a colour image is read as depth when its channels are this close (JPEG noise), else refused
+GREY_TOLERANCE = 8
+
+
+def _grey(image: Image.Image) -> Image.Image:
+    """A colour image whose channels are equal as one channel; DataError when they differ
+    (a colour-mapped depth would otherwise be read as luminance: wrong values, silently)."""
+    if image.mode in ("1", "LA", "La"):
+        return image.convert("L")
+    rgb = np.asarray(image.convert("RGB")).astype(np.int16)
+    if np.abs(rgb - rgb[..., :1]).max(initial=0) > GREY_TOLERANCE:
+        raise DataError(
+            f"a colour image ({image.mode}) whose channels differ, e.g. a colour-mapped depth: "
+            "depth must be one channel (8- or 16-bit grey)"
+        )
+    return Image.fromarray(rgb[..., 0].astype(np.uint8))
+
+
+def _single_channel(image: Image.Image, depth: bool = False) -> np.ndarray:
+    """(H, W) float32 in [0, 1]: 8-bit / 255, 16-bit / 65535, float as is. A colour
+    ``depth`` is read only when its channels are equal (see ``_grey``)."""
     if image.mode not in ("L", "I", "F") and not image.mode.startswith("I;16"):
-        image = image.convert("L")
+        image = _grey(image) if depth else image.convert("L")
     scale = _depth_scale(image)
     values = np.asarray(image).astype(np.float32) / scale
     return np.clip(values, 0.0, 1.0)
@@ -366,7 +401,9 @@ def read_sample_sizes(
             elif col in ("fg_bg", "bg"):
                 out[col] = _rgb_sizes(data[col], inputs)
             elif targets:
-                out[col] = _single_channel(images[col])
+                out[col] = _single_channel(images[col], depth=col == "depth")
+        except DataError as exc:
+            raise DataError(f"{row[col]}: {exc}") from exc
         except (OSError, SyntaxError, ValueError) as exc:
             raise DataError(f"{row[col]}: not a readable image ({exc})") from exc
     samples = {}

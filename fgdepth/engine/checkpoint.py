@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import pickle
+import re
 import tempfile
 from pathlib import Path
 
@@ -10,6 +12,7 @@ import torch
 from torch import nn
 
 from fgdepth.data.disk import disk_full_as
+from fgdepth.data.format import DataError
 from fgdepth.engine.callbacks import Callback
 from fgdepth.models import build_model
 
@@ -27,10 +30,11 @@ def tensor_bytes(obj) -> int:
     return 0
 
 
-def atomic_save(obj, path: str | Path) -> Path:
-    """torch.save to a temporary file in the same folder, fsync, then rename over ``path``:
-    an interrupted or failed write (a full disk: DiskFull, one line) leaves ``path`` as it
-    was and no temporary file."""
+def atomic_save(obj, path: str | Path, previous: str | Path | None = None) -> Path:
+    """torch.save to a temporary file in the same folder, fsync, then rename over ``path``;
+    with ``previous``, the file that was at ``path`` is first renamed to it. An interrupted
+    or failed write (a full disk: DiskFull, one line) leaves ``path`` as it was and no
+    temporary file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -39,6 +43,8 @@ def atomic_save(obj, path: str | Path) -> Path:
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
+        if previous is not None and path.exists():
+            os.replace(path, previous)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -60,21 +66,70 @@ def save_checkpoint(path, model: nn.Module, model_name: str, options: dict, **ex
     )
 
 
-def read_checkpoint(path: str | Path) -> dict:
+class CheckpointError(DataError):
+    """A file that cannot be used as a checkpoint or training state; one line for the user."""
+
+
+def _torch_load(path: str | Path, what: str):
+    """``torch.load(weights_only=True)`` with one line for each way the file can be wrong;
+    never the advice to load it with ``weights_only=False``."""
+    path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path}: is a folder, not a {what} file")
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: no such checkpoint") from None
+        raise FileNotFoundError(f"{path}: no such {what}") from None
+    except pickle.UnpicklingError as exc:
+        code = re.search(r"GLOBAL (\S+) was not an allowed global", str(exc))
+        if code:
+            raise CheckpointError(
+                f"{path}: refused: it holds code ({code.group(1)}), which would run when it is "
+                f"loaded; a {what} holds only tensors and plain data"
+            ) from None
+        raise CheckpointError(f"{path}: not a {what} (not a torch file)") from None
+    except (RuntimeError, EOFError, OSError, ValueError, UnicodeDecodeError):
+        raise CheckpointError(
+            f"{path}: not a {what} (not a readable torch file: cut short, corrupt or another kind)"
+        ) from None
+
+
+def _newer(data) -> int | None:
+    """The format number of a checkpoint from a newer fgdepth, else None."""
+    stem, _, number = str(data.get("format", "")).rpartition("-")
+    if stem == FORMAT.rpartition("-")[0] and number.isdigit():
+        if int(number) > int(FORMAT.rpartition("-")[2]):
+            return int(number)
+    return None
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    """A checkpoint's contents; CheckpointError (one line) for anything else."""
+    data = _torch_load(path, "checkpoint")
+    if isinstance(data, dict) and _newer(data):
+        raise CheckpointError(
+            f"{path}: a checkpoint of a newer fgdepth (format {_newer(data)}; this version reads "
+            f"{FORMAT.rpartition('-')[2]}): update fgdepth to load it"
+        )
     if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise ValueError(f"{path}: not an fgdepth checkpoint")
+        raise CheckpointError(f"{path}: not an fgdepth checkpoint")
     return data
 
 
 def load_model(path: str | Path) -> tuple[nn.Module, dict]:
     """The model stored in a checkpoint (eval mode), and the checkpoint's other contents."""
     data = read_checkpoint(path)
-    model = build_model(data["model"], **data["options"])
-    model.load_state_dict(data["state_dict"])
+    try:
+        model = build_model(data["model"], **data["options"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: a checkpoint whose model cannot be built ({exc})") from None
+    try:
+        model.load_state_dict(data["state_dict"])
+    except (KeyError, RuntimeError):
+        raise CheckpointError(
+            f"{path}: a checkpoint whose weights do not fit its model "
+            f"({data['model']} {data['options']})"
+        ) from None
     return model.eval(), data
 
 
@@ -83,21 +138,29 @@ def load_weights(model: nn.Module, path: str | Path) -> None:
     model.load_state_dict(read_checkpoint(path)["state_dict"])
 
 
+def previous_state(path: str | Path) -> Path:
+    """Where the state before ``path`` is kept: ``state.pt`` -> ``state.prev.pt``."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.prev{path.suffix}")
+
+
 class StateCheckpoint(Callback):
-    """Writes each resumable training state to ``path`` atomically (the previous one stays
-    whole until the new one is complete), with ``extra`` (e.g. the run id and config)."""
+    """Writes each resumable training state to ``path`` atomically, with ``extra`` (e.g. the
+    run id and config); the state before it is kept as ``previous_state(path)``, so a write
+    that goes wrong never loses the last good one."""
 
     def __init__(self, path: str | Path, extra: dict):
         self.path = Path(path)
         self.extra = extra
 
     def on_checkpoint(self, state: dict) -> None:
-        atomic_save({**state, **self.extra}, self.path)
+        atomic_save({**state, **self.extra}, self.path, previous_state(self.path))
 
 
 def read_state(path: str | Path) -> dict:
-    """A training state written by StateCheckpoint (``weights_only``: no code runs)."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: no such training state") from None
+    """A training state written by StateCheckpoint (``weights_only``: no code runs);
+    CheckpointError (one line, naming the file) when it cannot be read."""
+    data = _torch_load(path, "training state")
+    if not isinstance(data, dict) or not {"run_id", "config"} <= set(data):
+        raise CheckpointError(f"{path}: not an fgdepth training state")
+    return data

@@ -33,6 +33,27 @@ def test_eight_bit_depth_divides_by_255_and_mask_threshold_is_127(tmp_path):
     assert not s.mask[:, :20].any() and s.mask[:, 20:].all()
 
 
+def test_a_grey_depth_saved_in_colour_reads_as_its_grey(tmp_path):
+    root = write_dataset(tmp_path / "ds", rows=1)
+    grey = np.linspace(20, 240, 40).astype(np.uint8)[None, :].repeat(30, 0)
+    Image.fromarray(grey).save(root / "d0.png")
+    expected = open_dataset(root).sample(0).depth
+    Image.fromarray(np.stack([grey] * 3, -1)).save(root / "d0.png")  # RGB, equal channels
+    np.testing.assert_array_equal(open_dataset(root).sample(0).depth, expected)
+
+
+def test_a_truncated_zip_says_so(tmp_path, synth_zip):
+    cut = tmp_path / "cut.zip"
+    cut.write_bytes(synth_zip.read_bytes()[: synth_zip.stat().st_size // 2])
+    with pytest.raises(DataError) as err:
+        open_dataset(cut)
+    assert str(err.value) == (
+        f"{cut}: a truncated or corrupt zip (its table of contents cannot be read)"
+    )
+    with pytest.raises(DataError, match="missing.zip: no such dataset"):
+        open_dataset(tmp_path / "missing.zip")
+
+
 def test_folder_and_zip_give_identical_samples(synth_dir, synth_zip):
     a, b = open_dataset(synth_dir), open_dataset(synth_zip)
     assert len(a) == len(b) == 40
@@ -91,18 +112,22 @@ def _break(root, what):
         manifest.write_text("\n".join(lines) + "\n")
     elif what == "empty":
         manifest.write_text(lines[0] + "\n")
+    elif what == "colour depth":  # a colour-mapped depth: red far, blue near
+        ramp = np.linspace(0, 255, 40).astype(np.uint8)[None, :].repeat(30, 0)
+        Image.fromarray(np.stack([255 - ramp, ramp // 2, ramp], -1)).save(root / "d1.png")
 
 
 CASES = {
     "no manifest": "manifest.csv not found",
     "missing column": "lacks column(s) depth",
-    "missing file": "row 1: fg1.jpg: file not found",
+    "missing file": "manifest.csv line 3: fg1.jpg: file not found",
     "truncated": "fg1.jpg: not a readable image",
     "not an image": "d1.png: not a readable image",
     "size mismatch": "bg1.png: size (10, 10) differs from fg_bg",
-    "escape": "row 1: ../m1.png: path leaves the dataset root",
-    "absolute": "row 1:",
+    "escape": "manifest.csv line 3: ../m1.png: path leaves the dataset root",
+    "absolute": "manifest.csv line 3:",
     "empty": "the dataset is empty",
+    "colour depth": "d1.png: a colour image (RGB) whose channels differ, e.g. a colour-mapped",
 }
 
 
@@ -128,7 +153,7 @@ def test_inspect_reports_all_problems_at_once(tmp_path):
 def test_open_dataset_refuses_structural_problems_unless_skipping(tmp_path):
     root = write_dataset(tmp_path / "ds", rows=6)
     (root / "fg1.jpg").unlink()
-    with pytest.raises(DataError, match="row 1: fg1.jpg: file not found"):
+    with pytest.raises(DataError, match="manifest.csv line 3: fg1.jpg: file not found"):
         open_dataset(root)
     ds = open_dataset(root, skip_bad=True)
     assert [p.row for p in ds.skipped] == [1]
@@ -177,7 +202,7 @@ def test_a_linked_folder_that_leaves_the_root_is_refused(tmp_path):
     manifest.write_text(manifest.read_text().replace(",m1.png,", ",linked/m1.png,"))
     _, problems = inspect_dataset(root)
     assert [str(p) for p in problems if "link" in str(p)] == [
-        "row 1: linked/m1.png: path leaves the dataset root (through a link)"
+        "manifest.csv line 3: linked/m1.png: path leaves the dataset root (through a link)"
     ]
 
 
@@ -188,7 +213,8 @@ def test_a_link_that_leaves_the_root_is_refused(tmp_path):
     (root / "m1.png").symlink_to(outside)
     _, problems = inspect_dataset(root)
     assert any(
-        "row 1: m1.png: path leaves the dataset root (through a link)" == str(p) for p in problems
+        "manifest.csv line 3: m1.png: path leaves the dataset root (through a link)" == str(p)
+        for p in problems
     ), [str(p) for p in problems]
 
 
