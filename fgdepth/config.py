@@ -600,7 +600,7 @@ def _check_data(data: DataConfig) -> None:
     _seed("data.synth.seed", data.synth.seed)
     _at_least("data.synth.n", data.synth.n, 1, "a number of samples")
     _at_least("data.synth.size", data.synth.size, 16, "an image side in pixels")
-    _at_least("data.workers", data.workers, 1, "a number of processes")
+    _at_least("data.workers", data.workers, 0, "processes that decode; 0: this one")
     _at_least("data.val_samples", data.val_samples, 1)
 
 
