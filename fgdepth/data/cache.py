@@ -66,6 +66,14 @@ class ArrayCache:
     def __len__(self) -> int:
         return len(self.bg_index)
 
+    # A loader's worker process gets the cache by its folder and maps it again: pickling the
+    # memory maps would copy the arrays.
+    def __getstate__(self) -> dict:
+        return {"folder": self.path, "size": self.size, "part": self.part}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(_load(state["folder"], state["size"], state["part"]).__dict__)
+
     @property
     def input_size(self) -> int:
         return self.size

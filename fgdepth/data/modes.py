@@ -31,7 +31,7 @@ from fgdepth.data.cache import (
 from fgdepth.data.dataset import Dataset
 from fgdepth.data.disk import MARGIN_BYTES, free_bytes, human
 from fgdepth.data.format import DataError
-from fgdepth.data.stream import StreamData
+from fgdepth.data.stream import LoadedCache, StreamData
 
 POLICIES = ("auto", "always", "never")
 
@@ -135,7 +135,9 @@ def open_stage_data(
     skip_bad: bool = False,
     pin_memory: bool = False,
 ) -> ArrayCache | ScaledInputCache | StreamData:
-    """The stage's data source as planned: its cache (built now if missing) or a stream."""
+    """The stage's data source as planned: a stream, or its cache (built now if missing),
+    read ahead by loader workers into pinned memory on a GPU (``pin_memory``)."""
     if plan.mode == "stream":
         return StreamData(dataset, plan.size, plan.input_size, workers, skip_bad, pin_memory)
-    return caches_for_keys(dataset, list(plan.keys), workers=workers, skip_bad=skip_bad)
+    cache = caches_for_keys(dataset, list(plan.keys), workers=workers, skip_bad=skip_bad)
+    return LoadedCache(cache, max(1, workers)) if pin_memory else cache

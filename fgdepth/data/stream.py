@@ -88,6 +88,19 @@ class _Decoder(TorchDataset):
         return stacked | {"index": torch.tensor(out["index"], dtype=torch.int64)}
 
 
+class _CacheReader(TorchDataset):
+    """Item: an array of row numbers; value: those rows as the cache holds them."""
+
+    def __init__(self, cache):
+        self.cache = cache
+
+    def __len__(self) -> int:
+        return len(self.cache)
+
+    def __getitem__(self, rows: np.ndarray) -> dict:
+        return self.cache.raw(rows) | {"bad": []}
+
+
 class _Batches(Sampler):
     """The arrays of rows the next pass asks for: set before each pass, so that one loader
     (and its workers) serves every epoch and evaluation of a stage."""
@@ -102,31 +115,19 @@ class _Batches(Sampler):
         return len(self.items)
 
 
-class StreamData:
-    """A stage's rows decoded on demand at output ``size``, inputs at ``input_size``.
-
-    ``workers`` processes decode (0: in this process); ``pin_memory`` for a GPU. Rows that
-    cannot be decoded raise DataError naming the file, or (``skip_bad``) are left out of
-    their batch and listed in ``bad``."""
+class LoadedData:
+    """Batches of rows read by ``items`` (a decoder or a cache reader) in ``workers``
+    DataLoader processes (0: this one), kept for the whole stage, ``pin_memory`` for a GPU."""
 
     mode = "stream"
 
-    def __init__(
-        self,
-        dataset: Dataset,
-        size: int,
-        input_size: int,
-        workers: int = 1,
-        skip_bad: bool = False,
-        pin_memory: bool = False,
-    ):
-        self.path, self.size, self.input_size = dataset.path, size, input_size
+    def __init__(self, items, path, size: int, input_size: int, workers: int, pin_memory: bool):
+        self.path, self.size, self.input_size = path, size, input_size
         self.bad: list[Problem] = []
         self._plan = _Batches()
-        decoder = _Decoder(dataset.source, size, input_size, skip_bad)
         method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
         self._loader = DataLoader(
-            decoder, batch_size=None, sampler=self._plan, num_workers=workers,
+            items, batch_size=None, sampler=self._plan, num_workers=workers,
             pin_memory=pin_memory, persistent_workers=workers > 0,
             prefetch_factor=4 if workers > 0 else None,
             multiprocessing_context=mp.get_context(method) if workers > 0 else None,
@@ -149,3 +150,36 @@ class StreamData:
     def close(self) -> None:
         """Stop the worker processes."""
         self._loader = None
+
+
+class StreamData(LoadedData):
+    """A stage's rows decoded on demand at output ``size``, inputs at ``input_size``.
+
+    ``workers`` processes decode (0: in this process); ``pin_memory`` for a GPU. Rows that
+    cannot be decoded raise DataError naming the file, or (``skip_bad``) are left out of
+    their batch and listed in ``bad``."""
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        size: int,
+        input_size: int,
+        workers: int = 1,
+        skip_bad: bool = False,
+        pin_memory: bool = False,
+    ):
+        decoder = _Decoder(dataset.source, size, input_size, skip_bad)
+        super().__init__(decoder, dataset.path, size, input_size, workers, pin_memory)
+
+
+class LoadedCache(LoadedData):
+    """A cache read by loader workers into pinned memory, ahead of the training step: for a
+    GPU, whose steps should not wait on the reads (on a CPU the cache is read in place)."""
+
+    mode = "cache"
+
+    def __init__(self, cache, workers: int = 1, pin_memory: bool = True):
+        super().__init__(
+            _CacheReader(cache), cache.path, cache.size, cache.input_size, workers, pin_memory
+        )
+        self.bad = list(cache.bad)

@@ -81,3 +81,14 @@ def test_a_row_that_fails_to_decode_stops_or_is_skipped(copy_of, synth_dir):
     (batch,) = stream.batches([np.array([4, 5, 6])])
     assert batch["index"].tolist() == [4, 6]
     assert [p.row for p in stream.bad] == [5] and "0000005.jpg" in str(stream.bad[0])
+
+
+def test_a_cache_read_by_loader_workers_gives_the_same_batches(synth_dir, tmp_path):
+    from fgdepth.data.stream import LoadedCache
+
+    cache = build_model_cache(open_dataset(synth_dir), 32, 2, root=tmp_path / "c", quiet=True)
+    loaded = LoadedCache(cache, workers=1, pin_memory=False)
+    shares = [np.array([7, 1, 30]), np.array([2, 5])]
+    for a, b in zip(cache.batches(shares), loaded.batches(shares), strict=True):
+        assert all((a[k] == b[k]).all() for k in ("index", "fg_bg", "bg", "mask", "depth"))
+    assert loaded.mode == "cache" and loaded.input_size == 64
