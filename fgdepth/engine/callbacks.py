@@ -127,7 +127,9 @@ class ConsoleCallback(Callback):
         params = sum(p.numel() for p in model.parameters())
         self.print(
             f"{config.name}: {config.model.name} ({params:,} parameters), "
-            f"{info['precision']} on {info['device']}, splits {info['splits']}"
+            f"{info['precision']} on {info['device']}"
+            + (f" ({info['precision_reason']})" if info.get("precision_reason") else "")
+            + f", splits {info['splits']}"
             + (f", {info['ranks']} ranks (DDP)" if info.get("ranks", 1) > 1 else "")
             + (" (resumed)" if info.get("resumed") else "")
         )

@@ -25,7 +25,7 @@ from fgdepth.engine.distributed import current_world, device_for, sync_buffers
 from fgdepth.engine.epoch import DivergenceError, StageRun, prepare_stage, train_epoch
 from fgdepth.engine.evaluate import evaluate, sample_predictions
 from fgdepth.engine.plan import RunPlan, check_against_data, plan_run, without_bad_rows
-from fgdepth.engine.precision import resolve_precision
+from fgdepth.engine.precision import choose_precision
 from fgdepth.engine.stages import freeze_groups, steps_per_epoch
 from fgdepth.engine.state import Generators, Position, capture, position_of
 from fgdepth.engine.stopping import Interrupted, StopPolicy
@@ -82,7 +82,7 @@ class _Fit:
         seed_everything(config.seed, config.deterministic)
         self.config, self.dataset, self.resume = config, dataset, resume
         self.cb = CallbackList(callbacks if world.main else [])
-        self.precision = resolve_precision(config.precision, self.device)
+        self.precision, self.precision_reason = choose_precision(config.precision, self.device)
         self.model = _build_model(config, self.device)
         self.plan: RunPlan = plan_run(config, dataset, self.model.input_scale)
         self.splits = self.plan.splits
@@ -117,7 +117,8 @@ class _Fit:
     def run(self) -> FitResult:
         plan, config = self.plan, self.config
         info = {
-            "precision": self.precision, "device": str(self.device), "stages": plan.stages,
+            "precision": self.precision, "precision_reason": self.precision_reason,
+            "device": str(self.device), "stages": plan.stages,
             "splits": {k: len(v) for k, v in self.splits.items()}, "ranks": self.world.size,
             "resumed": self.resume is not None, "data": [d.to_dict() for d in plan.data],
         }  # fmt: skip
