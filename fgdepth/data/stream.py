@@ -132,6 +132,8 @@ class LoadedData:
             prefetch_factor=4 if workers > 0 else None,
             multiprocessing_context=mp.get_context(method) if workers > 0 else None,
         )  # fmt: skip
+        if workers > 0:
+            iter(self._loader)  # start the workers now: they import while the stage sets up
 
     def batches(self, index_lists) -> Iterator[dict[str, torch.Tensor]]:
         """One decoded batch per array of rows, in order (rows ascending within a batch)."""
