@@ -92,7 +92,9 @@ class DataConfig:
     val: float = 0.1
     split_seed: int = 0
     skip_bad: bool = False
-    workers: int = 2  # processes that decode: the cache's build, or the stream's loader
+    # processes that decode (0: the training process itself); None: every core for a cache
+    # build or the built-in data, and for a stream the cores of this rank less one
+    workers: int | None = None
     val_samples: int = 1000  # validation rows evaluated each epoch (the first ones, fixed)
     # where each stage's data comes from: its decode cache (auto: when it fits the budget and
     # the disk; always; never) or a stream decoded as training goes (see README, "Data modes")
@@ -600,7 +602,8 @@ def _check_data(data: DataConfig) -> None:
     _seed("data.synth.seed", data.synth.seed)
     _at_least("data.synth.n", data.synth.n, 1, "a number of samples")
     _at_least("data.synth.size", data.synth.size, 16, "an image side in pixels")
-    _at_least("data.workers", data.workers, 0, "processes that decode; 0: this one")
+    if data.workers is not None:
+        _at_least("data.workers", data.workers, 0, "processes that decode; 0: this one")
     _at_least("data.val_samples", data.val_samples, 1)
 
 

@@ -141,12 +141,14 @@ def run_config(run_id: str) -> Config:
 def test_data(run_id: str, size: int) -> TestData:
     """The dataset, splits and test rows a run was scored on, decoded at ``size``."""
     from fgdepth.data import build_cache
+    from fgdepth.data.modes import decode_workers
     from fgdepth.engine.plan import split_indices, without_bad_rows
     from fgdepth.runner import resolve_dataset
 
     config = run_config(run_id)
     dataset = resolve_dataset(config)
-    cache = build_cache(dataset, size, workers=config.data.workers, skip_bad=True, quiet=True)
+    workers = decode_workers(config.data.workers)
+    cache = build_cache(dataset, size, workers=workers, skip_bad=True, quiet=True)
     splits = without_bad_rows(split_indices(config, dataset), cache.bad)
     return TestData(config, cache, splits["train"], splits["test"], size, dataset)
 

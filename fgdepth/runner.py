@@ -20,9 +20,12 @@ STATE_DIR_TAG = "fgdepth.checkpoint_dir"  # its resumable state: in this folder'
 
 def resolve_dataset(config: Config) -> Dataset:
     """The configured dataset, or the built-in one (generated once, then reused)."""
+    from fgdepth.data.modes import decode_workers
+
     data = config.data
     if data.path in BUILTIN:
-        path = builtin_dataset(data.synth.n, data.synth.size, data.synth.seed, data.workers)
+        workers = decode_workers(data.workers)
+        path = builtin_dataset(data.synth.n, data.synth.size, data.synth.seed, workers)
     else:
         path = Path(data.path)
     return open_dataset(

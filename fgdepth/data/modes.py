@@ -14,6 +14,7 @@ and 192 px. The policy (``data.cache``):
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -32,6 +33,7 @@ from fgdepth.data.dataset import Dataset
 from fgdepth.data.disk import MARGIN_BYTES, free_bytes, human
 from fgdepth.data.format import DataError
 from fgdepth.data.stream import LoadedCache, StreamData
+from fgdepth.parallel import default_workers
 
 POLICIES = ("auto", "always", "never")
 
@@ -116,6 +118,18 @@ def plan_stage_data(
     return out
 
 
+def decode_workers(workers: int | None, stream: bool = False) -> int:
+    """``data.workers`` as set, or by default: every core for a cache build; for a stream,
+    this rank's share of the node's cores (torchrun's LOCAL_WORLD_SIZE ranks share them) less
+    one for the training step."""
+    if workers is not None:
+        return workers
+    cores = default_workers()
+    if not stream:
+        return cores
+    return max(1, cores // int(os.environ.get("LOCAL_WORLD_SIZE", "1")) - 1)
+
+
 def data_shape(dataset: Dataset, root: Path | None = None) -> DataShape:
     """The ``DataShape`` of an opened dataset, with the cache keys already on disk."""
     cached = {
@@ -131,13 +145,16 @@ def data_shape(dataset: Dataset, root: Path | None = None) -> DataShape:
 def open_stage_data(
     dataset: Dataset,
     plan: DataPlan,
-    workers: int = 1,
+    workers: int | None = None,
     skip_bad: bool = False,
     pin_memory: bool = False,
 ) -> ArrayCache | ScaledInputCache | StreamData:
     """The stage's data source as planned: a stream, or its cache (built now if missing),
     read ahead by loader workers into pinned memory on a GPU (``pin_memory``)."""
+    loaders = decode_workers(workers, stream=True)
     if plan.mode == "stream":
-        return StreamData(dataset, plan.size, plan.input_size, workers, skip_bad, pin_memory)
-    cache = caches_for_keys(dataset, list(plan.keys), workers=workers, skip_bad=skip_bad)
-    return LoadedCache(cache, max(1, workers)) if pin_memory else cache
+        return StreamData(dataset, plan.size, plan.input_size, loaders, skip_bad, pin_memory)
+    cache = caches_for_keys(
+        dataset, list(plan.keys), workers=decode_workers(workers), skip_bad=skip_bad
+    )
+    return LoadedCache(cache, max(1, loaders)) if pin_memory else cache

@@ -19,7 +19,7 @@ from torch import nn
 
 from fgdepth.config import Config
 from fgdepth.data import Dataset, build_caches
-from fgdepth.data.modes import open_stage_data
+from fgdepth.data.modes import decode_workers, open_stage_data
 from fgdepth.engine.callbacks import Callback, CallbackList, EpochResult, FitResult, StageResult
 from fgdepth.engine.distributed import current_world, device_for, sync_buffers
 from fgdepth.engine.epoch import DivergenceError, StageRun, prepare_stage, train_epoch
@@ -124,8 +124,9 @@ class _Fit:
         }  # fmt: skip
         self.cb.on_fit_start(config, self.model, info)
         # the cached stages' data decoded up front, in one pass over the files
-        build_caches(self.dataset, plan.cached_keys(self.pos.stage),
-                     workers=config.data.workers, skip_bad=config.data.skip_bad)  # fmt: skip
+        workers = decode_workers(config.data.workers)
+        build_caches(self.dataset, plan.cached_keys(self.pos.stage), workers=workers,
+                     skip_bad=config.data.skip_bad)  # fmt: skip
         for si in range(self.pos.stage, len(plan.stages)):
             self.stage(si)
             if self.stopped:
