@@ -35,7 +35,7 @@ from fgdepth.baselines import reference_metrics  # noqa: E402
 from fgdepth.config import load_config, scaled_stages  # noqa: E402
 from fgdepth.data import build_cache, build_model_cache  # noqa: E402
 from fgdepth.engine.evaluate import predict, to_device  # noqa: E402
-from fgdepth.engine.fit import split_indices  # noqa: E402
+from fgdepth.engine.plan import split_indices  # noqa: E402
 from fgdepth.runner import resolve_dataset  # noqa: E402
 from fgdepth.tracking import load_logged_model  # noqa: E402
 
