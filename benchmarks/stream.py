@@ -140,13 +140,16 @@ def folder_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def scale_run(tmp: Path, n: int, plan_steps: int) -> tuple[list[str], str]:
-    """Generate ``n`` rows at 192 px, stream them all once, and plan the `full` profile on
-    the built-in 400K rows (described, not generated)."""
-    out = tmp / "scale"
+def scale_run(tmp: Path, n: int, plan_steps: int, data: Path | None) -> tuple[list[str], str]:
+    """Generate ``n`` rows at 192 px (or take ``data``, generated before by `fgdepth synth`),
+    stream them all once, and plan the `full` profile on the built-in 400K rows (described,
+    not generated)."""
+    out = data or tmp / "scale"
     start = time.perf_counter()
-    generate(SynthSpec(n=n, size=192, seed=0), out, workers=os.cpu_count() or 1, quiet=True)
+    if data is None:
+        generate(SynthSpec(n=n, size=192, seed=0), out, workers=os.cpu_count() or 1, quiet=True)
     gen_s = time.perf_counter() - start
+    n = len(open_dataset(out))
     size = folder_bytes(out)
     dataset = open_dataset(out)
     rows = np.arange(len(dataset))
@@ -164,10 +167,14 @@ def scale_run(tmp: Path, n: int, plan_steps: int) -> tuple[list[str], str]:
          "--plan", "--plan-steps", str(plan_steps)],
         capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
+    made = (
+        f"generated {n:,} rows at 192 px in {gen_s / 60:.1f} min ({n / gen_s:,.0f} rows/s, "
+        f"{os.cpu_count()} workers)"
+        if data is None
+        else f"a built-in dataset of {n:,} rows at 192 px made before by `fgdepth synth --n {n}`"
+    )
     lines = [
-        f"- generated {n:,} rows at 192 px in {gen_s / 60:.1f} min "
-        f"({n / gen_s:,.0f} rows/s, {os.cpu_count()} workers); {human(size)} on disk "
-        f"({size / n / 1e3:.1f} kB per row)",
+        f"- {made}; {human(size)} on disk ({size / n / 1e3:.1f} kB per row)",
         f"- streamed all {seen:,} rows at 192 px (inputs and targets; 2 workers, batches of 64) "
         f"in {pass_s / 60:.1f} min: {seen / pass_s:,.0f} rows/s; peak RSS of the process and "
         f"its workers {human(rss.peak)}; disk used beyond the dataset {human(max(0, extra))}",
@@ -180,6 +187,7 @@ def main(argv=None) -> int:
     parser.add_argument("--smoke", action="store_true")
     parser.add_argument("--n", type=int, default=2000)
     parser.add_argument("--scale-rows", type=int, default=100_000)
+    parser.add_argument("--scale-data", type=Path, default=None, help="a dataset made before")
     args = parser.parse_args(argv)
     n = 60 if args.smoke else args.n
     sizes = [64] if args.smoke else [64, 96, 192]
@@ -191,14 +199,16 @@ def main(argv=None) -> int:
         rows = throughput(tmp, n, sizes, 0.5 if args.smoke else 5.0, samples)
         scale = None
         if args.scale_rows:
-            scale = scale_run(tmp, 60 if args.smoke else args.scale_rows, 0 if args.smoke else 2)
+            rows_ = 60 if args.smoke else args.scale_rows
+            scale = scale_run(tmp, rows_, 0 if args.smoke else 2, args.scale_data)
         shutil.rmtree(tmp / "cache", ignore_errors=True)
     precision = resolve_precision(load_config("default").precision, torch.device("cpu"))
     body = [
         "## Streaming against the cache, and the original scale",
         "",
         f"Machine: {machine()}; training in {precision}, {threads} threads.",
-        f"Command: `python benchmarks/stream.py --n {n} --scale-rows {args.scale_rows}`.",
+        f"Command: `python benchmarks/stream.py --n {n} --scale-rows {args.scale_rows}"
+        + (" --scale-data DATASET`." if args.scale_data else "`."),
         "",
         f"Part 1: a {n:,}-row built-in dataset at 192 px, the default model (inputs at twice "
         "the output size, read at 192 px at most). Loader columns: rows/s of random batches of "
