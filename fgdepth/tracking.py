@@ -1,7 +1,9 @@
 """MLflow tracking: the only module of the training path that imports mlflow.
 
 Where runs go: ``MLFLOW_TRACKING_URI`` when set, else ``mlruns_config/local.yaml`` (a SQLite
-store and a local artifact folder). Under ``mlflow run`` the run that MLflow created
+store and a local artifact folder). A tracking server (``http://``) keeps the artifacts itself
+and may ask for a sign-in: MLflow sends ``MLFLOW_TRACKING_USERNAME`` and
+``MLFLOW_TRACKING_PASSWORD`` from the environment. Under ``mlflow run`` the run that MLflow created
 (``MLFLOW_RUN_ID``) is adopted. A run that fails ends FAILED (KILLED on Ctrl-C) with the
 reason in the ``fgdepth.failure`` tag: never left RUNNING.
 """
@@ -14,6 +16,7 @@ import os
 import subprocess
 import tempfile
 import time
+import urllib.parse
 import warnings
 from pathlib import Path
 
@@ -21,7 +24,7 @@ import mlflow
 import yaml
 from mlflow.tracking import MlflowClient
 
-from fgdepth.config import Config
+from fgdepth.config import Config, ConfigError
 from fgdepth.data.preview import colour_depth, grid, to_rgb
 from fgdepth.engine.callbacks import Callback, EpochResult, FitResult, StageResult
 from fgdepth.engine.checkpoint import save_checkpoint
@@ -41,20 +44,61 @@ def read_tracking_config(name_or_path: str = "local") -> dict:
 
 
 def setup_tracking(config_name: str = "local") -> dict:
-    """Point mlflow at the store; returns the tracking settings in use."""
+    """Point mlflow at the store; returns the tracking settings in use. A tracking server is
+    asked once whether it lets this client in (``MLFLOW_TRACKING_USERNAME`` and
+    ``MLFLOW_TRACKING_PASSWORD`` when it requires a sign-in)."""
     settings = read_tracking_config(config_name)
     uri = os.environ.get("MLFLOW_TRACKING_URI") or settings["tracking_uri"]
     settings["tracking_uri"] = uri
     mlflow.set_tracking_uri(uri)
+    if is_server(uri):
+        check_access(uri)
     return settings
 
 
+def is_server(uri: str) -> bool:
+    return uri.startswith(("http://", "https://"))
+
+
+def _local_folder(location: str | None) -> bool:
+    return bool(location) and "://" not in location
+
+
+def masked_uri(uri: str) -> str:
+    """``uri`` with any password in it replaced by ***."""
+    parts = urllib.parse.urlsplit(uri)
+    if parts.password is None:
+        return uri
+    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
+def check_access(uri: str) -> None:
+    """Fail with one line when the tracking server refuses this client (no or bad sign-in)."""
+    try:
+        MlflowClient(uri).search_experiments(max_results=1)
+    except mlflow.exceptions.MlflowException as exc:
+        if exc.error_code not in ("UNAUTHENTICATED", "PERMISSION_DENIED"):
+            raise
+        who = os.environ.get("MLFLOW_TRACKING_USERNAME")
+        hint = (
+            f"as user '{who}' (check MLFLOW_TRACKING_PASSWORD)"
+            if who
+            else "without credentials: set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"
+        )
+        raise ConfigError(f"tracking server {masked_uri(uri)} refused this client {hint}") from None
+
+
 def experiment_id(name: str, artifact_root: str | None) -> str:
-    """The id of experiment ``name``, created with a local artifact folder if it is new."""
+    """The id of experiment ``name``, created with a local artifact folder if it is new. On a
+    tracking server a local folder is ignored: the server keeps the artifacts (proxied,
+    ``mlflow-artifacts:/``), where every client can read them."""
     client = MlflowClient()
     found = client.get_experiment_by_name(name)
     if found is not None:
         return found.experiment_id
+    if is_server(mlflow.get_tracking_uri()) and _local_folder(artifact_root):
+        artifact_root = None
     location = None
     if artifact_root and "://" not in artifact_root:
         location = (Path(artifact_root).resolve() / name).as_uri()
@@ -167,8 +211,7 @@ class MLflowCallback(Callback):
         commit = git_commit()
         if commit:
             tags["fgdepth.git_commit"] = commit
-        for key, value in tags.items():
-            self.client.set_tag(self.run_id, key, value)
+        set_tags(self.run_id, tags)
         path = Path(self.tmp.name) / "config.yaml"
         path.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
         self.client.log_artifact(self.run_id, str(path))
@@ -355,9 +398,10 @@ def end_lost_run(run_id: str, reason: str) -> None:
 
 
 def set_tags(run_id: str, tags: dict) -> None:
-    client = MlflowClient()
-    for key, value in tags.items():
-        client.set_tag(run_id, key, str(value)[:5000])
+    """All in one request (a tracking server answers each one)."""
+    values = [mlflow.entities.RunTag(k, str(v)[:5000]) for k, v in tags.items()]
+    if values:
+        MlflowClient().log_batch(run_id, tags=values)
 
 
 def log_summary(run_id: str, params: dict, metrics: dict, files: dict, tags: dict) -> None:
