@@ -32,6 +32,9 @@ from fgdepth.engine.checkpoint import save_checkpoint
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = REPO_ROOT / "mlruns_config"
 DEFAULT_EXPERIMENT = "fgdepth"
+# the UI opens a model-training experiment on its runs, not on the GenAI traces view
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
+SAMPLES_KEY = "test_samples"  # the image series of the test samples: a step per stage
 
 
 def read_tracking_config(name_or_path: str = "local") -> dict:
@@ -105,7 +108,7 @@ def experiment_id(name: str, artifact_root: str | None) -> str:
     elif artifact_root:
         location = f"{artifact_root.rstrip('/')}/{name}"
     try:
-        return client.create_experiment(name, artifact_location=location)
+        return client.create_experiment(name, artifact_location=location, tags=EXPERIMENT_TAGS)
     except mlflow.exceptions.MlflowException:
         return client.get_experiment_by_name(name).experiment_id  # created meanwhile
 
@@ -228,8 +231,13 @@ class MLflowCallback(Callback):
     def on_stage_end(self, result: StageResult, model) -> None:
         self._metrics(result.test, "test_", result.stage)
         if result.images:
+            image = picture(result.images)
             name = f"stage{result.stage}_{result.config.name or result.stage}.png"
-            self.client.log_image(self.run_id, picture(result.images), f"samples/{name}")
+            self.client.log_image(self.run_id, image, f"samples/{name}")  # for the report
+            # an image series: the UI's chart view compares it across runs and stages
+            self.client.log_image(
+                self.run_id, image, key=SAMPLES_KEY, step=result.stage, synchronous=True
+            )
 
     def on_fit_end(self, result: FitResult) -> None:
         self._metrics(result.metrics, "", 0)
