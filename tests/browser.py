@@ -105,6 +105,7 @@ def screenshot(driver, name: str, folder: Path) -> Path:
     driver.save_screenshot(str(path))
     extra = os.environ.get("FGDEPTH_SCREENSHOTS")
     if extra:
-        Path(extra).mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(path, Path(extra) / name)
+        target = Path(__file__).resolve().parent.parent / extra  # relative: to the repository
+        target.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, target / name)
     return path

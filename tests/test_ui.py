@@ -1,9 +1,10 @@
 """The MLflow UI, opened in a real headless Chromium: a run's metrics are shown and its logged
-pictures load, and the chart view compares two runs' sample images (checked in the rendered
-page, not from HTTP status codes)."""
+pictures load, and the chart view compares two runs' sample images; optuna-dashboard shows a
+trial's picture (checked in the rendered pages, not from HTTP status codes)."""
 
 import time
 
+import pytest
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
@@ -76,8 +77,8 @@ def test_the_chart_view_compares_two_runs_sample_images(trained_store, tmp_path)
 
     with mlflow_ui(trained_store.uri, trained_store.folder, tmp_path / "ui.log") as base:
         with browser(1600, 1000) as driver:
-            # no workflowType in the URL: the experiment's kind opens the model-training view
-            driver.get(f"{base}/#/experiments/{exp}/runs?compareRunsMode=CHART")
+            view = "workflowType=machine_learning&compareRunsMode=CHART"
+            driver.get(f"{base}/#/experiments/{exp}/runs?{view}")
             for name in runs:  # select both runs in the list beside the charts
                 row = f"//a[normalize-space(.)='{name}']/ancestor::*[@role='row'][1]"
                 wait_for(driver, lambda d, r=row: d.find_elements(By.XPATH, r), what=name)
@@ -89,5 +90,81 @@ def test_the_chart_view_compares_two_runs_sample_images(trained_store, tmp_path)
                 assert seen <= sizes[run_id], (seen, sizes[run_id])
             for close in driver.find_elements(By.XPATH, "//button[@aria-label='Close']"):
                 close.click()  # the assistant's side panel: more room for the charts
-            time.sleep(1)  # let the layout settle for the picture
+            show_large(driver, SAMPLES_KEY)
             screenshot(driver, "mlflow_chart_view_images.png", tmp_path)
+
+
+def show_large(driver, title: str) -> None:
+    """Drag the chart card ``title`` larger by its corner and bring its first image into view
+    (for the screenshot)."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    card = driver.find_element(
+        By.XPATH, "//*[@data-testid='experiment-view-compare-runs-card']"
+        f"[.//*[normalize-space(text())='{title}']]",
+    )  # fmt: skip
+    width, height = card.size["width"], card.size["height"]
+    corner = ActionChains(driver).move_to_element_with_offset(card, width // 2 - 4, height // 2 - 4)
+    corner.click_and_hold().move_by_offset(560, 190).release().perform()
+    time.sleep(1)
+    image = card.find_element(By.XPATH, f".//img[contains(@src, '{title}')]")
+    driver.execute_script("arguments[0].scrollIntoView({block: 'end'})", image)
+    time.sleep(1)
+
+
+@pytest.fixture
+def tuned(synth_dir, tmp_path, monkeypatch):
+    """A study of two smoke trials on SQLite, its trials' files beside it."""
+    from fgdepth.config import load_config
+    from fgdepth.tuning import tune
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    MlflowClient(uri).search_experiments()  # the store is created here, from one process
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    monkeypatch.chdir(tmp_path)
+    sets = ["tune.trials=2", "tune.pruner.name=none", f"data.path={synth_dir}"]
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    return tune(load_config("bce_ssim", "smoke", sets), "bce_ssim", study_name="dash",
+                storage=storage), storage  # fmt: skip
+
+
+def test_optuna_dashboard_shows_a_trials_picture(tuned, tmp_path):
+    import shutil
+
+    import optuna
+    from optuna.artifacts import get_all_artifact_meta
+
+    from fgdepth.tuning import artifact_dir
+    from tests.services import http_server, missing
+
+    if shutil.which("optuna-dashboard") is None:
+        missing("optuna-dashboard is not installed (pip install 'fgdepth[dashboard]')")
+    outcome, storage = tuned
+    folder = artifact_dir(storage)
+    assert folder == tmp_path / "optuna-artifacts"
+    trial = outcome.study.trials[outcome.best_trial]
+    files = {m.filename: m for m in get_all_artifact_meta(trial, storage=outcome.study._storage)}
+    assert set(files) == {"metrics.json", "samples_stage1.png"}, files
+    png = files["samples_stage1.png"]
+    size = Image.open(folder / png.artifact_id).size
+    study_id = optuna.load_study(study_name="dash", storage=storage)._study_id
+    args = ["optuna-dashboard", storage, "--artifact-dir", str(folder), "--host", "127.0.0.1",
+            "--port", "{port}"]  # fmt: skip
+    with http_server(args, "/api/studies", tmp_path / "dashboard.log") as base:
+        with browser(1400, 1000) as driver:
+            driver.get(f"{base}/dashboard/studies/{study_id}/trials?numbers={trial.number}")
+            wait_for(driver, lambda d: "Artifacts" in page_text(d), what="the trial's page")
+            assert "samples_stage1.png" in page_text(driver) and "metrics.json" in page_text(driver)
+            # the picture itself, decoded by the browser at its own size
+            wait_for(
+                driver,
+                lambda d: [i for i in loaded_images(d)
+                           if i[0].endswith(f"/{png.artifact_id}") and i[1:] == size],
+                what=f"the trial's picture ({size[0]}x{size[1]})",
+            )  # fmt: skip
+            heading = driver.find_element("xpath", "//*[normalize-space(text())='Artifacts']")
+            driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", heading)
+            time.sleep(1)
+            screenshot(driver, "optuna_dashboard_trial_picture.png", tmp_path)
