@@ -20,7 +20,15 @@ from tests.browser import (
 )
 
 
-def test_the_mlflow_ui_shows_a_runs_metrics_and_pictures(trained_store, tmp_path):
+@pytest.fixture(scope="module")
+def ui(trained_store, tmp_path_factory):
+    """``mlflow ui`` over the trained store, started once for this module's tests."""
+    log = tmp_path_factory.mktemp("ui") / "ui.log"
+    with mlflow_ui(trained_store.uri, trained_store.folder, log) as base:
+        yield base
+
+
+def test_the_mlflow_ui_shows_a_runs_metrics_and_pictures(trained_store, ui, tmp_path):
     client = MlflowClient(trained_store.uri)
     run = client.get_run(trained_store.runs["bce_ssim"])
     exp, run_id = run.info.experiment_id, run.info.run_id
@@ -28,24 +36,23 @@ def test_the_mlflow_ui_shows_a_runs_metrics_and_pictures(trained_store, tmp_path
     picture = next(a.path for a in client.list_artifacts(run_id, "samples"))
     local = client.download_artifacts(run_id, picture, str(tmp_path))
     width, height = Image.open(local).size
-    with mlflow_ui(trained_store.uri, trained_store.folder, tmp_path / "ui.log") as base:
-        with browser() as driver:
-            driver.get(f"{base}/#/experiments/{exp}/runs/{run_id}")
-            text = wait_for(
-                driver, lambda d: "mask_iou" in page_text(d) and page_text(d), what="metrics"
-            )
-            assert f"{iou:.4f}"[:5] in text, text[:2000]  # the UI rounds: the leading digits
-            assert "bce_ssim" in text
+    with browser() as driver:
+        driver.get(f"{ui}/#/experiments/{exp}/runs/{run_id}")
+        text = wait_for(
+            driver, lambda d: "mask_iou" in page_text(d) and page_text(d), what="metrics"
+        )
+        assert f"{iou:.4f}"[:5] in text, text[:2000]  # the UI rounds: the leading digits
+        assert "bce_ssim" in text
 
-            driver.get(f"{base}/#/experiments/{exp}/runs/{run_id}/artifacts")
-            click_text(driver, "samples")
-            click_text(driver, picture.split("/")[-1])
-            # the picture itself, decoded by the browser at its own size
-            wait_for(
-                driver,
-                lambda d: [i for i in loaded_images(d) if i[1:] == (width, height)],
-                what=f"the logged picture ({width}x{height})",
-            )
+        driver.get(f"{ui}/#/experiments/{exp}/runs/{run_id}/artifacts")
+        click_text(driver, "samples")
+        click_text(driver, picture.split("/")[-1])
+        # the picture itself, decoded by the browser at its own size
+        wait_for(
+            driver,
+            lambda d: [i for i in loaded_images(d) if i[1:] == (width, height)],
+            what=f"the logged picture ({width}x{height})",
+        )
 
 
 def series_sizes(client, run_id: str, folder) -> set[tuple[int, int]]:
@@ -57,7 +64,7 @@ def series_sizes(client, run_id: str, folder) -> set[tuple[int, int]]:
     return sizes
 
 
-def test_the_chart_view_compares_two_runs_sample_images(trained_store, tmp_path):
+def test_the_chart_view_compares_two_runs_sample_images(trained_store, ui, tmp_path):
     from selenium.webdriver.common.by import By
 
     client = MlflowClient(trained_store.uri)
@@ -75,23 +82,22 @@ def test_the_chart_view_compares_two_runs_sample_images(trained_store, tmp_path)
                     found.setdefault(run_id, set()).add((width, height))
         return found if found.keys() == sizes.keys() else None
 
-    with mlflow_ui(trained_store.uri, trained_store.folder, tmp_path / "ui.log") as base:
-        with browser(1600, 1000) as driver:
-            view = "workflowType=machine_learning&compareRunsMode=CHART"
-            driver.get(f"{base}/#/experiments/{exp}/runs?{view}")
-            for name in runs:  # select both runs in the list beside the charts
-                row = f"//a[normalize-space(.)='{name}']/ancestor::*[@role='row'][1]"
-                wait_for(driver, lambda d, r=row: d.find_elements(By.XPATH, r), what=name)
-                driver.find_element(By.XPATH, f"{row}//input[@type='checkbox']").click()
-            search = driver.find_element(By.XPATH, "//input[@placeholder='Search metric charts']")
-            search.send_keys(SAMPLES_KEY)
-            found = wait_for(driver, shown, what="both runs' sample images")
-            for run_id, seen in found.items():  # each decoded at its own logged size
-                assert seen <= sizes[run_id], (seen, sizes[run_id])
-            for close in driver.find_elements(By.XPATH, "//button[@aria-label='Close']"):
-                close.click()  # the assistant's side panel: more room for the charts
-            show_large(driver, SAMPLES_KEY)
-            screenshot(driver, "mlflow_chart_view_images.png", tmp_path)
+    with browser(1600, 1000) as driver:
+        view = "workflowType=machine_learning&compareRunsMode=CHART"
+        driver.get(f"{ui}/#/experiments/{exp}/runs?{view}")
+        for name in runs:  # select both runs in the list beside the charts
+            row = f"//a[normalize-space(.)='{name}']/ancestor::*[@role='row'][1]"
+            wait_for(driver, lambda d, r=row: d.find_elements(By.XPATH, r), what=name)
+            driver.find_element(By.XPATH, f"{row}//input[@type='checkbox']").click()
+        search = driver.find_element(By.XPATH, "//input[@placeholder='Search metric charts']")
+        search.send_keys(SAMPLES_KEY)
+        found = wait_for(driver, shown, what="both runs' sample images")
+        for run_id, seen in found.items():  # each decoded at its own logged size
+            assert seen <= sizes[run_id], (seen, sizes[run_id])
+        for close in driver.find_elements(By.XPATH, "//button[@aria-label='Close']"):
+            close.click()  # the assistant's side panel: more room for the charts
+        show_large(driver, SAMPLES_KEY)
+        screenshot(driver, "mlflow_chart_view_images.png", tmp_path)
 
 
 def show_large(driver, title: str) -> None:
