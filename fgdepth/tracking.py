@@ -1,7 +1,9 @@
 """MLflow tracking: the only module of the training path that imports mlflow.
 
 Where runs go: ``MLFLOW_TRACKING_URI`` when set, else ``mlruns_config/local.yaml`` (a SQLite
-store and a local artifact folder). Under ``mlflow run`` the run that MLflow created
+store and a local artifact folder). A tracking server (``http://``) keeps the artifacts itself
+and may ask for a sign-in: MLflow sends ``MLFLOW_TRACKING_USERNAME`` and
+``MLFLOW_TRACKING_PASSWORD`` from the environment. Under ``mlflow run`` the run that MLflow created
 (``MLFLOW_RUN_ID``) is adopted. A run that fails ends FAILED (KILLED on Ctrl-C) with the
 reason in the ``fgdepth.failure`` tag: never left RUNNING.
 """
@@ -14,6 +16,7 @@ import os
 import subprocess
 import tempfile
 import time
+import urllib.parse
 import warnings
 from pathlib import Path
 
@@ -21,7 +24,7 @@ import mlflow
 import yaml
 from mlflow.tracking import MlflowClient
 
-from fgdepth.config import Config
+from fgdepth.config import Config, ConfigError
 from fgdepth.data.preview import colour_depth, grid, to_rgb
 from fgdepth.engine.callbacks import Callback, EpochResult, FitResult, StageResult, data_modes
 from fgdepth.engine.checkpoint import save_checkpoint
@@ -29,6 +32,9 @@ from fgdepth.engine.checkpoint import save_checkpoint
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = REPO_ROOT / "mlruns_config"
 DEFAULT_EXPERIMENT = "fgdepth"
+# the UI opens a model-training experiment on its runs, not on the GenAI traces view
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
+SAMPLES_KEY = "test_samples"  # the image series of the test samples: a step per stage
 
 
 def read_tracking_config(name_or_path: str = "local") -> dict:
@@ -41,27 +47,68 @@ def read_tracking_config(name_or_path: str = "local") -> dict:
 
 
 def setup_tracking(config_name: str = "local") -> dict:
-    """Point mlflow at the store; returns the tracking settings in use."""
+    """Point mlflow at the store; returns the tracking settings in use. A tracking server is
+    asked once whether it lets this client in (``MLFLOW_TRACKING_USERNAME`` and
+    ``MLFLOW_TRACKING_PASSWORD`` when it requires a sign-in)."""
     settings = read_tracking_config(config_name)
     uri = os.environ.get("MLFLOW_TRACKING_URI") or settings["tracking_uri"]
     settings["tracking_uri"] = uri
     mlflow.set_tracking_uri(uri)
+    if is_server(uri):
+        check_access(uri)
     return settings
 
 
+def is_server(uri: str) -> bool:
+    return uri.startswith(("http://", "https://"))
+
+
+def _local_folder(location: str | None) -> bool:
+    return bool(location) and "://" not in location
+
+
+def masked_uri(uri: str) -> str:
+    """``uri`` with any password in it replaced by ***."""
+    parts = urllib.parse.urlsplit(uri)
+    if parts.password is None:
+        return uri
+    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
+def check_access(uri: str) -> None:
+    """Fail with one line when the tracking server refuses this client (no or bad sign-in)."""
+    try:
+        MlflowClient(uri).search_experiments(max_results=1)
+    except mlflow.exceptions.MlflowException as exc:
+        if exc.error_code not in ("UNAUTHENTICATED", "PERMISSION_DENIED"):
+            raise
+        who = os.environ.get("MLFLOW_TRACKING_USERNAME")
+        hint = (
+            f"as user '{who}' (check MLFLOW_TRACKING_PASSWORD)"
+            if who
+            else "without credentials: set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"
+        )
+        raise ConfigError(f"tracking server {masked_uri(uri)} refused this client {hint}") from None
+
+
 def experiment_id(name: str, artifact_root: str | None) -> str:
-    """The id of experiment ``name``, created with a local artifact folder if it is new."""
+    """The id of experiment ``name``, created with a local artifact folder if it is new. On a
+    tracking server a local folder is ignored: the server keeps the artifacts (proxied,
+    ``mlflow-artifacts:/``), where every client can read them."""
     client = MlflowClient()
     found = client.get_experiment_by_name(name)
     if found is not None:
         return found.experiment_id
+    if is_server(mlflow.get_tracking_uri()) and _local_folder(artifact_root):
+        artifact_root = None
     location = None
     if artifact_root and "://" not in artifact_root:
         location = (Path(artifact_root).resolve() / name).as_uri()
     elif artifact_root:
         location = f"{artifact_root.rstrip('/')}/{name}"
     try:
-        return client.create_experiment(name, artifact_location=location)
+        return client.create_experiment(name, artifact_location=location, tags=EXPERIMENT_TAGS)
     except mlflow.exceptions.MlflowException:
         return client.get_experiment_by_name(name).experiment_id  # created meanwhile
 
@@ -168,8 +215,7 @@ class MLflowCallback(Callback):
         commit = git_commit()
         if commit:
             tags["fgdepth.git_commit"] = commit
-        for key, value in tags.items():
-            self.client.set_tag(self.run_id, key, value)
+        set_tags(self.run_id, tags)
         path = Path(self.tmp.name) / "config.yaml"
         path.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
         self.client.log_artifact(self.run_id, str(path))
@@ -186,8 +232,13 @@ class MLflowCallback(Callback):
     def on_stage_end(self, result: StageResult, model) -> None:
         self._metrics(result.test, "test_", result.stage)
         if result.images:
+            image = picture(result.images)
             name = f"stage{result.stage}_{result.config.name or result.stage}.png"
-            self.client.log_image(self.run_id, picture(result.images), f"samples/{name}")
+            self.client.log_image(self.run_id, image, f"samples/{name}")  # for the report
+            # an image series: the UI's chart view compares it across runs and stages
+            self.client.log_image(
+                self.run_id, image, key=SAMPLES_KEY, step=result.stage, synchronous=True
+            )
 
     def on_fit_end(self, result: FitResult) -> None:
         self._metrics(result.metrics, "", 0)
@@ -367,9 +418,10 @@ def running_runs_tagged(tag: str) -> list:
 
 
 def set_tags(run_id: str, tags: dict) -> None:
-    client = MlflowClient()
-    for key, value in tags.items():
-        client.set_tag(run_id, key, str(value)[:5000])
+    """All in one request (a tracking server answers each one)."""
+    values = [mlflow.entities.RunTag(k, str(v)[:5000]) for k, v in tags.items()]
+    if values:
+        MlflowClient().log_batch(run_id, tags=values)
 
 
 def log_summary(run_id: str, params: dict, metrics: dict, files: dict, tags: dict) -> None:

@@ -12,6 +12,10 @@ pruner can stop hopeless trials early. Storage:
   heartbeat per running trial: a worker that dies leaves its trial failed and retried.
 
 Running again with the same study name continues the study up to its trial count.
+
+Each completed trial uploads its last picture of the test samples and its metrics (JSON)
+through Optuna's artifact API to a file-system store beside the study (``artifact_dir``), where
+``optuna-dashboard --artifact-dir`` shows them on the trial's page.
 """
 
 from __future__ import annotations
@@ -336,6 +340,7 @@ class Job:
     heartbeat: int
     coordinator: str = ""  # host:pid of the `fgdepth tune` process
     worker: int = 0
+    artifacts: str = ""  # the trials' files (see artifact_dir)
 
 
 def _objective(job: Job, dataset) -> Callable[[optuna.Trial], Any]:
@@ -370,11 +375,48 @@ def _objective(job: Job, dataset) -> Callable[[optuna.Trial], Any]:
         val = result.stages[-1].epochs[-1].val if result.stages[-1].epochs else result.metrics
         for key in ("mask_iou", "depth_rmse", "fg_distance_error"):
             trial.set_user_attr(f"val_{key}", float(val[key]))
+        if job.artifacts:
+            upload_trial_files(trial, Path(job.artifacts), result, val)
         if config.tune.objective.multi:
             return val["mask_iou"], val["depth_rmse"]
         return score(val, config.tune.objective)
 
     return objective
+
+
+def artifact_dir(storage_url: str) -> Path:
+    """Where a study's trial files go: beside the SQLite or journal file (``optuna.db`` ->
+    ``optuna-artifacts/``); for a database server, ``optuna-artifacts/`` here (give every
+    machine the same shared folder)."""
+    url = os.path.expandvars(storage_url or DEFAULT_STORAGE)
+    for prefix in ("sqlite:///", "journal:"):
+        if url.startswith(prefix) and url[len(prefix) :] not in ("", ":memory:"):
+            path = Path(url[len(prefix) :]).expanduser()
+            return path.parent / f"{path.stem}-artifacts"
+    return Path("optuna-artifacts")
+
+
+def upload_trial_files(trial: optuna.Trial, folder: Path, result, val: dict) -> None:
+    """The trial's last picture of the test samples and its metrics, as Optuna artifacts."""
+    import json
+    import tempfile
+
+    from optuna.artifacts import FileSystemArtifactStore, upload_artifact
+
+    from fgdepth.tracking import picture
+
+    folder.mkdir(parents=True, exist_ok=True)
+    store = FileSystemArtifactStore(folder)
+    with tempfile.TemporaryDirectory(prefix="fgdepth-trial-") as tmp:
+        files = [Path(tmp) / "metrics.json"]
+        metrics = {"validation": val, "test": result.metrics, "minutes": result.seconds / 60}
+        files[0].write_text(json.dumps(metrics, indent=2))
+        last = next((s for s in reversed(result.stages) if s.images), None)
+        if last is not None:
+            files.insert(0, Path(tmp) / f"samples_stage{last.stage}.png")
+            picture(last.images).save(files[0])
+        for path in files:
+            upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=trial)
 
 
 def _tag_state(study, trial) -> None:
@@ -658,7 +700,12 @@ def tune(
             f"study '{name}' on {masked(storage)}: {sum(before.values())} trial(s) so far, "
             f"target {tune_cfg.trials}; {workers} worker(s); MLflow parent run {parent}"
         )
-        job = Job(config, storage, name, parent, tracking, heartbeat, _here())
+        artifacts = artifact_dir(storage).resolve()
+        print_fn(
+            f"each trial's picture and metrics: {artifacts} (see them with: optuna-dashboard "
+            f"{masked(storage)} --artifact-dir {artifacts})"
+        )
+        job = Job(config, storage, name, parent, tracking, heartbeat, _here(), 0, str(artifacts))
         codes = run_workers(job, workers)
         if any(codes):  # a worker died: finish its part here (its trial comes back as a retry)
             print_fn(f"worker exit codes {codes}: finishing the study in this process")

@@ -4,6 +4,7 @@ server on loopback, for tests and for the README's screenshots."""
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import sys
 import tempfile
@@ -95,3 +96,16 @@ def click_text(driver, text: str, timeout: float = 30) -> None:
             return None
 
     wait_for(driver, find, timeout, what=f"'{text}'").click()
+
+
+def screenshot(driver, name: str, folder: Path) -> Path:
+    """Save the page as ``folder/name``, and also under ``$FGDEPTH_SCREENSHOTS`` when set (the
+    README's pictures: ``FGDEPTH_SCREENSHOTS=docs/images``)."""
+    path = folder / name
+    driver.save_screenshot(str(path))
+    extra = os.environ.get("FGDEPTH_SCREENSHOTS")
+    if extra:
+        target = Path(__file__).resolve().parent.parent / extra  # relative: to the repository
+        target.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, target / name)
+    return path

@@ -1,4 +1,5 @@
-"""Real servers for tests: a PostgreSQL server on loopback, started and stopped here.
+"""Real servers for tests, on loopback, started and stopped here: PostgreSQL, and an MLflow
+tracking server with sign-in over it.
 
 When a service is missing the tests that need it are skipped, unless
 ``FGDEPTH_REQUIRE_SERVICES=1`` (set by ``.ci/run``, which installs them): then they fail.
@@ -13,6 +14,7 @@ import secrets
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.request
@@ -126,3 +128,46 @@ class Postgres:
             self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
         finally:
             shutil.rmtree(self.root, ignore_errors=True)
+
+
+def auth_ini(database_url: str) -> str:
+    """The sign-in settings of a team's MLflow server (the README's ``auth.ini``): users in
+    ``database_url``; every signed-in user may log to every experiment (EDIT); the admin's
+    password comes from ``MLFLOW_AUTH_ADMIN_PASSWORD`` on the first start. A password check
+    (PBKDF2) is costly and a training run makes hundreds of requests: each user's is cached
+    for a minute."""
+    return (
+        "[mlflow]\n"
+        "default_permission = EDIT\n"
+        f"database_uri = {database_url}\n"
+        "admin_username = admin\n"
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+        "# a password is checked once a minute per user, not at every request\n"
+        "auth_cache_ttl_seconds = 60\n"
+    )
+
+
+@contextlib.contextmanager
+def mlflow_server(backend: str, auth_database: str, folder: Path, admin_password: str):
+    """``mlflow server --app-name basic-auth`` on 127.0.0.1 over ``backend`` (runs) and
+    ``auth_database`` (users), proxying artifacts stored in ``folder/artifacts``; yields its
+    base URL."""
+    try:
+        import flask_wtf  # noqa: F401
+    except ImportError:
+        missing("mlflow[auth] is not installed (pip install -e '.[test]')")
+    ini = folder / "auth.ini"
+    ini.write_text(auth_ini(auth_database))
+    env = {
+        **os.environ,
+        "MLFLOW_AUTH_CONFIG_PATH": str(ini),
+        "MLFLOW_AUTH_ADMIN_PASSWORD": admin_password,
+        "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(16),
+    }
+    args = [
+        sys.executable, "-m", "mlflow", "server", "--app-name", "basic-auth",
+        "--backend-store-uri", backend, "--artifacts-destination", str(folder / "artifacts"),
+        "--host", "127.0.0.1", "--port", "{port}", "--workers", "2",
+    ]  # fmt: skip
+    with http_server(args, "/health", folder / "server.log", env=env, cwd=folder) as base:
+        yield base
