@@ -266,7 +266,9 @@ def plan_report(config: Config, timed_steps: int = 3) -> dict:
     """What a run of ``config`` would do, without training: per stage its size, rows, data
     mode and cache bytes, an estimated time per epoch from a few timed steps here, and the
     free disk."""
-    from fgdepth.config import scaled_stages
+    from dataclasses import replace
+
+    from fgdepth.config import ConfigError, scaled_stages
     from fgdepth.data import cache_root
     from fgdepth.data.modes import room_for_caches
     from fgdepth.engine.fit import default_device
@@ -276,7 +278,12 @@ def plan_report(config: Config, timed_steps: int = 3) -> dict:
     from fgdepth.models import build_model
 
     shape, rows, train_rows, where = _planned_shape(config)
-    stages = check_samples(config, scaled_stages(config), train_rows)
+    stages, refused = scaled_stages(config), None
+    try:
+        stages = check_samples(config, stages, train_rows)
+    except ConfigError as exc:  # planned anyway, on the rows there are; training would refuse
+        refused = str(exc)
+        stages = [replace(s, samples=min(s.samples, train_rows)) for s in stages]
     scale = build_model(config.model.name, **config.model.options).input_scale
     data = plan_data(config, stages, scale, shape)
     device = default_device()
@@ -297,7 +304,7 @@ def plan_report(config: Config, timed_steps: int = 3) -> dict:
         "dataset_rows": rows, "train_rows": train_rows, "cache": config.data.cache,
         "cache_budget_gb": config.data.cache_budget_gb, "cache_root": str(cache_root()),
         "disk_free_bytes": free, "device": str(device), "precision": precision,
-        "stages": out_stages,
+        "stages": out_stages, "refused": refused,
     }  # fmt: skip
 
 
@@ -320,4 +327,6 @@ def plan_text(plan: dict) -> str:
             f"  {s['mode']:<7}{human(s['cache_bytes']):>10}{human(s['new_cache_bytes']):>10}"
             f"{s['train_samples_per_s']:>11}{per_epoch:>11}"
         )
+    if plan.get("refused"):
+        lines.append(f"training would refuse this: {plan['refused']} (planned on those rows)")
     return "\n".join(lines)
