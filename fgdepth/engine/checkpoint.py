@@ -88,7 +88,11 @@ def _torch_load(path: str | Path, what: str):
                 f"loaded; a {what} holds only tensors and plain data"
             ) from None
         raise CheckpointError(f"{path}: not a {what} (not a torch file)") from None
-    except (RuntimeError, EOFError, OSError, ValueError, UnicodeDecodeError):
+    except Exception:  # an unpickler fed other bytes can raise almost anything
+        with open(path, "rb") as f:
+            is_zip = f.read(4) == b"PK\x03\x04"  # torch files are zips (maybe cut short)
+        if not is_zip:
+            raise CheckpointError(f"{path}: not a {what} (not a torch file)") from None
         raise CheckpointError(
             f"{path}: not a {what} (not a readable torch file: cut short, corrupt or another kind)"
         ) from None
