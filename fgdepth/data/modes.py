@@ -132,12 +132,9 @@ def decode_workers(workers: int | None, stream: bool = False) -> int:
 
 def data_shape(dataset: Dataset, root: Path | None = None) -> DataShape:
     """The ``DataShape`` of an opened dataset, with the cache keys already on disk."""
-    cached = {
-        (size, part)
-        for folder in (root or cache_root()).glob(f"{dataset.fingerprint()[:24]}-*px*")
-        if (folder / "meta.json").exists() and (key := key_of_folder(folder.name))
-        for size, part in [key]
-    }
+    folders = (root or cache_root()).glob(f"{dataset.fingerprint()[:24]}-*px*")
+    keys = [key_of_folder(f.name) for f in folders if (f / "meta.json").exists()]
+    cached = {key for key in keys if key is not None}
     backgrounds = int(dataset.backgrounds().max()) + 1
     return DataShape(len(dataset), backgrounds, dataset.source_side(), frozenset(cached))
 
