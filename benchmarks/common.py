@@ -12,25 +12,39 @@ import torch
 BENCHMARKS_MD = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
 
 
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    flags = ""
+def machine(precision: str | None = None, threads: int | None = None) -> str:
+    """CPU model, its AVX-512 and native-bf16 flags, cores, GPU, versions; with ``precision``
+    and ``threads``, what the figures were measured in."""
+    cpu, flags = "", set()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
+            if line.startswith("model name") and not cpu:
                 cpu = line.split(":", 1)[1].strip()
             elif line.startswith("flags"):
-                bf16 = "avx512_bf16" in line.split(":", 1)[1].split()
-                # what `precision: auto` trains in on this CPU
-                flags = " with AVX-512 BF16" if bf16 else " without AVX-512 BF16 (fp32 training)"
+                flags = set(line.split(":", 1)[1].split())
                 break
     except OSError:
         pass
-    cpu += flags
+    cpu = cpu or platform.processor() or platform.machine()
+    avx512 = "yes" if "avx512f" in flags else "no"
+    bf16 = "yes" if "avx512_bf16" in flags else "no"
+    amx = "yes" if "amx_bf16" in flags else "no"
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     versions = f"Python {platform.python_version()}, torch {torch.__version__}"
-    return f"{cpu}, {cores} cores, {gpu}; {versions}"
+    line = f"{cpu} (AVX-512: {avx512}, AVX512_BF16: {bf16}, AMX: {amx}), {cores} cores, {gpu}; {versions}"
+    if precision:
+        line += f"; {precision}"
+    if threads:
+        line += f", {threads} threads"
+    return line
+
+
+def auto_precision() -> str:
+    """What ``precision: auto`` trains in on this machine's CPU."""
+    from fgdepth.engine.precision import choose_precision
+
+    return choose_precision("auto", torch.device("cpu"))[0]
 
 
 def write_section(name: str, body: str, path: Path = BENCHMARKS_MD) -> None:

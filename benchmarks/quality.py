@@ -11,8 +11,13 @@ background subtraction for the mask and the mean depth map for depth.
 
     python benchmarks/quality.py                  # writes the 'quality' section of BENCHMARKS.md
     python benchmarks/quality.py --data PATH      # another dataset (folder or zip)
+    python benchmarks/quality.py --seed 1 --set model.width=24 --label "width 24"
+                                                  # a variant: another row of the same table
     python benchmarks/quality.py --smoke          # seconds; prints only
     python benchmarks/quality.py --render         # the section again from the saved results
+
+Each variant is kept in OUT/PROFILE/LABEL/results.json; the section shows every variant
+measured into OUT, in the order they were measured (delete a folder to drop its row).
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks import street_data  # noqa: E402
-from benchmarks.common import machine, publish, table  # noqa: E402
+from benchmarks.common import auto_precision, machine, publish, table  # noqa: E402
 from fgdepth.baselines import reference_metrics  # noqa: E402
 from fgdepth.config import load_config, scaled_stages  # noqa: E402
 from fgdepth.data import build_cache, build_model_cache  # noqa: E402
@@ -43,18 +48,25 @@ TARGETS = {"mask_iou": 0.93, "depth_rmse": 0.04, "minutes": 5.0}
 METRICS = ["mask_iou", "mask_iou_image", "depth_rmse", "depth_delta1", "fg_distance_error"]
 
 
-def train(data: Path, profile: str, out: Path, max_minutes: float | None = None) -> dict:
+def variant_args(variant: dict, profile: str, data: Path | str) -> list[str]:
+    """``fgdepth train`` arguments for a variant: its config, seed, overrides and time limit."""
+    args = ["train", "--config", variant["config"], "--profile", profile, "--data", str(data),
+            "--seed", str(variant["seed"])]  # fmt: skip
+    for override in variant["set"]:
+        args += ["--set", override]
+    if variant["max_minutes"] == 0:  # no limit: fgdepth's --max-minutes 0 keeps the profile's
+        args += ["--set", "max_minutes=null"]
+    elif variant["max_minutes"] is not None:
+        args += ["--max-minutes", f"{variant['max_minutes']:g}"]
+    return args
+
+
+def train(data: Path, profile: str, out: Path, variant: dict) -> dict:
     """The CLI run, timed from outside; its printed result plus ``wall_minutes``."""
     env = dict(os.environ)
     env["MLFLOW_TRACKING_URI"] = f"sqlite:///{out / 'mlflow.db'}"
     env["FGDEPTH_CACHE"] = str(out / "cache")
-    config = str(ROOT / "experiments" / "default.yaml")
-    command = [sys.executable, "-m", "fgdepth", "train", "--config", config,
-               "--profile", profile, "--data", str(data)]  # fmt: skip
-    if max_minutes == 0:  # no limit: fgdepth's --max-minutes 0 keeps the profile's
-        command += ["--set", "max_minutes=null"]
-    elif max_minutes is not None:
-        command += ["--max-minutes", f"{max_minutes:g}"]
+    command = [sys.executable, "-m", "fgdepth", *variant_args(variant, profile, data)]
     start = time.monotonic()
     # run where the store is: the run's artifacts (pictures, model) go beside it
     proc = subprocess.run(command, cwd=out, env=env, capture_output=True, text=True)
@@ -120,50 +132,50 @@ def mask_errors(run_id: str, test: TestRows, out: Path) -> dict:
     }
 
 
-def render(results: dict, command: str) -> str:
-    run, refs = results["run"], results["references"]
-    m = run["metrics"]
-    met = {
-        "mask_iou": m["mask_iou"] >= TARGETS["mask_iou"],
-        "depth_rmse": m["depth_rmse"] <= TARGETS["depth_rmse"],
-        "minutes": run["wall_minutes"] <= TARGETS["minutes"],
-    }
-    rows = [
-        [f"default recipe (`{results['profile']}` profile)"] + [f"{m[k]:.3f}" for k in METRICS]
-        + [f"{run['wall_minutes']:.2f}"],
-        ["references (bg subtraction / mean depth)"] + [f"{refs[k]:.3f}" for k in METRICS]
-        + ["-"],
-        ["target", f">= {TARGETS['mask_iou']}", "", f"<= {TARGETS['depth_rmse']}", "", "",
-         f"<= {TARGETS['minutes']:g}"],
-    ]  # fmt: skip
-    e = results["errors"]
-    ious = ", ".join(f"{v:.3f} at {k}" for k, v in e["iou_by_threshold"].items())
-    errors = (
-        f"Where the mask is wrong: {e['outline_share']:.0%} of the wrong test pixels lie within "
-        f"one pixel of the true outline; {e['small_share']:.0%} of the test foregrounds cover "
-        f"less than 0.5 % of the image; the pooled IoU by threshold is {ious}."
-    )
-    verdict = "; ".join(f"{k} {'met' if ok else 'not met'}" for k, ok in met.items())
+def render(results: list[dict]) -> str:
+    """One row per variant, then the references and the targets; where each variant's mask
+    is wrong."""
+    first = results[0]
+    refs = first["references"]
+    rows, notes = [], []
+    for r in results:
+        run, m = r["run"], r["run"]["metrics"]
+        rows.append([r["label"]] + [f"{m[k]:.3f}" for k in METRICS]
+                    + [f"{run['wall_minutes']:.2f}", f"{run['minutes']:.2f}"])  # fmt: skip
+        met = [m["mask_iou"] >= TARGETS["mask_iou"], m["depth_rmse"] <= TARGETS["depth_rmse"],
+               run["wall_minutes"] <= TARGETS["minutes"]]  # fmt: skip
+        e = r["errors"]
+        ious = ", ".join(f"{v:.3f} at {k}" for k, v in e["iou_by_threshold"].items())
+        notes.append(
+            f"- {r['label']}: targets {'all met' if all(met) else 'not all met'}; "
+            f"`python benchmarks/quality.py {r['command']}`; {e['outline_share']:.0%} of the "
+            f"wrong test pixels lie within one pixel of the true outline; pooled IoU by "
+            f"threshold {ious}."
+        )
+    rows.append(["references (bg subtraction / mean depth)"]
+                + [f"{refs[k]:.3f}" for k in METRICS] + ["-", "-"])  # fmt: skip
+    rows.append(["target", f">= {TARGETS['mask_iou']}", "", f"<= {TARGETS['depth_rmse']}", "",
+                 "", f"<= {TARGETS['minutes']:g}", ""])  # fmt: skip
     return "\n".join([
         "## Quality on data fgdepth did not generate",
         "",
-        f"Machine: {machine()}.",
-        f"Command: `{command}`. Data: {results['data']} ({refs['samples']} samples; "
-        f"the run trains on its train split, and the test split, {refs['test']} rows at "
-        f"{refs['size']} px, is scored here). Minutes: the whole `fgdepth train` command, "
-        f"from a cold decode cache (of which the run itself: {run['minutes']:.2f}).",
+        f"Machine: {first['machine']}.",
+        f"Data: {first['data']} ({refs['samples']} samples; each run trains on its train split, "
+        f"and the test split, {refs['test']} rows at {refs['size']} px, is scored here). "
+        f"Each row is the whole `fgdepth train --config CONFIG --profile {first['profile']} "
+        "--data PATH` command, timed from outside from a cold decode cache (minutes), and the "
+        "training run itself as it reports (run minutes).",
         "",
-        table(["", *METRICS, "minutes"], rows),
+        table(["", *METRICS, "minutes", "run minutes"], rows),
         "",
-        f"Targets: {verdict}.",
+        *notes,
         "",
-        errors,
+        f"Small foregrounds: {first['errors']['small_share']:.0%} of the test foregrounds cover "
+        "less than 0.5 % of the image.",
     ])  # fmt: skip
 
 
-def measure(
-    data: Path | None, root: Path, profile: str, out: Path, max_minutes: float | None = None
-) -> dict:
+def measure(data: Path | None, root: Path, profile: str, out: Path, variant: dict) -> dict:
     """Train in a fresh store from a cold cache, then score the references and the errors."""
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
@@ -176,11 +188,22 @@ def measure(
         if not (data / "manifest.csv").exists():
             street_data.write(data, n, seed=1, workers=1 if profile == "smoke" else 2)
     data = data.resolve()
-    run = train(data, profile, out, max_minutes)
+    run = train(data, profile, out, variant)
     test = TestRows(data, profile, out)
     errors = mask_errors(run["run_id"], test, out)
     return {"run": run, "references": references(test), "errors": errors,
             "data": description, "profile": profile}  # fmt: skip
+
+
+def threads() -> int:
+    """The threads the training subprocess uses: torch's default, one per core it may run on."""
+    return len(os.sched_getaffinity(0))
+
+
+def saved(root: Path) -> list[dict]:
+    """Every variant measured into ROOT, oldest first."""
+    found = [json.loads(p.read_text()) for p in root.glob("*/results.json")]
+    return sorted(found, key=lambda r: r["finished"])
 
 
 def main(argv=None) -> int:
@@ -191,21 +214,29 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--render", action="store_true", help="only write the section again from OUT's results"
     )
+    parser.add_argument("--config", default="default", help="the experiment (default: default)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a config override for this variant (repeatable)")  # fmt: skip
+    parser.add_argument("--label", help="the variant's row (default: config and seed)")
     parser.add_argument(
         "--max-minutes", type=float,
         help="the run's time limit (default: the profile's; 0: none, for a slower machine)",
     )  # fmt: skip
     args = parser.parse_args(argv)
     profile = "smoke" if args.smoke else "cpu"
-    out = args.out.resolve() / profile  # the run works in OUT: a relative path would move
-    command = "python benchmarks/quality.py" + (f" --data {args.data}" if args.data else "")
-    command += f" --max-minutes {args.max_minutes:g}" if args.max_minutes is not None else ""
-    if args.render:
-        results = json.loads((out / "results.json").read_text())
-    else:
-        results = measure(args.data, args.out, profile, out, args.max_minutes)
-        (out / "results.json").write_text(json.dumps(results, indent=2))
-    publish("quality", render(results, command), write=not args.smoke)
+    root = args.out.resolve() / profile  # the run works in OUT: a relative path would move
+    if not args.render:
+        variant = {"config": args.config, "seed": args.seed, "set": args.set,
+                   "max_minutes": args.max_minutes}  # fmt: skip
+        label = args.label or f"{args.config}, seed {args.seed}"
+        folder = root / "".join(c if c.isalnum() else "-" for c in label.lower())
+        result = measure(args.data, args.out, profile, folder, variant)
+        command = " ".join(a if " " not in a else repr(a) for a in (argv or sys.argv[1:]))
+        result.update(label=label, command=command, finished=time.time(),
+                      machine=machine(auto_precision(), threads()))  # fmt: skip
+        (folder / "results.json").write_text(json.dumps(result, indent=2))
+    publish("quality", render(saved(root)), write=not args.smoke)
     return 0
 
 

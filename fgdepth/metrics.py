@@ -107,6 +107,8 @@ class MetricAccumulator:
             return s[a] / s[b] if s[b] else empty
 
         out = {"loss": ratio("loss_sum", "loss_batches")} if "loss_batches" in s else {}
+        if "images" not in s:  # losses only: no batch was measured
+            return out
         return out | {
             "mask_iou": ratio("inter", "union", 1.0),
             "mask_iou_image": ratio("iou_image", "images"),

@@ -1,9 +1,11 @@
 """Mixed precision: bf16 autocast where the hardware does it natively, else fp32.
 
-``precision: auto`` picks bf16 on a CPU whose instruction set has native bf16 arithmetic
-(AVX512_BF16 or AMX-BF16: about 3x the fp32 speed of the same cores here), fp32 on any other
-CPU (oneDNN would emulate bf16 there, slower than fp32), and AMP on a GPU (bf16 where it is
-supported, else fp16). The reason for the choice is given once, on the console.
+``precision: auto`` picks bf16 on a CPU with AMX (its bf16 tile units made training about 3x
+faster than fp32 on the same cores), and fp32 on any other CPU: without AMX, oneDNN either
+emulates bf16 (AVX2 only) or has only AVX512_BF16's dot products, and on a 2-core Xeon with
+AVX512_BF16 but no AMX the default model trained 10 % slower in bf16 than in fp32
+(BENCHMARKS.md, "Precision"). On a GPU it picks AMP (bf16 where supported, else fp16). The
+reason for the choice is given once, on the console.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-NATIVE_BF16 = ("avx512_bf16", "amx_bf16")
+FAST_BF16 = ("amx_bf16",)  # the flags under which bf16 training beats fp32
 
 
 def cpu_flags() -> set[str]:
@@ -37,9 +39,11 @@ def choose_precision(
         if torch.cuda.is_bf16_supported():
             return "bf16", "auto: the GPU supports bf16"
         return "fp16", "auto: the GPU lacks bf16"
-    native = sorted(set(NATIVE_BF16) & (cpu_flags() if flags is None else flags))
-    if native:
-        return "bf16", f"auto: the CPU has native bf16 ({', '.join(native)})"
+    flags = cpu_flags() if flags is None else flags
+    if set(FAST_BF16) & flags:
+        return "bf16", "auto: the CPU has AMX bf16 units"
+    if "avx512_bf16" in flags:
+        return "fp32", "auto: the CPU has AVX512_BF16 but no AMX, where bf16 trains slower"
     return "fp32", "auto: the CPU has no native bf16 (no AVX512_BF16 or AMX)"
 
 

@@ -25,10 +25,11 @@ from fgdepth.models.base import MODELS, DepthMaskModel, conv_bn_relu
 
 
 class Stage(nn.Sequential):
-    """Two 3x3 conv-BN-ReLU; the first may stride."""
+    """``convs`` 3x3 conv-BN-ReLU (two by default); the first may stride."""
 
-    def __init__(self, cin: int, cout: int, stride: int = 1):
-        super().__init__(conv_bn_relu(cin, cout, 3, stride), conv_bn_relu(cout, cout))
+    def __init__(self, cin: int, cout: int, stride: int = 1, convs: int = 2):
+        more = [conv_bn_relu(cout, cout) for _ in range(convs - 1)]
+        super().__init__(conv_bn_relu(cin, cout, 3, stride), *more)
 
 
 class Head(nn.Module):
@@ -53,6 +54,7 @@ class UNet(DepthMaskModel):
         context: bool = False,
         input_scale: int = 1,
         depth_stride: int = 1,
+        decoder_convs: int = 2,
     ):
         super().__init__()
         w = [width, width * 2, width * 4, width * 6, width * 8]  # 1/2 .. 1/32
@@ -62,6 +64,8 @@ class UNet(DepthMaskModel):
         if depth_stride not in (1, 2):
             raise ValueError(f"depth_stride must be 1 or 2, got {depth_stride}")
         self.depth_stride = depth_stride
+        if decoder_convs not in (1, 2):
+            raise ValueError(f"decoder_convs must be 1 or 2, got {decoder_convs}")
         cin = 9
         # the sub-pixels of each output pixel, as channels, mixed down to a few features
         self.detail = conv_bn_relu(cin * input_scale**2, 16, 1) if input_scale > 1 else None
@@ -83,9 +87,9 @@ class UNet(DepthMaskModel):
         )
         self.decoder = nn.ModuleList(
             [
-                Stage(w[3] + w[2], w[2]),  # 1/8
-                Stage(w[2] + w[1], w[1]),  # 1/4
-                Stage(w[1] + w[0], w[0]),  # 1/2
+                Stage(w[3] + w[2], w[2], convs=decoder_convs),  # 1/8
+                Stage(w[2] + w[1], w[1], convs=decoder_convs),  # 1/4
+                Stage(w[1] + w[0], w[0], convs=decoder_convs),  # 1/2
             ]
         )
         self.mask_head = Head(w[0] + cin, head)
@@ -131,7 +135,13 @@ def unet(
     context: bool = False,
     input_scale: int = 1,
     depth_stride: int = 1,
+    decoder_convs: int = 2,
 ) -> UNet:
     return UNet(
-        width=width, head=head, context=context, input_scale=input_scale, depth_stride=depth_stride
+        width=width,
+        head=head,
+        context=context,
+        input_scale=input_scale,
+        depth_stride=depth_stride,
+        decoder_convs=decoder_convs,
     )
