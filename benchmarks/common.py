@@ -32,7 +32,8 @@ def machine(precision: str | None = None, threads: int | None = None) -> str:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     versions = f"Python {platform.python_version()}, torch {torch.__version__}"
-    line = f"{cpu} (AVX-512: {avx512}, AVX512_BF16: {bf16}, AMX: {amx}), {cores} cores, {gpu}; {versions}"
+    line = f"{cpu} (AVX-512: {avx512}, AVX512_BF16: {bf16}, AMX: {amx}), {cores} cores, {gpu}"
+    line += f"; {versions}"
     if precision:
         line += f"; {precision}"
     if threads:

@@ -1,9 +1,11 @@
 """Training throughput: the seed network against the default model.
 
-Side by side, at 64 / 96 / 192 px, in fp32 and bf16 autocast (CPU) or AMP (GPU), with and
-without channels_last: training samples/s (forward, BCE + SSIM losses, backward, AdamW step on
-random inputs: data loading is measured by loader.py), peak memory, FLOPs per sample and the
-achieved FLOP/s against the machine's measured matmul peak.
+Each model as its experiment builds it (`seed_original.yaml`, `default.yaml`: the default
+model reads its inputs at twice the size it predicts at). Side by side, at 64 / 96 / 192 px,
+in fp32 and bf16 autocast (CPU) or AMP (GPU), with and without channels_last: training
+samples/s (forward, BCE + SSIM losses, backward, AdamW step on random inputs: data loading is
+measured by loader.py), peak memory, FLOPs per sample and the achieved FLOP/s against the
+machine's measured matmul peak.
 
     python benchmarks/train_speed.py                 # writes the 'train_speed' section
     python benchmarks/train_speed.py --device cuda   # on a GPU machine: 'train_speed_gpu'
@@ -26,8 +28,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import machine, publish, table  # noqa: E402
+from fgdepth.config import load_config  # noqa: E402
 from fgdepth.losses import bce_loss, ssim_loss  # noqa: E402
 from fgdepth.models import build_model  # noqa: E402
+
+EXPERIMENT = {"seed": "seed_original", "unet": "default"}  # where each model's options come from
 
 BATCH = {"cpu": {64: 32, 96: 16, 192: 8}, "cuda": {64: 256, 96: 128, 192: 64}}
 
@@ -51,10 +56,17 @@ def matmul_peak(
     return 2 * n**3 * done / (time.perf_counter() - start) / 1e9
 
 
+def experiment_model(name: str):
+    """The model as its experiment builds it."""
+    spec = load_config(EXPERIMENT[name]).model
+    return build_model(spec.name, **spec.options)
+
+
 def flops_per_sample(model, size: int, device) -> float:
     from torch.utils.flop_counter import FlopCounterMode
 
-    x = torch.rand(2, 3, size, size, device=device)
+    side = size * getattr(model, "input_scale", 1)
+    x = torch.rand(2, 3, side, side, device=device)
     counter = FlopCounterMode(display=False)
     with counter:
         mask, depth = model(x, x)
@@ -68,11 +80,12 @@ def measure(
 ) -> dict:
     device = torch.device(device_name)
     torch.manual_seed(0)
-    model = build_model(name).to(device)
+    model = experiment_model(name).to(device)
     flops = flops_per_sample(model, size, device)
     batch = BATCH[device.type][size]
-    fg_bg = torch.rand(batch, 3, size, size, device=device)
-    bg = torch.rand(batch, 3, size, size, device=device)
+    side = size * getattr(model, "input_scale", 1)  # inputs at the model's input scale
+    fg_bg = torch.rand(batch, 3, side, side, device=device)
+    bg = torch.rand(batch, 3, side, side, device=device)
     mask = (torch.rand(batch, 1, size, size, device=device) > 0.8).float()
     depth = torch.rand(batch, 1, size, size, device=device)
     if channels_last:
@@ -204,10 +217,13 @@ def main(argv=None) -> int:
     body = "\n".join([
         f"## Training throughput ({'GPU' if device.type == 'cuda' else 'CPU'})",
         "",
-        f"Machine: {machine()}. Command: `{cmd}`.",
+        f"Machine: {machine('fp32 and bf16 autocast, each measured', torch.get_num_threads())}. "
+        f"Command: `{cmd}`.",
         "",
-        "One training step = forward, 2 x BCE (mask) + SSIM (depth), backward, AdamW; random "
-        "inputs (data loading is measured separately). Peak memory: "
+        "Models as `seed_original.yaml` and `default.yaml` build them (px: the predicted size; "
+        "the default model reads its inputs at twice that). One training step = forward, "
+        "2 x BCE (mask) + SSIM (depth), backward, AdamW; random inputs (data loading is "
+        "measured separately). Peak memory: "
         + ("`torch.cuda.max_memory_allocated`." if device.type == "cuda"
            else "the measuring process's maximum resident set size (each row a process)."),
         f"Matmul peak measured here: fp32{tf32} {peaks['fp32']:,.0f} GFLOP/s, "

@@ -37,13 +37,14 @@ def test_plan_of_the_builtin_data_generates_nothing(store, capsys, monkeypatch):
 
     monkeypatch.setattr(modes, "free_bytes", lambda path: 100 * 10**9)  # a 100 GB disk
     code = main(["train", "--config", "default", "--profile", "full", "--plan",
-                 "--plan-steps", "0", "--set", "data.cache_budget_gb=30"])  # fmt: skip
+                 "--plan-steps", "0", "--set", "data.cache_budget_gb=40"])  # fmt: skip
     out = capsys.readouterr().out
     assert code == 0 and "400,000 rows" in out
-    lines = [line.split() for line in out.splitlines() if line.startswith(("s64", "s96", "s192"))]
+    names = ("s48", "s64", "s96", "s192")
+    lines = [line.split() for line in out.splitlines() if line.startswith(names)]
     assert [(line[0], line[5]) for line in lines] == [
-        ("s64", "cache"), ("s96", "stream"), ("s192", "stream")
-    ]  # 24.6 GB fit the 30 GB budget; 96 px would need 55 more
+        ("s48", "cache"), ("s64", "cache"), ("s96", "stream"), ("s192", "stream")
+    ]  # 48 and 64 px (13.8 + 24.6 GB) fit the 40 GB budget; 96 px would need 55 more
     assert not builtin_folder(400000, 192, 0).exists()
 
 

@@ -30,11 +30,11 @@ from fgdepth.engine.stopping import Interrupted, StopPolicy
 from fgdepth.losses import HeadLoss
 from fgdepth.metrics import MetricAccumulator
 
-
-# Train metrics are measured on every fourth batch (the loss on every batch): all ten metrics
-# of a batch (SSIM, per-image medians, ...) cost a fifth of a training step at 64 px on 2 CPU
-# cores, and a quarter of the epoch's batches estimates the epoch's train metrics well enough
-# for a diagnostic. Validation and test metrics are exact, over every row.
+# Train metrics are measured on every fourth batch (the loss on every batch): the ten metrics
+# of a batch (SSIM, per-image medians, ...) cost 4-9 % of a training step at 64-96 px on 2 CPU
+# cores, many times more when other work shares the cores, and a quarter of the epoch's batches
+# estimates its train metrics well enough for a diagnostic. Validation and test metrics are
+# exact, over every row.
 TRAIN_METRICS_EVERY = 4
 
 

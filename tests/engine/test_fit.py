@@ -47,10 +47,13 @@ def test_fit_runs_all_stages_and_reports_every_metric(train_dataset):
         "stage_start 1",
         "epoch 1.0 step 1",
         "stage_end 1",
+        "stage_start 2",
+        "epoch 2.0 step 2",
+        "stage_end 2",
         "fit_end",
     ]  # default.yaml's 192 px stage is left out when a profile caps the size (when_capped)
     assert set(result.metrics) == set(METRIC_NAMES)
-    assert len(result.stages) == 2 and len(result.stages[0].images) == 3
+    assert len(result.stages) == 3 and len(result.stages[0].images) == 3
     assert result.train_samples_per_s > 0 and result.stopped_early is None
 
 
