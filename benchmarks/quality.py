@@ -159,7 +159,8 @@ def render(results: list[dict]) -> str:
     return "\n".join([
         "## Quality on data fgdepth did not generate",
         "",
-        f"Machine: {first['machine']}.",
+        f"Machine: {machine()}; {threads()} threads; each row in the precision its code's "
+        f"`precision: auto` chose here (the current code: {auto_precision()}).",
         f"Data: {first['data']} ({refs['samples']} samples; each run trains on its train split, "
         f"and the test split, {refs['test']} rows at {refs['size']} px, is scored here). "
         f"Each row is the whole `fgdepth train --config CONFIG --profile {first['profile']} "
