@@ -6,6 +6,7 @@ import contextlib
 import logging
 import os
 import socket
+from dataclasses import replace
 from pathlib import Path
 
 from fgdepth.config import Config
@@ -33,13 +34,18 @@ def resolve_dataset(config: Config) -> Dataset:
     )
 
 
-def _resolve_transfers(config: Config) -> None:
-    """``init_from`` may name an MLflow run or model: fetch its checkpoint file."""
+def _resolve_transfers(config: Config) -> Config:
+    """``init_from`` may name an MLflow run or model: ``config`` with its checkpoint file
+    fetched. New stage objects: a stage may be shared with another config (a study's)."""
     from fgdepth.tracking import download_checkpoint
 
-    for stage in config.stages:
-        if stage.init_from and not Path(stage.init_from).exists():
-            stage.init_from = str(download_checkpoint(stage.init_from))
+    stages = [
+        replace(stage, init_from=str(download_checkpoint(stage.init_from)))
+        if stage.init_from and not Path(stage.init_from).exists()
+        else stage
+        for stage in config.stages
+    ]
+    return replace(config, stages=stages)
 
 
 def train_tracked(
@@ -80,7 +86,7 @@ def train_tracked(
         return fit(config, dataset, callbacks, resume=resume, stop=stop), None
 
     settings = trk.setup_tracking(tracking)
-    _resolve_transfers(config)
+    config = _resolve_transfers(config)
     with trk.tracked_run(
         experiment_name or trk.DEFAULT_EXPERIMENT,
         run_name or entry_point or config.name,
@@ -266,8 +272,6 @@ def plan_report(config: Config, timed_steps: int = 3) -> dict:
     """What a run of ``config`` would do, without training: per stage its size, rows, data
     mode and cache bytes, an estimated time per epoch from a few timed steps here, and the
     free disk."""
-    from dataclasses import replace
-
     from fgdepth.config import ConfigError, scaled_stages
     from fgdepth.data import cache_root
     from fgdepth.data.modes import room_for_caches
