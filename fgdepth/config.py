@@ -25,7 +25,8 @@ import yaml
 
 from fgdepth.data.augment import AugmentSpec
 
-EXPERIMENTS_DIR = Path(__file__).resolve().parent.parent / "experiments"
+# shipped inside the package; a checkout also links it as ./experiments
+EXPERIMENTS_DIR = Path(__file__).resolve().parent / "experiments"
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 CACHE_POLICIES = ("auto", "always", "never")
 
