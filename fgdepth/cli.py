@@ -73,7 +73,8 @@ def _pack(args) -> int:
 
 
 def _config_from_args(args):
-    from fgdepth.config import ConfigError, load_config
+    from fgdepth.config import ConfigError
+    from fgdepth.engine.checks import load_experiment
 
     extra: dict = {}
     if args.data is not None:
@@ -89,7 +90,7 @@ def _config_from_args(args):
             extra["max_minutes"] = args.max_minutes
     if getattr(args, "skip_bad", False):
         extra.setdefault("data", {})["skip_bad"] = True
-    return load_config(args.config, args.profile, args.set or [], extra)
+    return load_experiment(args.config, args.profile, args.set or [], extra)
 
 
 def _stop_on_signals():
@@ -329,10 +330,10 @@ def _tune(args) -> int:
     print(f"best configuration: {outcome.best_yaml}")
     print(f"plots and the table of trials: {outcome.best_yaml.parent}")
     if args.train_best:
-        from fgdepth.config import load_config
+        from fgdepth.engine.checks import load_experiment
 
         print("\n== training the best configuration ==", flush=True)
-        best = load_config(outcome.best_yaml, args.train_best)
+        best = load_experiment(outcome.best_yaml, args.train_best)
         result, run_id = train_tracked(
             best,
             resolve_dataset(best),
