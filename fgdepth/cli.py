@@ -13,13 +13,14 @@ from fgdepth.parallel import default_workers
 
 
 def _synth(args) -> int:
-    from fgdepth.data.synth import SynthSpec, generate
+    from fgdepth.config import SynthConfig
+    from fgdepth.data.synth import generate
 
     _check_synth_args(args)
     out = Path(args.out)
     if args.zip and out.suffix != ".zip":
         out = out.with_suffix(".zip")
-    spec = SynthSpec(n=args.n, size=args.size, seed=args.seed, backgrounds=args.backgrounds)
+    spec = SynthConfig(n=args.n, size=args.size, seed=args.seed, backgrounds=args.backgrounds)
     generate(spec, out, as_zip=args.zip, workers=args.workers)
     print(f"wrote {spec.n} samples on {spec.n_backgrounds} backgrounds to {out}")
     if args.preview:
@@ -239,12 +240,12 @@ def _evaluate(args) -> int:
     import torch
 
     from fgdepth.config import Config
-    from fgdepth.data import SplitSpec, build_model_cache, open_dataset
+    from fgdepth.data import build_model_cache, open_dataset
     from fgdepth.engine.evaluate import evaluate
     from fgdepth.engine.fit import default_device
     from fgdepth.engine.precision import resolve_precision
 
-    dataset = open_dataset(args.data, SplitSpec(), skip_bad=args.skip_bad)
+    dataset = open_dataset(args.data, skip_bad=args.skip_bad)
     model, size = _model_and_size(args)
     device = default_device()
     rows = dataset.indices(None if args.split == "all" else args.split)

@@ -8,9 +8,9 @@ when it names a model: its options are the new model's own). A *profile*
 and ``--set key.path=value`` overrides single values (``stages.1.lr=0.01``). Unknown keys, wrong
 types and values out of range fail with one line before any work starts.
 
-This module is the schema. Checking names against the registries (models, losses,
-optimizers, schedules, parameter groups, size multiples) is ``fgdepth.engine.checks``, whose
-``load_experiment`` is what a run loads.
+This module is the schema only: it imports no other part of fgdepth. Checking names against
+the registries (models, losses, optimizers, schedules, parameter groups, size multiples) is
+``fgdepth.engine.checks``, whose ``load_experiment`` is what a run loads.
 """
 
 from __future__ import annotations
@@ -25,8 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
-from fgdepth.data.augment import AugmentSpec
 
 # shipped inside the package; a checkout also links it as ./experiments
 EXPERIMENTS_DIR = Path(__file__).resolve().parent / "experiments"
@@ -81,17 +79,31 @@ class StageConfig:
     when_capped: str = "shrink"
 
 
+SAMPLES_PER_BACKGROUND = 20  # the built-in data's composites per background, by default
+
+
 @dataclass
 class SynthConfig:
+    """The built-in dataset (``fgdepth synth`` and ``data.path: null``)."""
+
     n: int = 4000
     size: int = 192
     seed: int = 0
+    backgrounds: int | None = None  # None: one per SAMPLES_PER_BACKGROUND samples, 10 or more
+
+    @property
+    def n_backgrounds(self) -> int:
+        if self.backgrounds:
+            return min(self.backgrounds, self.n)
+        return min(self.n, max(10, math.ceil(self.n / SAMPLES_PER_BACKGROUND)))
 
 
 @dataclass
 class DataConfig:
     path: str | None = None  # None: the built-in dataset
     synth: SynthConfig = field(default_factory=SynthConfig)
+    # fractions of all rows (train gets the rest; val is carved from the train part), split
+    # by background so that no background is in two splits
     test: float = 0.3
     val: float = 0.1
     split_seed: int = 0
@@ -104,6 +116,23 @@ class DataConfig:
     # the disk; always; never) or a stream decoded as training goes (see README, "Data modes")
     cache: str = "auto"
     cache_budget_gb: float | None = None  # auto: at most this much cache (None: the free disk)
+
+
+@dataclass(frozen=True)
+class AugmentSpec:
+    """Paired augmentation of training batches (see ``fgdepth.data.augment``)."""
+
+    flip: float = 0.5  # probability of a horizontal flip
+    zoom: float = 0.15  # crop up to this much in (scale 1 .. 1 + zoom), then resize back
+    jitter: float = 0.15  # brightness / contrast / saturation strength
+    rgb_shift: float = 0.03  # per-channel offset, independently for fg_bg and bg
+    noise: float = 0.01  # std of Gaussian noise on the inputs
+    cutout: float = 0.3  # probability of a cutout rectangle on fg_bg
+    cutout_size: float = 0.25  # its side as a fraction of the image side
+
+    @property
+    def enabled(self) -> bool:
+        return any((self.flip, self.zoom, self.jitter, self.rgb_shift, self.noise, self.cutout))
 
 
 @dataclass
@@ -542,6 +571,8 @@ def _check_data(data: DataConfig) -> None:
     _seed("data.synth.seed", data.synth.seed)
     _at_least("data.synth.n", data.synth.n, 1, "a number of samples")
     _at_least("data.synth.size", data.synth.size, 16, "an image side in pixels")
+    if data.synth.backgrounds is not None:
+        _at_least("data.synth.backgrounds", data.synth.backgrounds, 1, "a number of backgrounds")
     if data.workers is not None:
         _at_least("data.workers", data.workers, 0, "processes that decode; 0: this one")
     _at_least("data.val_samples", data.val_samples, 1)

@@ -10,7 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from fgdepth.config import Config
-from fgdepth.data import Dataset, SplitSpec, open_dataset
+from fgdepth.data import Dataset, open_dataset
 from fgdepth.data.builtin import builtin_dataset, builtin_folder
 
 log = logging.getLogger("fgdepth")
@@ -26,12 +26,10 @@ def resolve_dataset(config: Config) -> Dataset:
     data = config.data
     if data.path in BUILTIN:
         workers = decode_workers(data.workers)
-        path = builtin_dataset(data.synth.n, data.synth.size, data.synth.seed, workers)
+        path = builtin_dataset(data.synth, workers)
     else:
         path = Path(data.path)
-    return open_dataset(
-        path, SplitSpec(test=data.test, val=data.val, seed=data.split_seed), skip_bad=data.skip_bad
-    )
+    return open_dataset(path, data, skip_bad=data.skip_bad)
 
 
 def _resolve_transfers(config: Config) -> Config:
@@ -249,18 +247,17 @@ def quiet_libraries() -> None:
 
 
 def builtin_dataset_exists(synth) -> bool:
-    return (builtin_folder(synth.n, synth.size, synth.seed) / "manifest.csv").exists()
+    return (builtin_folder(synth) / "manifest.csv").exists()
 
 
 def _planned_shape(config: Config):
     """The dataset's ``DataShape`` and train rows; the built-in one is described from its
     spec when it has not been generated yet (``--plan`` generates nothing)."""
     from fgdepth.data.modes import DataShape, data_shape
-    from fgdepth.data.synth import SynthSpec
 
     data = config.data
     if data.path in BUILTIN and not builtin_dataset_exists(data.synth):
-        spec = SynthSpec(n=data.synth.n, size=data.synth.size, seed=data.synth.seed)
+        spec = data.synth
         train = round(spec.n * (1 - data.test - data.val))
         return DataShape(spec.n, spec.n_backgrounds, spec.size), spec.n, train, "builtin"
     dataset = resolve_dataset(config)

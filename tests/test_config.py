@@ -1,5 +1,9 @@
+import ast
+from pathlib import Path
+
 import pytest
 
+import fgdepth.config
 from fgdepth.config import EXPERIMENTS_DIR, ConfigError, load_config, scaled_stages
 from fgdepth.engine.checks import check, load_experiment
 
@@ -163,3 +167,10 @@ def test_checking_a_config_builds_no_model(monkeypatch):
     assert config.stages[1].freeze
     with pytest.raises(ConfigError, match="unknown parameter group 'heads'"):
         load_experiment("default", "smoke", ["stages.0.freeze=[heads]"])
+
+
+def test_config_imports_no_other_part_of_fgdepth():
+    tree = ast.parse(Path(fgdepth.config.__file__).read_text())
+    modules = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+    modules += [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+    assert not [m for m in modules if m.startswith("fgdepth")]

@@ -24,10 +24,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from fgdepth.config import SynthConfig
 from fgdepth.parallel import run_chunks
 
 Z_NEAR, Z_FAR = 1.0, 40.0
-SAMPLES_PER_BACKGROUND = 20
 
 
 def depth_to_unit(z: np.ndarray) -> np.ndarray:
@@ -517,27 +517,14 @@ def _sample_files(index: int, bg_name: str) -> dict[str, str]:
     }
 
 
-@dataclass(frozen=True)
-class SynthSpec:
-    n: int = 2000
-    size: int = 192
-    seed: int = 0
-    backgrounds: int | None = None
-
-    @property
-    def n_backgrounds(self) -> int:
-        if self.backgrounds:
-            return min(self.backgrounds, self.n)
-        return min(self.n, max(10, math.ceil(self.n / SAMPLES_PER_BACKGROUND)))
-
-    def background_of(self, index: int) -> int:
-        return index * self.n_backgrounds // self.n
+def _background_of(spec: SynthConfig, index: int) -> int:
+    return index * spec.n_backgrounds // spec.n
 
 
-_spec: list[SynthSpec] = []
+_spec: list[SynthConfig] = []
 
 
-def _set_spec(spec: SynthSpec) -> None:
+def _set_spec(spec: SynthConfig) -> None:
     _spec[:] = [spec]
 
 
@@ -579,7 +566,7 @@ def _write_folder(out: Path, files: dict[str, bytes]) -> None:
         path.write_bytes(files[name])
 
 
-def _finished(progress: Path, spec: SynthSpec) -> dict[int, list[dict]]:
+def _finished(progress: Path, spec: SynthConfig) -> dict[int, list[dict]]:
     """The backgrounds a killed generation finished, with their rows (a record is written
     after the background's files, so its files are whole)."""
     marker = progress / "spec.json"
@@ -594,7 +581,7 @@ def _finished(progress: Path, spec: SynthSpec) -> dict[int, list[dict]]:
     return done
 
 
-def _generate_folder(spec: SynthSpec, out: Path, workers: int, quiet: bool) -> list[dict]:
+def _generate_folder(spec: SynthConfig, out: Path, workers: int, quiet: bool) -> list[dict]:
     """Every background's files into ``out``, resuming after the backgrounds a killed run
     finished; returns the rows in order."""
     progress = out / PROGRESS
@@ -613,7 +600,7 @@ def _generate_folder(spec: SynthSpec, out: Path, workers: int, quiet: bool) -> l
             continue
         for _, _, files in part:
             _write_folder(out, files)
-        b = spec.background_of(part[0][0])
+        b = _background_of(spec, part[0][0])
         done[b] = [row for _, row, _ in part]
         record = progress / f"b{b:06d}.json"
         record.with_suffix(".tmp").write_text(json.dumps(done[b]))
@@ -643,7 +630,7 @@ def _zip_folder(folder: Path, rows: list[dict], out: Path) -> None:
 
 
 def generate(
-    spec: SynthSpec, out: str | Path, as_zip: bool = False, workers: int = 1, quiet: bool = False
+    spec: SynthConfig, out: str | Path, as_zip: bool = False, workers: int = 1, quiet: bool = False
 ) -> Path:
     """Write ``spec.n`` composites to ``out`` (a folder, or a zip file); returns ``out``.
 
@@ -665,7 +652,7 @@ def generate(
     return out
 
 
-def _bg_len(spec: SynthSpec, b: int) -> int:
+def _bg_len(spec: SynthConfig, b: int) -> int:
     return -(-(b + 1) * spec.n // spec.n_backgrounds) - -(-b * spec.n // spec.n_backgrounds)
 
 
