@@ -18,8 +18,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import machine, publish, table  # noqa: E402
+from fgdepth.config import SynthConfig  # noqa: E402
 from fgdepth.data import build_cache, open_dataset  # noqa: E402
-from fgdepth.data.synth import SynthSpec, generate  # noqa: E402
+from fgdepth.data.synth import generate  # noqa: E402
 
 
 def rate(fn, count: int, min_seconds: float) -> float:
@@ -50,7 +51,7 @@ def main(argv=None) -> int:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        spec = SynthSpec(n=n, size=192, seed=0)
+        spec = SynthConfig(n=n, size=192, seed=0)
         gen = {}
         for workers in (1, 2):
             start = time.perf_counter()

@@ -35,12 +35,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import machine, publish, table  # noqa: E402
-from fgdepth.config import load_config  # noqa: E402
+from fgdepth.config import SynthConfig, load_config  # noqa: E402
 from fgdepth.data import build_model_cache, open_dataset  # noqa: E402
 from fgdepth.data.cache import input_size_for  # noqa: E402
 from fgdepth.data.disk import free_bytes, human  # noqa: E402
 from fgdepth.data.stream import StreamData  # noqa: E402
-from fgdepth.data.synth import SynthSpec, generate  # noqa: E402
+from fgdepth.data.synth import generate  # noqa: E402
 from fgdepth.engine import Callback, fit  # noqa: E402
 from fgdepth.engine.precision import resolve_precision  # noqa: E402
 from fgdepth.engine.timing import training_rate  # noqa: E402
@@ -81,7 +81,7 @@ def fit_rate(dataset, size: int, samples: int, mode: str, workers: int) -> float
 
 
 def throughput(tmp: Path, n: int, sizes: list[int], seconds: float, samples: dict) -> list:
-    folder = generate(SynthSpec(n=n, size=192, seed=0), tmp / "ds", workers=2, quiet=True)
+    folder = generate(SynthConfig(n=n, size=192, seed=0), tmp / "ds", workers=2, quiet=True)
     dataset = open_dataset(folder)
     rows = dataset.indices("train")
     config = load_config("default")
@@ -147,7 +147,7 @@ def scale_run(tmp: Path, n: int, plan_steps: int, data: Path | None) -> tuple[li
     out = data or tmp / "scale"
     start = time.perf_counter()
     if data is None:
-        generate(SynthSpec(n=n, size=192, seed=0), out, workers=os.cpu_count() or 1, quiet=True)
+        generate(SynthConfig(n=n, size=192, seed=0), out, workers=os.cpu_count() or 1, quiet=True)
     gen_s = time.perf_counter() - start
     n = len(open_dataset(out))
     size = folder_bytes(out)

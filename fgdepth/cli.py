@@ -13,13 +13,14 @@ from fgdepth.parallel import default_workers
 
 
 def _synth(args) -> int:
-    from fgdepth.data.synth import SynthSpec, generate
+    from fgdepth.config import SynthConfig
+    from fgdepth.data.synth import generate
 
     _check_synth_args(args)
     out = Path(args.out)
     if args.zip and out.suffix != ".zip":
         out = out.with_suffix(".zip")
-    spec = SynthSpec(n=args.n, size=args.size, seed=args.seed, backgrounds=args.backgrounds)
+    spec = SynthConfig(n=args.n, size=args.size, seed=args.seed, backgrounds=args.backgrounds)
     generate(spec, out, as_zip=args.zip, workers=args.workers)
     print(f"wrote {spec.n} samples on {spec.n_backgrounds} backgrounds to {out}")
     if args.preview:
@@ -73,7 +74,8 @@ def _pack(args) -> int:
 
 
 def _config_from_args(args):
-    from fgdepth.config import ConfigError, load_config
+    from fgdepth.config import ConfigError
+    from fgdepth.engine.checks import load_experiment
 
     extra: dict = {}
     if args.data is not None:
@@ -89,7 +91,7 @@ def _config_from_args(args):
             extra["max_minutes"] = args.max_minutes
     if getattr(args, "skip_bad", False):
         extra.setdefault("data", {})["skip_bad"] = True
-    return load_config(args.config, args.profile, args.set or [], extra)
+    return load_experiment(args.config, args.profile, args.set or [], extra)
 
 
 def _stop_on_signals():
@@ -238,12 +240,12 @@ def _evaluate(args) -> int:
     import torch
 
     from fgdepth.config import Config
-    from fgdepth.data import SplitSpec, build_model_cache, open_dataset
+    from fgdepth.data import build_model_cache, open_dataset
     from fgdepth.engine.evaluate import evaluate
     from fgdepth.engine.fit import default_device
     from fgdepth.engine.precision import resolve_precision
 
-    dataset = open_dataset(args.data, SplitSpec(), skip_bad=args.skip_bad)
+    dataset = open_dataset(args.data, skip_bad=args.skip_bad)
     model, size = _model_and_size(args)
     device = default_device()
     rows = dataset.indices(None if args.split == "all" else args.split)
@@ -329,10 +331,10 @@ def _tune(args) -> int:
     print(f"best configuration: {outcome.best_yaml}")
     print(f"plots and the table of trials: {outcome.best_yaml.parent}")
     if args.train_best:
-        from fgdepth.config import load_config
+        from fgdepth.engine.checks import load_experiment
 
         print("\n== training the best configuration ==", flush=True)
-        best = load_config(outcome.best_yaml, args.train_best)
+        best = load_experiment(outcome.best_yaml, args.train_best)
         result, run_id = train_tracked(
             best,
             resolve_dataset(best),

@@ -6,14 +6,17 @@ differs; lists (such as ``stages``) are replaced whole, mappings are merged (exc
 when it names a model: its options are the new model's own). A *profile*
 (``smoke``, ``cpu``, ``full``; see ``experiments/profiles.yaml``) then scales the experiment,
 and ``--set key.path=value`` overrides single values (``stages.1.lr=0.01``). Unknown keys, wrong
-types and unknown names fail with one line before any work starts.
+types and values out of range fail with one line before any work starts.
+
+This module is the schema only: it imports no other part of fgdepth. Checking names against
+the registries (models, losses, optimizers, schedules, parameter groups, size multiples) is
+``fgdepth.engine.checks``, whose ``load_experiment`` is what a run loads.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
-import inspect
 import math
 import types
 import typing
@@ -23,9 +26,8 @@ from typing import Any
 
 import yaml
 
-from fgdepth.data.augment import AugmentSpec
-
-EXPERIMENTS_DIR = Path(__file__).resolve().parent.parent / "experiments"
+# shipped inside the package; a checkout also links it as ./experiments
+EXPERIMENTS_DIR = Path(__file__).resolve().parent / "experiments"
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 CACHE_POLICIES = ("auto", "always", "never")
 
@@ -77,17 +79,31 @@ class StageConfig:
     when_capped: str = "shrink"
 
 
+SAMPLES_PER_BACKGROUND = 20  # the built-in data's composites per background, by default
+
+
 @dataclass
 class SynthConfig:
+    """The built-in dataset (``fgdepth synth`` and ``data.path: null``)."""
+
     n: int = 4000
     size: int = 192
     seed: int = 0
+    backgrounds: int | None = None  # None: one per SAMPLES_PER_BACKGROUND samples, 10 or more
+
+    @property
+    def n_backgrounds(self) -> int:
+        if self.backgrounds:
+            return min(self.backgrounds, self.n)
+        return min(self.n, max(10, math.ceil(self.n / SAMPLES_PER_BACKGROUND)))
 
 
 @dataclass
 class DataConfig:
     path: str | None = None  # None: the built-in dataset
     synth: SynthConfig = field(default_factory=SynthConfig)
+    # fractions of all rows (train gets the rest; val is carved from the train part), split
+    # by background so that no background is in two splits
     test: float = 0.3
     val: float = 0.1
     split_seed: int = 0
@@ -100,6 +116,23 @@ class DataConfig:
     # the disk; always; never) or a stream decoded as training goes (see README, "Data modes")
     cache: str = "auto"
     cache_budget_gb: float | None = None  # auto: at most this much cache (None: the free disk)
+
+
+@dataclass(frozen=True)
+class AugmentSpec:
+    """Paired augmentation of training batches (see ``fgdepth.data.augment``)."""
+
+    flip: float = 0.5  # probability of a horizontal flip
+    zoom: float = 0.15  # crop up to this much in (scale 1 .. 1 + zoom), then resize back
+    jitter: float = 0.15  # brightness / contrast / saturation strength
+    rgb_shift: float = 0.03  # per-channel offset, independently for fg_bg and bg
+    noise: float = 0.01  # std of Gaussian noise on the inputs
+    cutout: float = 0.3  # probability of a cutout rectangle on fg_bg
+    cutout_size: float = 0.25  # its side as a fraction of the image side
+
+    @property
+    def enabled(self) -> bool:
+        return any((self.flip, self.zoom, self.jitter, self.rgb_shift, self.noise, self.cutout))
 
 
 @dataclass
@@ -415,7 +448,9 @@ def load_config(
     overrides: list[str] | tuple = (),
     extra: dict | None = None,
 ) -> Config:
-    """Read, merge, scale, override and check an experiment; raises ConfigError."""
+    """Read, merge, scale, override and check an experiment against the schema; raises
+    ConfigError. A run loads with ``fgdepth.engine.checks.load_experiment``, which checks
+    the names against the registries too."""
     raw = load_raw(resolve_path(experiment))
     if profile:
         profiles = load_profiles()
@@ -427,11 +462,8 @@ def load_config(
     for text in overrides:
         apply_override(raw, *parse_override(text))
     config = build(Config, _normalise(raw))
-    check(config)
+    check_schema(config)
     return config
-
-
-# --- checks that need the registries -------------------------------------------------------
 
 
 def scaled_stages(config: Config) -> list[StageConfig]:
@@ -449,68 +481,25 @@ def scaled_stages(config: Config) -> list[StageConfig]:
     return out
 
 
-def _checked_model(config: Config):
-    """The configured model, built once to check its name and options."""
-    from fgdepth.models import MODELS
+# --- checks of the schema (the registries' names are checked in fgdepth.engine.checks) ------
 
-    if config.model.name not in MODELS:
-        raise ConfigError(
-            f"model.name: unknown model '{config.model.name}'; valid: {', '.join(MODELS.names())}"
-        )
-    builder = MODELS.get(config.model.name)
-    params = inspect.signature(builder).parameters
-    for key, value in config.model.options.items():
-        if key not in params:
-            raise unknown_key_error(key, list(params), "model")
-        _check_option(f"model.{key}", value, params[key].default)
-    try:
-        return builder(**config.model.options)
-    except (ValueError, TypeError, RuntimeError) as exc:
-        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ConfigError(f"model: {config.model.name} cannot be built ({detail})") from None
+HEADS = ("depth", "mask")
 
 
-def _check_option(key: str, value, default) -> None:
-    """A model option of the same kind as its default; counts (width, head, ...) >= 1."""
-    if isinstance(default, bool):
-        if not isinstance(value, bool):
-            raise ConfigError(f"{key}: expected true or false, got {value!r}")
-    elif isinstance(default, int):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ConfigError(f"{key}: {value!r} is not allowed (a whole number, 1 or more)")
+def _one_of(key: str, value: str, valid: tuple[str, ...]) -> None:
+    if value not in valid:
+        raise ConfigError(f"{key}: '{value}' is not one of {', '.join(valid)}")
 
 
-def _check_stage(config: Config, model, where: str, stage: StageConfig) -> None:
-    from fgdepth.losses import LOSSES
-
-    for head, terms in (stage.loss or config.loss).items():
-        if head not in ("mask", "depth"):
-            raise ConfigError(f"{where}.loss.{head}: unknown head; valid: depth, mask")
-        for name in terms:
-            if name not in LOSSES:
-                raise ConfigError(
-                    f"{where}.loss.{head}: unknown loss '{name}'; valid: "
-                    f"{', '.join(LOSSES.names())}"
-                )
-    for group in stage.freeze:
-        if group not in model.groups:
-            raise ConfigError(
-                f"{where}.freeze: unknown parameter group '{group}' of "
-                f"{config.model.name}; valid: {', '.join(sorted(model.groups))}"
-            )
+def _check_stage(config: Config, where: str, stage: StageConfig) -> None:
+    for head in stage.loss or config.loss:
+        if head not in HEADS:
+            raise ConfigError(f"{where}.loss.{head}: unknown head; valid: {', '.join(HEADS)}")
     if stage.epochs < 1:
         raise ConfigError(f"{where}.epochs: must be at least 1, got {stage.epochs}")
-    if stage.when_capped not in WHEN_CAPPED:
-        raise ConfigError(
-            f"{where}.when_capped: '{stage.when_capped}' is not one of {', '.join(WHEN_CAPPED)}"
-        )
+    _one_of(f"{where}.when_capped", stage.when_capped, WHEN_CAPPED)
     if stage.samples < 1:
         raise ConfigError(f"{where}.samples: must be at least 1, got {stage.samples}")
-    if stage.size < 16 or stage.size % model.size_multiple:
-        raise ConfigError(
-            f"{where}.size: {config.model.name} takes sizes that are multiples "
-            f"of {model.size_multiple} (>= 16), got {stage.size}"
-        )
     for key, values, cls in (
         ("optimizer", stage.optimizer, OptimizerConfig),
         ("schedule", stage.schedule, ScheduleConfig),
@@ -521,44 +510,24 @@ def _check_stage(config: Config, model, where: str, stage: StageConfig) -> None:
                 raise unknown_key_error(name, valid, f"{where}.{key}")
 
 
-def check(config: Config) -> None:
-    from fgdepth.engine.stages import OPTIMIZERS, SCHEDULES
-
+def check_schema(config: Config) -> None:
+    """Everything that can be checked without the registries: value ranges, choices among
+    fixed words, stage keys, and that the profile leaves a stage."""
     check_values(config)
-    model = _checked_model(config)
-    if config.precision not in PRECISIONS:
-        raise ConfigError(f"precision: '{config.precision}' is not one of {', '.join(PRECISIONS)}")
+    _one_of("precision", config.precision, PRECISIONS)
     if not config.stages:
         raise ConfigError("stages: an experiment needs at least one stage")
-    if config.data.cache not in CACHE_POLICIES:
-        raise ConfigError(
-            f"data.cache: '{config.data.cache}' is not one of {', '.join(CACHE_POLICIES)}"
-        )
+    _one_of("data.cache", config.data.cache, CACHE_POLICIES)
     budget = config.data.cache_budget_gb
     if budget is not None and not budget >= 0:
         raise ConfigError(f"data.cache_budget_gb: must be 0 or more, got {budget}")
-    for kind, registry, name in (
-        ("optimizer", OPTIMIZERS, config.optimizer.name),
-        ("schedule", SCHEDULES, config.schedule.name),
-    ):
-        if name not in registry:
-            raise ConfigError(
-                f"{kind}.name: unknown {kind} '{name}'; valid: {', '.join(registry.names())}"
-            )
     for i, stage in enumerate(config.stages):
-        _check_stage(config, model, f"stages.{i}", stage)
-    scaled = scaled_stages(config)
-    if not scaled:
+        _check_stage(config, f"stages.{i}", stage)
+    if not scaled_stages(config):
         raise ConfigError(
             f"profile '{config.profile}' leaves no stage: every stage is above its max_size "
             "and says when_capped: skip"
         )
-    for stage in scaled:
-        if stage.size % model.size_multiple:
-            raise ConfigError(
-                f"profile '{config.profile}' scales a stage to {stage.size} px, "
-                f"not a multiple of {model.size_multiple}"
-            )
 
 
 # --- value ranges ----------------------------------------------------------------------------
@@ -602,13 +571,15 @@ def _check_data(data: DataConfig) -> None:
     _seed("data.synth.seed", data.synth.seed)
     _at_least("data.synth.n", data.synth.n, 1, "a number of samples")
     _at_least("data.synth.size", data.synth.size, 16, "an image side in pixels")
+    if data.synth.backgrounds is not None:
+        _at_least("data.synth.backgrounds", data.synth.backgrounds, 1, "a number of backgrounds")
     if data.workers is not None:
         _at_least("data.workers", data.workers, 0, "processes that decode; 0: this one")
     _at_least("data.val_samples", data.val_samples, 1)
 
 
 def check_values(config: Config) -> None:
-    """Ranges of the numbers a run needs (sizes against the model are checked in ``check``)."""
+    """Ranges of the numbers a run needs (sizes against the model: ``fgdepth.engine.checks``)."""
     _seed("seed", config.seed)
     _at_least("batch_size", config.batch_size, 1)
     _check_optimizer("optimizer", dataclasses.asdict(config.optimizer))

@@ -11,17 +11,10 @@ import torch
 import torch.nn.functional as F
 from pytorch_msssim import ssim as _ssim
 
+from fgdepth.metrics import ssim_window
 from fgdepth.registry import Registry
 
 LOSSES = Registry("loss")
-
-
-def ssim_window(size: int, largest: int = 11) -> int:
-    """The largest odd window up to ``largest`` that fits an image side of ``size``."""
-    win = min(largest, size if size % 2 else size - 1)
-    if win < 3:
-        raise ValueError(f"images of {size} px are too small for SSIM")
-    return win
 
 
 @LOSSES.register("bce")

@@ -12,14 +12,20 @@ from __future__ import annotations
 import torch
 from pytorch_msssim import ssim
 
-from fgdepth.losses import ssim_window
-
 METRIC_NAMES = (
     "mask_iou", "mask_iou_image", "mask_dice", "depth_rmse", "depth_absrel", "depth_delta1",
     "depth_ssim", "depth_rmse_fg", "fg_distance_error", "depth_iou_seed",
 )  # fmt: skip
 # metrics where lower is better (the rest: higher is better)
 LOWER_IS_BETTER = {"depth_rmse", "depth_absrel", "depth_rmse_fg", "fg_distance_error"}
+
+
+def ssim_window(size: int, largest: int = 11) -> int:
+    """The largest odd window up to ``largest`` that fits an image side of ``size``."""
+    win = min(largest, size if size % 2 else size - 1)
+    if win < 3:
+        raise ValueError(f"images of {size} px are too small for SSIM")
+    return win
 
 
 def masked_median(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

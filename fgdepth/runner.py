@@ -6,10 +6,11 @@ import contextlib
 import logging
 import os
 import socket
+from dataclasses import replace
 from pathlib import Path
 
 from fgdepth.config import Config
-from fgdepth.data import Dataset, SplitSpec, open_dataset
+from fgdepth.data import Dataset, open_dataset
 from fgdepth.data.builtin import builtin_dataset, builtin_folder
 
 log = logging.getLogger("fgdepth")
@@ -25,21 +26,24 @@ def resolve_dataset(config: Config) -> Dataset:
     data = config.data
     if data.path in BUILTIN:
         workers = decode_workers(data.workers)
-        path = builtin_dataset(data.synth.n, data.synth.size, data.synth.seed, workers)
+        path = builtin_dataset(data.synth, workers)
     else:
         path = Path(data.path)
-    return open_dataset(
-        path, SplitSpec(test=data.test, val=data.val, seed=data.split_seed), skip_bad=data.skip_bad
-    )
+    return open_dataset(path, data, skip_bad=data.skip_bad)
 
 
-def _resolve_transfers(config: Config) -> None:
-    """``init_from`` may name an MLflow run or model: fetch its checkpoint file."""
+def _resolve_transfers(config: Config) -> Config:
+    """``init_from`` may name an MLflow run or model: ``config`` with its checkpoint file
+    fetched. New stage objects: a stage may be shared with another config (a study's)."""
     from fgdepth.tracking import download_checkpoint
 
-    for stage in config.stages:
-        if stage.init_from and not Path(stage.init_from).exists():
-            stage.init_from = str(download_checkpoint(stage.init_from))
+    stages = [
+        replace(stage, init_from=str(download_checkpoint(stage.init_from)))
+        if stage.init_from and not Path(stage.init_from).exists()
+        else stage
+        for stage in config.stages
+    ]
+    return replace(config, stages=stages)
 
 
 def train_tracked(
@@ -80,7 +84,7 @@ def train_tracked(
         return fit(config, dataset, callbacks, resume=resume, stop=stop), None
 
     settings = trk.setup_tracking(tracking)
-    _resolve_transfers(config)
+    config = _resolve_transfers(config)
     with trk.tracked_run(
         experiment_name or trk.DEFAULT_EXPERIMENT,
         run_name or entry_point or config.name,
@@ -243,18 +247,17 @@ def quiet_libraries() -> None:
 
 
 def builtin_dataset_exists(synth) -> bool:
-    return (builtin_folder(synth.n, synth.size, synth.seed) / "manifest.csv").exists()
+    return (builtin_folder(synth) / "manifest.csv").exists()
 
 
 def _planned_shape(config: Config):
     """The dataset's ``DataShape`` and train rows; the built-in one is described from its
     spec when it has not been generated yet (``--plan`` generates nothing)."""
     from fgdepth.data.modes import DataShape, data_shape
-    from fgdepth.data.synth import SynthSpec
 
     data = config.data
     if data.path in BUILTIN and not builtin_dataset_exists(data.synth):
-        spec = SynthSpec(n=data.synth.n, size=data.synth.size, seed=data.synth.seed)
+        spec = data.synth
         train = round(spec.n * (1 - data.test - data.val))
         return DataShape(spec.n, spec.n_backgrounds, spec.size), spec.n, train, "builtin"
     dataset = resolve_dataset(config)
@@ -266,8 +269,6 @@ def plan_report(config: Config, timed_steps: int = 3) -> dict:
     """What a run of ``config`` would do, without training: per stage its size, rows, data
     mode and cache bytes, an estimated time per epoch from a few timed steps here, and the
     free disk."""
-    from dataclasses import replace
-
     from fgdepth.config import ConfigError, scaled_stages
     from fgdepth.data import cache_root
     from fgdepth.data.modes import room_for_caches

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from fgdepth.config import load_config
 from fgdepth.data.preview import colour_depth, grid, to_rgb
+from fgdepth.engine.checks import load_experiment
 
 STUDY = ["bce", "dice", "ssim", "bce_ssim", "dice_ssim", "staged_transfer", "default"]
 TABLE_METRICS = [
@@ -28,7 +28,7 @@ def run_study(
     from fgdepth.runner import resolve_dataset, train_tracked
 
     rows = []
-    configs = [load_config(name, profile, extra=_extra(data, seed)) for name in experiments]
+    configs = [load_experiment(name, profile, extra=_extra(data, seed)) for name in experiments]
     for name, config in zip(experiments, configs, strict=True):  # configs all checked first
         print(f"\n== {name} ({profile}) ==", flush=True)
         dataset = resolve_dataset(config)

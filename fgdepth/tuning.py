@@ -43,9 +43,9 @@ from fgdepth.config import (
     ObjectiveConfig,
     StageConfig,
     build,
-    check,
 )
 from fgdepth.engine.callbacks import Callback, EpochResult
+from fgdepth.engine.checks import check
 from fgdepth.engine.fit import DivergenceError
 from fgdepth.registry import Registry
 

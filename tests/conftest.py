@@ -13,7 +13,8 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from fgdepth.data.synth import SynthSpec, generate  # noqa: E402
+from fgdepth.config import SynthConfig  # noqa: E402
+from fgdepth.data.synth import generate  # noqa: E402
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))  # if torch came in before
@@ -28,14 +29,14 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
 def synth_dir(tmp_path_factory) -> Path:
     """A small built-in dataset (40 samples, 64 px, 5 backgrounds), shared read-only."""
     out = tmp_path_factory.mktemp("synth") / "ds"
-    generate(SynthSpec(n=40, size=64, seed=3, backgrounds=5), out, quiet=True)
+    generate(SynthConfig(n=40, size=64, seed=3, backgrounds=5), out, quiet=True)
     return out
 
 
 @pytest.fixture(scope="session")
 def synth_zip(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("synthzip") / "ds.zip"
-    generate(SynthSpec(n=40, size=64, seed=3, backgrounds=5), out, as_zip=True, quiet=True)
+    generate(SynthConfig(n=40, size=64, seed=3, backgrounds=5), out, as_zip=True, quiet=True)
     return out
 
 

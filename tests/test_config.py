@@ -1,6 +1,11 @@
+import ast
+from pathlib import Path
+
 import pytest
 
+import fgdepth.config
 from fgdepth.config import EXPERIMENTS_DIR, ConfigError, load_config, scaled_stages
+from fgdepth.engine.checks import check, load_experiment
 
 EXPERIMENTS = sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.yaml") if p.stem != "profiles")
 
@@ -8,18 +13,18 @@ EXPERIMENTS = sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.yaml") if p.stem !=
 @pytest.mark.parametrize("profile", ["smoke", "cpu", "full"])
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_every_experiment_loads_under_every_profile(name, profile):
-    config = load_config(name, profile)
+    config = load_experiment(name, profile)
     assert config.name == name and config.profile == profile
 
 
 def test_experiments_inherit_and_list_only_what_differs():
-    base, bce_ssim = load_config("default"), load_config("bce_ssim")
+    base, bce_ssim = load_experiment("default"), load_experiment("bce_ssim")
     assert bce_ssim.loss == {"mask": {"bce": 1.0}, "depth": {"ssim": 1.0}}
     assert bce_ssim.stages == base.stages and bce_ssim.model == base.model
 
 
 def test_seed_original_uses_the_original_recipe():
-    c = load_config("seed_original")
+    c = load_experiment("seed_original")
     assert c.model.name == "seed" and c.model.options == {}
     assert (c.optimizer.name, c.optimizer.lr) == ("sgd", 0.01)
     assert (c.schedule.name, c.schedule.step_size, c.schedule.gamma) == ("step", 2, 0.1)
@@ -27,26 +32,26 @@ def test_seed_original_uses_the_original_recipe():
 
 
 def test_profile_scales_stages():
-    stages = scaled_stages(load_config("default", "smoke"))
+    stages = scaled_stages(load_experiment("default", "smoke"))
     assert all(s.size == 32 and s.epochs == 1 and s.samples >= 16 for s in stages)
 
 
 def test_a_stage_can_be_left_out_when_a_profile_caps_its_size():
     skip = ["stages.2.when_capped=skip"]
     sizes = {
-        profile: [s.size for s in scaled_stages(load_config("default", profile, skip))]
+        profile: [s.size for s in scaled_stages(load_experiment("default", profile, skip))]
         for profile in ("full", "cpu")
     }
     assert sizes == {"full": [64, 96, 192], "cpu": [64, 96]}
-    shrunk = scaled_stages(load_config("default", "cpu", ["stages.2.when_capped=shrink"]))
+    shrunk = scaled_stages(load_experiment("default", "cpu", ["stages.2.when_capped=shrink"]))
     assert [s.size for s in shrunk] == [64, 96, 96]
     every = [f"stages.{i}.when_capped=skip" for i in range(3)]
     with pytest.raises(ConfigError, match="profile 'smoke' leaves no stage"):
-        load_config("default", "smoke", every)
+        load_experiment("default", "smoke", every)
 
 
 def test_set_overrides_nested_values_and_list_items():
-    c = load_config("default", None, ["optimizer.lr=0.5", "stages.1.epochs=7", "model.width=8"])
+    c = load_experiment("default", None, ["optimizer.lr=0.5", "stages.1.epochs=7", "model.width=8"])
     assert c.optimizer.lr == 0.5 and c.stages[1].epochs == 7 and c.model.options["width"] == 8
 
 
@@ -72,7 +77,7 @@ def test_set_overrides_nested_values_and_list_items():
 )
 def test_bad_config_is_one_clear_line(overrides, message):
     with pytest.raises(ConfigError) as err:
-        load_config("default", "smoke", overrides)
+        load_experiment("default", "smoke", overrides)
     assert message in str(err.value)
     assert "\n" not in str(err.value)
 
@@ -116,28 +121,56 @@ def test_bad_config_is_one_clear_line(overrides, message):
 )
 def test_a_value_out_of_range_is_one_line_naming_key_value_and_what_is_allowed(override, message):
     with pytest.raises(ConfigError) as err:
-        load_config("default", "smoke", [override])
+        load_experiment("default", "smoke", [override])
     assert message in str(err.value)
     assert "\n" not in str(err.value)
 
 
 def test_a_folder_given_as_config_is_one_line(tmp_path):
     with pytest.raises(ConfigError, match="is a folder, not a config file"):
-        load_config(tmp_path)
+        load_experiment(tmp_path)
 
 
 def test_unknown_experiment_and_profile_list_valid_names():
     with pytest.raises(ConfigError, match="valid: .*bce_ssim"):
-        load_config("bce_sim")
+        load_experiment("bce_sim")
     with pytest.raises(ConfigError, match="valid: smoke, cpu, full"):
-        load_config("default", "tiny")
+        load_experiment("default", "tiny")
 
 
 def test_yaml_errors_and_unknown_top_level_keys(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
-        load_config(bad)
+        load_experiment(bad)
     bad.write_text("inherit: default\nepochs: 3\n")
     with pytest.raises(ConfigError, match="epochs: unknown key"):
-        load_config(bad)
+        load_experiment(bad)
+
+
+def test_the_schema_loads_without_the_registries_and_the_engine_checks_the_names():
+    config = load_config("default", "smoke", ["model.name=resnet"])  # a name, not checked here
+    with pytest.raises(ConfigError, match="unknown model 'resnet'"):
+        check(config)
+    with pytest.raises(ConfigError, match="optimizer.lr: -1.0 is not allowed"):
+        load_config("default", "smoke", ["optimizer.lr=-1"])
+
+
+def test_checking_a_config_builds_no_model(monkeypatch):
+    from torch import nn
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a module was built")
+
+    monkeypatch.setattr(nn.Module, "__init__", refuse)
+    config = load_experiment("staged_transfer", "smoke", ["model.input_scale=2"])
+    assert config.stages[1].freeze
+    with pytest.raises(ConfigError, match="unknown parameter group 'heads'"):
+        load_experiment("default", "smoke", ["stages.0.freeze=[heads]"])
+
+
+def test_config_imports_no_other_part_of_fgdepth():
+    tree = ast.parse(Path(fgdepth.config.__file__).read_text())
+    modules = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+    modules += [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+    assert not [m for m in modules if m.startswith("fgdepth")]

@@ -11,7 +11,6 @@ from fgdepth.losses import (
     l1_loss,
     lovasz_loss,
     ssim_loss,
-    ssim_window,
 )
 
 
@@ -41,12 +40,6 @@ def test_ssim_is_zero_for_identical_images_and_positive_otherwise():
     logits = torch.log(target / (1 - target))
     assert ssim_loss(logits, target).item() == pytest.approx(0.0, abs=1e-4)
     assert ssim_loss(torch.zeros_like(logits), target).item() > 0.5
-
-
-def test_ssim_window_fits_the_image():
-    assert ssim_window(64) == 11 and ssim_window(8) == 7 and ssim_window(10) == 9
-    with pytest.raises(ValueError):
-        ssim_window(2)
 
 
 def test_l1_known_value():

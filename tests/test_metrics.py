@@ -1,7 +1,13 @@
 import pytest
 import torch
 
-from fgdepth.metrics import METRIC_NAMES, MetricAccumulator, masked_median
+from fgdepth.metrics import METRIC_NAMES, MetricAccumulator, masked_median, ssim_window
+
+
+def test_ssim_window_fits_the_image():
+    assert ssim_window(64) == 11 and ssim_window(8) == 7 and ssim_window(10) == 9
+    with pytest.raises(ValueError):
+        ssim_window(2)
 
 
 def _batch():

@@ -32,6 +32,7 @@ def test_plan_json_lists_every_stage_of_the_full_profile(synth_dir, store, capsy
 
 
 def test_plan_of_the_builtin_data_generates_nothing(store, capsys, monkeypatch):
+    from fgdepth.config import SynthConfig
     from fgdepth.data import modes
     from fgdepth.data.builtin import builtin_folder
 
@@ -45,7 +46,7 @@ def test_plan_of_the_builtin_data_generates_nothing(store, capsys, monkeypatch):
     assert [(line[0], line[5]) for line in lines] == [
         ("s48", "cache"), ("s64", "cache"), ("s96", "stream"), ("s192", "stream")
     ]  # 48 and 64 px (13.8 + 24.6 GB) fit the 40 GB budget; 96 px would need 55 more
-    assert not builtin_folder(400000, 192, 0).exists()
+    assert not builtin_folder(SynthConfig(n=400000, size=192, seed=0)).exists()
 
 
 def test_always_over_the_budget_is_refused_before_any_decoding(synth_dir, store, capsys):

@@ -11,7 +11,6 @@ from fgdepth.data.cache import (
 )
 from fgdepth.data.dataset import Dataset, open_dataset
 from fgdepth.data.format import COLUMNS, DataError, Problem, Sample
-from fgdepth.data.splits import SplitSpec
 
 __all__ = [
     "COLUMNS",
@@ -21,7 +20,6 @@ __all__ = [
     "Problem",
     "Sample",
     "ScaledInputCache",
-    "SplitSpec",
     "build_cache",
     "build_caches",
     "build_model_cache",

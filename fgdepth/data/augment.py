@@ -7,25 +7,10 @@ the original study. The ground truth gets nothing but the geometry.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 
-
-@dataclass(frozen=True)
-class AugmentSpec:
-    flip: float = 0.5  # probability of a horizontal flip
-    zoom: float = 0.15  # crop up to this much in (scale 1 .. 1 + zoom), then resize back
-    jitter: float = 0.15  # brightness / contrast / saturation strength
-    rgb_shift: float = 0.03  # per-channel offset, independently for fg_bg and bg
-    noise: float = 0.01  # std of Gaussian noise on the inputs
-    cutout: float = 0.3  # probability of a cutout rectangle on fg_bg
-    cutout_size: float = 0.25  # its side as a fraction of the image side
-
-    @property
-    def enabled(self) -> bool:
-        return any((self.flip, self.zoom, self.jitter, self.rgb_shift, self.noise, self.cutout))
+from fgdepth.config import AugmentSpec
 
 
 def _uniform(n, lo, hi, g, device):

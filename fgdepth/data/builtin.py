@@ -1,22 +1,26 @@
-"""The built-in dataset: generated once per (n, size, seed) and reused by every run."""
+"""The built-in dataset: generated once per ``SynthConfig`` and reused by every run."""
 
 from __future__ import annotations
 
 import fcntl
 from pathlib import Path
 
+from fgdepth.config import SynthConfig
 from fgdepth.data.cache import cache_root
-from fgdepth.data.synth import SynthSpec, generate
+from fgdepth.data.synth import generate
 
 
-def builtin_folder(n: int, size: int, seed: int) -> Path:
-    """Where the built-in dataset with these arguments is kept."""
-    return cache_root() / "datasets" / f"synth-n{n}-s{size}-seed{seed}"
+def builtin_folder(synth: SynthConfig) -> Path:
+    """Where the built-in dataset ``synth`` is kept."""
+    name = f"synth-n{synth.n}-s{synth.size}-seed{synth.seed}"
+    if synth.backgrounds:
+        name += f"-bg{synth.backgrounds}"
+    return cache_root() / "datasets" / name
 
 
-def builtin_dataset(n: int, size: int, seed: int, workers: int = 1) -> Path:
-    """The folder of the built-in dataset with these arguments, generating it if needed."""
-    folder = builtin_folder(n, size, seed)
+def builtin_dataset(synth: SynthConfig, workers: int = 1) -> Path:
+    """The folder of the built-in dataset ``synth``, generating it if needed."""
+    folder = builtin_folder(synth)
     root = folder.parent
     root.mkdir(parents=True, exist_ok=True)
     with open(root / f"{folder.name}.lock", "w") as lock:
@@ -24,6 +28,6 @@ def builtin_dataset(n: int, size: int, seed: int, workers: int = 1) -> Path:
         if not (folder / "manifest.csv").exists():
             # generation resumes in the same folder after an interrupted one
             tmp = folder.with_name(folder.name + ".tmp")
-            generate(SynthSpec(n=n, size=size, seed=seed), tmp, workers=workers)
+            generate(synth, tmp, workers=workers)
             tmp.rename(folder)
     return folder

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from fgdepth.config import DataConfig
 from fgdepth.data.format import (
     COLUMNS,
     MANIFEST,
@@ -24,7 +25,7 @@ from fgdepth.data.format import (
     read_sample,
     structural_problems,
 )
-from fgdepth.data.splits import SplitSpec, assign_splits, group_key
+from fgdepth.data.splits import assign_splits, group_key
 
 
 @dataclass
@@ -90,9 +91,10 @@ class Dataset:
 
 
 def open_dataset(
-    path: str | os.PathLike, splits: SplitSpec = SplitSpec(), skip_bad: bool = False
+    path: str | os.PathLike, splits: DataConfig | None = None, skip_bad: bool = False
 ) -> Dataset:
     """Open a folder or zip; raise DataError on structural problems unless ``skip_bad``.
+    ``splits``: the fractions and seed of the splits (``test``, ``val``, ``split_seed``).
 
     With ``skip_bad``, rows with problems stay in the manifest (so splits do not move) but
     are left out of every split and listed in ``Dataset.skipped``.

@@ -6,6 +6,7 @@ from collections import Counter
 
 import numpy as np
 
+from fgdepth.config import DataConfig
 from fgdepth.data.format import (
     DataError,
     Problem,
@@ -14,7 +15,7 @@ from fgdepth.data.format import (
     read_sample,
     structural_problems,
 )
-from fgdepth.data.splits import SplitSpec, assign_splits, group_key
+from fgdepth.data.splits import assign_splits, group_key
 from fgdepth.parallel import chunked, run_chunks
 
 _job: dict = {}
@@ -47,7 +48,7 @@ def _decode_chunk(chunk: range) -> dict:
 
 
 def inspect_dataset(
-    path, splits: SplitSpec = SplitSpec(), workers: int = 1, quiet: bool = True
+    path, splits: DataConfig | None = None, workers: int = 1, quiet: bool = True
 ) -> tuple[dict, list[Problem]]:
     """Check everything (decoding every image) and summarise; problems are all returned."""
     try:

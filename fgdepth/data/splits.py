@@ -3,27 +3,21 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
+from fgdepth.config import DataConfig
 from fgdepth.data.format import DataError
 
 SPLITS = ("train", "val", "test")
 
 
-@dataclass(frozen=True)
-class SplitSpec:
-    """Fractions of all samples; train gets the rest. ``val`` is carved from the train part."""
-
-    test: float = 0.3
-    val: float = 0.1
-    seed: int = 0
-
-    def __post_init__(self):
-        if not (0 <= self.test < 1 and 0 <= self.val < 1 and self.test + self.val < 1):
-            raise DataError(f"split fractions test={self.test} val={self.val} leave no train part")
+def check_fractions(data: DataConfig) -> None:
+    """``data.test`` and ``data.val`` are fractions of all samples that leave a train part."""
+    test, val = data.test, data.val
+    if not (0 <= test < 1 and 0 <= val < 1 and test + val < 1):
+        raise DataError(f"split fractions test={test} val={val} leave no train part")
 
 
 def _group_order(groups: list[str], seed: int) -> list[str]:
@@ -53,8 +47,12 @@ def group_key(frame: pd.DataFrame) -> pd.Series:
     return frame["bg_id"] if "bg_id" in frame.columns else frame["bg"]
 
 
-def assign_splits(frame: pd.DataFrame, spec: SplitSpec = SplitSpec()) -> np.ndarray:
-    """One of train/val/test per row: the ``split`` column when present, else by background."""
+def assign_splits(frame: pd.DataFrame, data: DataConfig | None = None) -> np.ndarray:
+    """One of train/val/test per row: the ``split`` column when present, else by background,
+    by the fractions ``data.test`` and ``data.val`` (val carved from the train part) and
+    ``data.split_seed``."""
+    spec = data or DataConfig()
+    check_fractions(spec)
     groups = group_key(frame)
     if "split" in frame.columns:
         split = frame["split"].str.strip().str.lower().to_numpy(dtype=object)
@@ -67,10 +65,10 @@ def assign_splits(frame: pd.DataFrame, spec: SplitSpec = SplitSpec()) -> np.ndar
             carved = assign_by_group(
                 groups[train].reset_index(drop=True),
                 {"train": 1 - val_share, "val": val_share},
-                spec.seed,
+                spec.split_seed,
             )
             split[train] = carved
         return split
     fractions = {"train": 1 - spec.test - spec.val, "val": spec.val, "test": spec.test}
     fractions = {k: v for k, v in fractions.items() if v > 0}
-    return assign_by_group(groups, fractions, spec.seed)
+    return assign_by_group(groups, fractions, spec.split_seed)

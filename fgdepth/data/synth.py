@@ -24,10 +24,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from fgdepth.config import SynthConfig
 from fgdepth.parallel import run_chunks
 
 Z_NEAR, Z_FAR = 1.0, 40.0
-SAMPLES_PER_BACKGROUND = 20
 
 
 def depth_to_unit(z: np.ndarray) -> np.ndarray:
@@ -246,51 +246,47 @@ def _capsule(u, v, part: Part):
     return dist - radius, dist, radius, t
 
 
-def _figure_parts(rng, foot_u, foot_v, scale, palette) -> list[Part]:
-    """An articulated person: metres -> pixels by ``scale``; feet at (foot_u, foot_v)."""
-    height = rng.uniform(1.5, 1.95)
-    skin, shirt, trousers = palette
+def _limb(root, angle, bend, l1, l2):
+    """A limb of two segments (``l1``, ``l2`` metres) from ``root``: its middle and end."""
+    a1 = angle
+    a2 = angle + bend
+    mid = root + l1 * np.array([math.sin(a1), -math.cos(a1)])
+    end = mid + l2 * np.array([math.sin(a2), -math.cos(a2)])
+    return mid, end
+
+
+def _skeleton(rng, height):
+    """A figure's pose in body metres (x right, y up, pelvis at the origin): its up and side
+    directions, neck, head centre and limbs, each (kind, root, middle, end, toe or None)."""
     deg = np.radians
-    # body coordinates in metres, x right, y up, pelvis at the origin
     lean = deg(rng.normal(0, 6))
     up = np.array([math.sin(lean), math.cos(lean)])
     torso = 0.3 * height
     neck = up * torso
     shoulder_w, hip_w = 0.12 * height, 0.06 * height
-
-    def limb(root, angle, bend, l1, l2):
-        a1 = angle
-        a2 = angle + bend
-        mid = root + l1 * np.array([math.sin(a1), -math.cos(a1)])
-        end = mid + l2 * np.array([math.sin(a2), -math.cos(a2)])
-        return mid, end
-
     side = np.array([up[1], -up[0]])
     joints = []
     leg = 0.47 * height
     for sgn in (-1, 1):
         hip = side * hip_w * sgn
         bend = deg(rng.uniform(0, 70)) * (1 if rng.random() < 0.5 else -1)
-        knee, ankle = limb(hip, deg(rng.uniform(-35, 35)), bend, leg * 0.52, leg * 0.48)
+        knee, ankle = _limb(hip, deg(rng.uniform(-35, 35)), bend, leg * 0.52, leg * 0.48)
         toe = ankle + np.array([sgn * 0.03 + rng.uniform(-0.12, 0.12), -0.03])
         joints.append(("leg", hip, knee, ankle, toe))
     arm = 0.38 * height
     for sgn in (-1, 1):
         sh = neck + side * shoulder_w * sgn - up * 0.03
-        elbow, wrist = limb(
+        elbow, wrist = _limb(
             sh, deg(rng.uniform(-160, 160)), deg(rng.uniform(-120, 120)), arm * 0.52, arm * 0.48
         )
         joints.append(("arm", sh, elbow, wrist, None))
     head_c = neck + up * 0.1 * height
-    points = [p for j in joints for p in j[1:] if p is not None] + [head_c, neck]
-    lowest = min(p[1] for p in points)
-    foot_x = min((j for j in joints if j[0] == "leg"), key=lambda j: j[3][1])[3][0]
+    return up, side, neck, head_c, joints
 
-    def px(p):  # body metres -> image pixels
-        return np.array([foot_u + (p[0] - foot_x) * scale, foot_v - (p[1] - lowest) * scale])
 
-    r = scale * height
-    stripe = rng.uniform(0.15, 0.5) if rng.random() < 0.5 else 0.0
+def _limb_parts(rng, joints, px, r, palette, stripe) -> list[Part]:
+    """Legs (trousers, shoes) and arms (sleeve or bare); one side nearer than the other."""
+    skin, shirt, trousers = palette
     parts = []
     depth_sign = rng.choice([-1, 1])
     for kind, a, b, c, d in joints:
@@ -308,24 +304,46 @@ def _figure_parts(rng, foot_u, foot_v, scale, palette) -> list[Part]:
                 Part(px(b), px(c), 0.03 * r, 0.025 * r, skin, dz * 1.5),
                 Part(px(c), px(c), 0.03 * r, 0.03 * r, skin, dz * 1.5),
             ]
-    parts.append(
-        Part(
-            px(np.zeros(2) + up * 0.02), px(neck - up * 0.04), 0.1 * r, 0.12 * r, shirt, 0.0, stripe
-        )
-    )
-    parts.append(Part(px(neck), px(head_c - up * 0.02), 0.03 * r, 0.03 * r, skin, 0.0))
-    parts.append(Part(px(head_c), px(head_c + up * 0.015), 0.065 * r, 0.06 * r, skin, 0.0))
-    parts.append(
-        Part(
-            px(head_c + up * 0.05 - side * 0.01),
-            px(head_c + up * 0.03 + side * 0.02),
-            0.05 * r,
-            0.04 * r,
-            palette[0] * 0.3,
-            0.01,
-        )
-    )  # hair
     return parts
+
+
+def _body_parts(px, up, side, neck, head_c, r, palette, stripe) -> list[Part]:
+    """Torso, neck, head and hair."""
+    skin, shirt, _ = palette
+    torso = Part(
+        px(np.zeros(2) + up * 0.02), px(neck - up * 0.04), 0.1 * r, 0.12 * r, shirt, 0.0, stripe
+    )
+    hair = Part(
+        px(head_c + up * 0.05 - side * 0.01),
+        px(head_c + up * 0.03 + side * 0.02),
+        0.05 * r,
+        0.04 * r,
+        palette[0] * 0.3,
+        0.01,
+    )
+    return [
+        torso,
+        Part(px(neck), px(head_c - up * 0.02), 0.03 * r, 0.03 * r, skin, 0.0),
+        Part(px(head_c), px(head_c + up * 0.015), 0.065 * r, 0.06 * r, skin, 0.0),
+        hair,
+    ]
+
+
+def _figure_parts(rng, foot_u, foot_v, scale, palette) -> list[Part]:
+    """An articulated person: metres -> pixels by ``scale``; feet at (foot_u, foot_v)."""
+    height = rng.uniform(1.5, 1.95)
+    up, side, neck, head_c, joints = _skeleton(rng, height)
+    points = [p for j in joints for p in j[1:] if p is not None] + [head_c, neck]
+    lowest = min(p[1] for p in points)
+    foot_x = min((j for j in joints if j[0] == "leg"), key=lambda j: j[3][1])[3][0]
+
+    def px(p):  # body metres -> image pixels
+        return np.array([foot_u + (p[0] - foot_x) * scale, foot_v - (p[1] - lowest) * scale])
+
+    r = scale * height
+    stripe = rng.uniform(0.15, 0.5) if rng.random() < 0.5 else 0.0
+    parts = _limb_parts(rng, joints, px, r, palette, stripe)
+    return parts + _body_parts(px, up, side, neck, head_c, r, palette, stripe)
 
 
 def _object_parts(rng, foot_u, foot_v, scale, palette) -> tuple[str, list[Part]]:
@@ -499,27 +517,14 @@ def _sample_files(index: int, bg_name: str) -> dict[str, str]:
     }
 
 
-@dataclass(frozen=True)
-class SynthSpec:
-    n: int = 2000
-    size: int = 192
-    seed: int = 0
-    backgrounds: int | None = None
-
-    @property
-    def n_backgrounds(self) -> int:
-        if self.backgrounds:
-            return min(self.backgrounds, self.n)
-        return min(self.n, max(10, math.ceil(self.n / SAMPLES_PER_BACKGROUND)))
-
-    def background_of(self, index: int) -> int:
-        return index * self.n_backgrounds // self.n
+def _background_of(spec: SynthConfig, index: int) -> int:
+    return index * spec.n_backgrounds // spec.n
 
 
-_spec: list[SynthSpec] = []
+_spec: list[SynthConfig] = []
 
 
-def _set_spec(spec: SynthSpec) -> None:
+def _set_spec(spec: SynthConfig) -> None:
     _spec[:] = [spec]
 
 
@@ -561,7 +566,7 @@ def _write_folder(out: Path, files: dict[str, bytes]) -> None:
         path.write_bytes(files[name])
 
 
-def _finished(progress: Path, spec: SynthSpec) -> dict[int, list[dict]]:
+def _finished(progress: Path, spec: SynthConfig) -> dict[int, list[dict]]:
     """The backgrounds a killed generation finished, with their rows (a record is written
     after the background's files, so its files are whole)."""
     marker = progress / "spec.json"
@@ -576,7 +581,7 @@ def _finished(progress: Path, spec: SynthSpec) -> dict[int, list[dict]]:
     return done
 
 
-def _generate_folder(spec: SynthSpec, out: Path, workers: int, quiet: bool) -> list[dict]:
+def _generate_folder(spec: SynthConfig, out: Path, workers: int, quiet: bool) -> list[dict]:
     """Every background's files into ``out``, resuming after the backgrounds a killed run
     finished; returns the rows in order."""
     progress = out / PROGRESS
@@ -595,7 +600,7 @@ def _generate_folder(spec: SynthSpec, out: Path, workers: int, quiet: bool) -> l
             continue
         for _, _, files in part:
             _write_folder(out, files)
-        b = spec.background_of(part[0][0])
+        b = _background_of(spec, part[0][0])
         done[b] = [row for _, row, _ in part]
         record = progress / f"b{b:06d}.json"
         record.with_suffix(".tmp").write_text(json.dumps(done[b]))
@@ -625,7 +630,7 @@ def _zip_folder(folder: Path, rows: list[dict], out: Path) -> None:
 
 
 def generate(
-    spec: SynthSpec, out: str | Path, as_zip: bool = False, workers: int = 1, quiet: bool = False
+    spec: SynthConfig, out: str | Path, as_zip: bool = False, workers: int = 1, quiet: bool = False
 ) -> Path:
     """Write ``spec.n`` composites to ``out`` (a folder, or a zip file); returns ``out``.
 
@@ -647,7 +652,7 @@ def generate(
     return out
 
 
-def _bg_len(spec: SynthSpec, b: int) -> int:
+def _bg_len(spec: SynthConfig, b: int) -> int:
     return -(-(b + 1) * spec.n // spec.n_backgrounds) - -(-b * spec.n // spec.n_backgrounds)
 
 

@@ -10,6 +10,8 @@ import numpy as np
 from fgdepth.config import Config, ConfigError, StageConfig, scaled_stages
 from fgdepth.data import Dataset, Problem
 from fgdepth.data.modes import DataPlan, DataShape, data_shape, plan_stage_data
+from fgdepth.engine.checks import check
+from fgdepth.models import model_class
 
 
 def split_indices(config: Config, dataset: Dataset) -> dict[str, np.ndarray]:
@@ -85,9 +87,8 @@ def plan_run(config: Config, dataset: Dataset, input_scale: int) -> RunPlan:
 
 
 def check_against_data(config: Config, dataset: Dataset) -> RunPlan:
-    """The checks that need the dataset (empty splits, more samples than the train split, a
-    cache that cannot fit): raise before any run is created."""
-    from fgdepth.models import build_model  # noqa: PLC0415
-
-    model = build_model(config.model.name, **config.model.options)
-    return plan_run(config, dataset, model.input_scale)
+    """The config's checks, then those that need the dataset (empty splits, more samples than
+    the train split, a cache that cannot fit): raise before any run is created."""
+    check(config)
+    model = model_class(config.model.name)
+    return plan_run(config, dataset, model.input_scale_of(**config.model.options))

@@ -2,6 +2,6 @@
 depth logits (B,1,H,W), and names its parameter groups so that stages can freeze them."""
 
 from fgdepth.models import seed, unet  # noqa: F401  (registers the models)
-from fgdepth.models.base import MODELS, DepthMaskModel, build_model
+from fgdepth.models.base import MODELS, DepthMaskModel, build_model, model_class
 
-__all__ = ["MODELS", "DepthMaskModel", "build_model"]
+__all__ = ["MODELS", "DepthMaskModel", "build_model", "model_class"]

@@ -58,6 +58,7 @@ class Up(nn.Module):
         return self.body(self.project(x))
 
 
+@MODELS.register("seed")
 class SeedNet(DepthMaskModel):
     size_multiple = 16
 
@@ -98,8 +99,3 @@ class SeedNet(DepthMaskModel):
             if i < 3:
                 y = y + skips[2 - i]  # the matching down-block output
         return mask, self.depth_out(y)
-
-
-@MODELS.register("seed")
-def seed() -> SeedNet:
-    return SeedNet()

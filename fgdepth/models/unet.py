@@ -44,7 +44,9 @@ class Head(nn.Module):
         return self.out(self.body(x))
 
 
+@MODELS.register("unet")
 class UNet(DepthMaskModel):
+    group_names = ("trunk", "mask", "depth", "encoder", "decoder")
     size_multiple = 16
 
     def __init__(
@@ -57,15 +59,12 @@ class UNet(DepthMaskModel):
         decoder_convs: int = 2,
     ):
         super().__init__()
+        self.check_options(
+            input_scale=input_scale, depth_stride=depth_stride, decoder_convs=decoder_convs
+        )
         w = [width, width * 2, width * 4, width * 6, width * 8]  # 1/2 .. 1/32
-        if input_scale < 1:
-            raise ValueError(f"input_scale must be 1 or more, got {input_scale}")
         self.input_scale = input_scale
-        if depth_stride not in (1, 2):
-            raise ValueError(f"depth_stride must be 1 or 2, got {depth_stride}")
         self.depth_stride = depth_stride
-        if decoder_convs not in (1, 2):
-            raise ValueError(f"decoder_convs must be 1 or 2, got {decoder_convs}")
         cin = 9
         # the sub-pixels of each output pixel, as channels, mixed down to a few features
         self.detail = conv_bn_relu(cin * input_scale**2, 16, 1) if input_scale > 1 else None
@@ -103,6 +102,21 @@ class UNet(DepthMaskModel):
             "decoder": [self.decoder],
         }
 
+    @classmethod
+    def check_options(
+        cls, input_scale: int = 1, depth_stride: int = 1, decoder_convs: int = 2, **_
+    ) -> None:
+        if input_scale < 1:
+            raise ValueError(f"input_scale must be 1 or more, got {input_scale}")
+        if depth_stride not in (1, 2):
+            raise ValueError(f"depth_stride must be 1 or 2, got {depth_stride}")
+        if decoder_convs not in (1, 2):
+            raise ValueError(f"decoder_convs must be 1 or 2, got {decoder_convs}")
+
+    @classmethod
+    def input_scale_of(cls, input_scale: int = 1, **_) -> int:
+        return input_scale
+
     def forward(self, fg_bg, bg):
         x = torch.cat([fg_bg, bg, (fg_bg - bg).abs()], dim=1)  # (B, 9, sH, sW)
         if self.detail is not None:
@@ -126,22 +140,3 @@ class UNet(DepthMaskModel):
             self.depth_head(half), size=x.shape[-2:], mode="bilinear", align_corners=False
         )
         return self.mask_head(y), depth
-
-
-@MODELS.register("unet")
-def unet(
-    width: int = 24,
-    head: int = 16,
-    context: bool = False,
-    input_scale: int = 1,
-    depth_stride: int = 1,
-    decoder_convs: int = 2,
-) -> UNet:
-    return UNet(
-        width=width,
-        head=head,
-        context=context,
-        input_scale=input_scale,
-        depth_stride=depth_stride,
-        decoder_convs=decoder_convs,
-    )

@@ -2,8 +2,9 @@ import hashlib
 
 import numpy as np
 
+from fgdepth.config import SynthConfig
 from fgdepth.data import open_dataset
-from fgdepth.data.synth import SynthSpec, depth_to_unit, generate
+from fgdepth.data.synth import depth_to_unit, generate
 
 
 def _digest(path):
@@ -16,7 +17,7 @@ def _digest(path):
 
 
 def test_same_arguments_same_bytes_whatever_the_workers(tmp_path):
-    spec = SynthSpec(n=24, size=48, seed=7, backgrounds=4)
+    spec = SynthConfig(n=24, size=48, seed=7, backgrounds=4)
     a = generate(spec, tmp_path / "a", workers=1, quiet=True)
     b = generate(spec, tmp_path / "b", workers=2, quiet=True)
     assert _digest(a) == _digest(b)
@@ -26,8 +27,8 @@ def test_same_arguments_same_bytes_whatever_the_workers(tmp_path):
 
 
 def test_another_seed_gives_other_images(tmp_path):
-    a = generate(SynthSpec(n=4, size=32, seed=1, backgrounds=1), tmp_path / "a", quiet=True)
-    b = generate(SynthSpec(n=4, size=32, seed=2, backgrounds=1), tmp_path / "b", quiet=True)
+    a = generate(SynthConfig(n=4, size=32, seed=1, backgrounds=1), tmp_path / "a", quiet=True)
+    b = generate(SynthConfig(n=4, size=32, seed=2, backgrounds=1), tmp_path / "b", quiet=True)
     assert _digest(a)["fg_bg/0000/0000000.jpg"] != _digest(b)["fg_bg/0000/0000000.jpg"]
 
 
@@ -72,7 +73,7 @@ def test_a_killed_generation_continues_and_writes_the_same_bytes(tmp_path):
 
     from fgdepth.data.synth import PROGRESS
 
-    spec = SynthSpec(n=120, size=48, seed=5, backgrounds=12)
+    spec = SynthConfig(n=120, size=48, seed=5, backgrounds=12)
     whole = generate(spec, tmp_path / "whole", quiet=True)
     out = tmp_path / "killed"
     command = [sys.executable, "-m", "fgdepth", "synth", "--out", str(out), "--n", "120",

@@ -189,10 +189,11 @@ def test_a_stage_can_start_from_an_earlier_runs_checkpoint(train_dataset, tmp_pa
 
 @pytest.mark.parametrize("mode", ["always", "never"], ids=["cache", "stream"])
 def test_rows_that_fail_to_decode_are_skipped_and_reported(tmp_path, caplog, mode):
+    from fgdepth.config import SynthConfig
     from fgdepth.data import open_dataset
-    from fgdepth.data.synth import SynthSpec, generate
+    from fgdepth.data.synth import generate
 
-    root = generate(SynthSpec(n=40, size=64, seed=2, backgrounds=5), tmp_path / "ds", quiet=True)
+    root = generate(SynthConfig(n=40, size=64, seed=2, backgrounds=5), tmp_path / "ds", quiet=True)
     broken = root / "fg_bg" / "0000" / "0000007.jpg"
     broken.write_bytes(broken.read_bytes()[:100])
     config = load_config("bce_ssim", "smoke", ["data.skip_bad=true", f"data.cache={mode}"])

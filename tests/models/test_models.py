@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from fgdepth.models import MODELS, build_model
+from fgdepth.models import MODELS, build_model, model_class
 
 
 def count(params):
@@ -30,6 +30,28 @@ def test_groups_cover_every_parameter_once(name):
     model = build_model(name)
     ids = [id(p) for g in ("trunk", "mask", "depth") for p in model.group_parameters(g)]
     assert len(ids) == len(set(ids)) == len(list(model.parameters()))
+
+
+OPTIONS = [("seed", {}), ("unet", {}), ("unet", {"context": True, "input_scale": 2})]
+
+
+@pytest.mark.parametrize("name, options", OPTIONS)
+def test_a_model_class_declares_what_its_built_model_has(name, options):
+    """What a config is checked against, read from the class, is what building gives."""
+    cls, model = model_class(name), build_model(name, **options)
+    assert set(cls.group_names) == set(model.groups)
+    assert cls.size_multiple == model.size_multiple
+    assert cls.input_scale_of(**options) == model.input_scale
+    assert set(options) <= set(cls.option_defaults())
+
+
+def test_options_a_model_refuses_are_refused_without_building_it():
+    cls = model_class("unet")
+    cls.check_options(input_scale=2, depth_stride=2)
+    with pytest.raises(ValueError, match="depth_stride must be 1 or 2"):
+        cls.check_options(depth_stride=3)
+    with pytest.raises(ValueError, match="input_scale must be 1 or more"):
+        cls.check_options(input_scale=0)
 
 
 def test_default_model_is_much_smaller_than_the_seed():
