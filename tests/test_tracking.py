@@ -59,7 +59,8 @@ def test_the_callback_logs_params_metrics_pictures_and_the_summary(store):
     config = load_config("bce_ssim", "smoke")
     model = torch.nn.Linear(3, 2)
     stage = config.stages[0]
-    info = {"precision": "fp32", "device": "cpu", "stages": [stage], "data": []}
+    data = [{"mode": "stream", "size": stage.size}]
+    info = {"precision": "fp32", "device": "cpu", "stages": [stage], "data": data}
     with _run(root) as run:
         cb = trk.MLflowCallback(run.info.run_id, "f" * 64, "bce_ssim")
         cb.on_fit_start(config, model, info)
@@ -74,6 +75,7 @@ def test_the_callback_logs_params_metrics_pictures_and_the_summary(store):
     assert logged.data.params["run.stages.0"].startswith(f"{stage.size}px")
     assert logged.data.tags["fgdepth.parameters"] == "8"
     assert logged.data.tags["fgdepth.losses"] == trk.loss_label(config)
+    assert logged.data.tags["fgdepth.data_mode"] == f"{stage.name} {stage.size}px stream"
     metrics = logged.data.metrics
     assert metrics["val_mask_iou"] == 0.5 and metrics["test_mask_iou"] == 0.6
     assert "test_depth_absrel" not in metrics  # NaN: nothing to measure, left out

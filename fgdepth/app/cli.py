@@ -379,7 +379,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--test", type=float, default=None, help="default: the run's data.test")
     ev.add_argument("--val", type=float, default=None, help="default: the run's data.val")
     ev.add_argument("--size", type=int, default=None, help="default: the model's training size")
-    ev.add_argument("--precision", default="auto")
+    ev.add_argument("--precision", default=None, help="default: the run's (auto: fp32, bf16)")
     ev.add_argument("--skip-bad", action="store_true")
     ev.add_argument("--tracking", default="local")
     ev.set_defaults(run=_evaluate)

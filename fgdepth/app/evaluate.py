@@ -88,13 +88,14 @@ def evaluate_logged_model(
     split: str = "test",
     data: str | Path | None = None,
     size: int | None = None,
-    precision: str = "auto",
+    precision: str | None = None,
     split_overrides: dict | None = None,
 ) -> dict:
     """The metrics of model ``spec`` on a split of the data its run used, split as the run
     split it (its logged ``data.test``, ``data.val``, ``data.split_seed``; ``split_overrides``
     with the keys of ``with_split`` change them). ``data``: another dataset, split the same
-    way; ``size``: another size than the one the model was trained at."""
+    way; ``size``: another size than the one the model was trained at; ``precision``: another
+    than the run's."""
     from fgdepth.engine.evaluate import evaluate
     from fgdepth.engine.fit import default_device
     from fgdepth.engine.precision import resolve_precision
@@ -112,7 +113,7 @@ def evaluate_logged_model(
     model = _layout(model, config.channels_last).to(device)
     metrics = evaluate(
         model, cache, rows, device, config.eval.batch_size,
-        resolve_precision(precision, device), config.channels_last,
+        resolve_precision(precision or config.precision, device), config.channels_last,
     )  # fmt: skip
     return {
         "model": spec, "data": str(scoring.dataset.path), "split": split, "samples": len(rows),

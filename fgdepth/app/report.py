@@ -128,8 +128,6 @@ class TestData:
 
 
 def run_config(run_id: str) -> Config:
-    from fgdepth import tracking as trk
-
     return build(Config, trk.logged_config(run_id))
 
 

@@ -12,6 +12,7 @@ from fgdepth.config import Config, load_config
 from fgdepth.engine.callbacks import Callback
 from fgdepth.engine.checkpoint import CheckpointError, StateCheckpoint, previous_state
 from fgdepth.engine.stopping import Interrupted
+from fgdepth.tracking import model_size
 
 
 def test_a_run_spec_needs_only_a_config():
@@ -85,7 +86,8 @@ def test_a_run_finishes_with_its_model_and_leaves_no_state(store, tmp_path):
     assert run.info.status == "FINISHED" and run.info.run_name == "r"
     assert run.data.tags["k"] == "v" and run.data.tags["fgdepth.entry_point"] == "e"
     assert run.data.metrics["mask_iou"] == pytest.approx(result.metrics["mask_iou"])
-    assert {"checkpoint", "model"} <= {a.path for a in client.list_artifacts(run_id)}
+    assert "checkpoint" in {a.path for a in client.list_artifacts(run_id)}
+    assert model_size(run_id) == result.stages[-1].config.size  # the logged model's metadata
     assert not (tmp_path / "outputs" / "checkpoints" / run_id).exists()
 
 
