@@ -36,12 +36,12 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks import street_data  # noqa: E402
 from benchmarks.common import auto_precision, machine, publish, table  # noqa: E402
+from fgdepth.app.datasets import resolve_dataset  # noqa: E402
 from fgdepth.baselines import reference_metrics  # noqa: E402
 from fgdepth.config import load_config, scaled_stages  # noqa: E402
 from fgdepth.data import build_cache, build_model_cache  # noqa: E402
 from fgdepth.engine.evaluate import predict, to_device  # noqa: E402
 from fgdepth.engine.plan import split_indices  # noqa: E402
-from fgdepth.runner import resolve_dataset  # noqa: E402
 from fgdepth.tracking import load_logged_model  # noqa: E402
 
 TARGETS = {"mask_iou": 0.93, "depth_rmse": 0.04, "minutes": 5.0}

@@ -22,10 +22,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import machine, publish, table  # noqa: E402
+from fgdepth.app.datasets import resolve_dataset  # noqa: E402
 from fgdepth.config import load_config  # noqa: E402
 from fgdepth.engine import Callback, fit  # noqa: E402
 from fgdepth.engine.fit import Interrupted  # noqa: E402
-from fgdepth.runner import resolve_dataset  # noqa: E402
 
 RUNS = [("seed", "seed_original"), ("unet", "default")]
 

@@ -1,4 +1,4 @@
-from fgdepth.cli import main
+from fgdepth.app.cli import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -28,6 +28,12 @@ def ssim_window(size: int, largest: int = 11) -> int:
     return win
 
 
+def score(metrics, mask_iou_weight: float = 1.0, depth_rmse_weight: float = 1.0):
+    """One number to rank runs by, higher is better: weighted mask_iou - depth_rmse (floats,
+    or columns of a table)."""
+    return mask_iou_weight * metrics["mask_iou"] - depth_rmse_weight * metrics["depth_rmse"]
+
+
 def masked_median(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Per image median of ``values`` where ``mask``; NaN for an empty mask. (B,...) -> (B,)."""
     v = values.flatten(1).float()

@@ -1,4 +1,7 @@
-"""MLflow tracking: the only module of the training path that imports mlflow.
+"""MLflow tracking: runs, their params, metrics, pictures and model, and lost runs.
+
+With ``serving`` (the logged model) and ``app.report``, the only modules that import mlflow.
+It is handed what to log (the checkpoint file, the model's code): it builds nothing itself.
 
 Where runs go: ``MLFLOW_TRACKING_URI`` when set, else ``mlruns_config/local.yaml`` (a SQLite
 store and a local artifact folder). A tracking server (``http://``) keeps the artifacts itself
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import subprocess
 import tempfile
@@ -25,9 +29,8 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from fgdepth.config import Config, ConfigError
-from fgdepth.data.preview import colour_depth, grid, to_rgb
+from fgdepth.data.preview import prediction_grid
 from fgdepth.engine.callbacks import Callback, EpochResult, FitResult, StageResult, data_modes
-from fgdepth.engine.checkpoint import save_checkpoint
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = REPO_ROOT / "mlruns_config"
@@ -35,6 +38,18 @@ DEFAULT_EXPERIMENT = "fgdepth"
 # the UI opens a model-training experiment on its runs, not on the GenAI traces view
 EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
 SAMPLES_KEY = "test_samples"  # the image series of the test samples: a step per stage
+
+
+def quiet_libraries() -> None:
+    """Keep the console for progress and results: MLflow and Alembic chatter goes to warnings."""
+    for name in ("mlflow", "alembic", "urllib3"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    os.environ.setdefault("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "5")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
+def tracking_uri() -> str:
+    return mlflow.get_tracking_uri()
 
 
 def read_tracking_config(name_or_path: str = "local") -> dict:
@@ -146,24 +161,13 @@ def loss_label(config: Config) -> str:
 
 
 def picture(images: list[dict]):
-    """fg_bg | bg | true mask | predicted mask | true depth | predicted depth, a row a sample."""
-    rows = [
-        [
-            s["fg_bg"],
-            s["bg"],
-            to_rgb(s["mask"]),
-            to_rgb(s["mask_pred"]),
-            colour_depth(s["depth"]),
-            colour_depth(s["depth_pred"]),
-        ]
-        for s in images
-    ]
-    titles = ["fg_bg", "bg", "mask", "mask pred", "depth", "depth pred"]
-    return grid(rows, titles)
+    """The test samples of one stage: inputs, truth and the run's predictions."""
+    return prediction_grid([("run", images)])
 
 
 class MLflowCallback(Callback):
-    """Logs params, per-epoch metrics, per-stage test metrics and pictures, the model."""
+    """Logs params, per-epoch metrics, per-stage test metrics and pictures, the summary (the
+    model is the application's to save: ``log_model``)."""
 
     def __init__(self, run_id: str, dataset_fingerprint: str, entry_point: str | None = None):
         self.run_id = run_id
@@ -270,25 +274,13 @@ class MLflowCallback(Callback):
             self.client.set_tag(
                 self.run_id, "fgdepth.skipped_rows", json.dumps(result.skipped_rows)[:5000]
             )
-        config = result.config
-        last_size = result.stages[-1].config.size
-        ckpt = save_checkpoint(
-            folder / "model.pt",
-            result.model,
-            config.model.name,
-            config.model.options,
-            config=config.to_dict(),
-            size=last_size,
-            metrics=result.metrics,
-        )
-        self.client.log_artifact(self.run_id, str(ckpt), "checkpoint")
-        log_model(self.run_id, ckpt, last_size)
 
 
-def log_model(run_id: str, checkpoint: Path, size: int) -> None:
-    """The model as an MLflow pyfunc (``model``): a pair of images in, mask, depth and the
-    foreground's distance out (see ``fgdepth.serving``). It is built from code and the run's
-    checkpoint, so loading it unpickles nothing; it needs fgdepth installed where it loads.
+def log_model(run_id: str, checkpoint: Path, size: int, code: Path) -> None:
+    """The checkpoint file (``checkpoint/model.pt``) and the model as an MLflow pyfunc
+    (``model``): a pair of images in, mask, depth and the foreground's distance out. It is
+    built from ``code`` (``fgdepth.serving.MODEL_CODE``) and the run's checkpoint, so loading
+    it unpickles nothing; it needs fgdepth installed where it loads.
     (Shipping the package with ``code_paths`` would put a second copy of fgdepth on the
     loading process's import path, ahead of the installed one.)"""
     from importlib.metadata import version
@@ -297,8 +289,7 @@ def log_model(run_id: str, checkpoint: Path, size: int) -> None:
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema
 
-    from fgdepth import serving
-
+    MlflowClient().log_artifact(run_id, str(checkpoint), "checkpoint")
     signature = ModelSignature(
         inputs=Schema([ColSpec("string", "bg"), ColSpec("string", "fg_bg")]),
         outputs=Schema(
@@ -314,7 +305,7 @@ def log_model(run_id: str, checkpoint: Path, size: int) -> None:
         warnings.filterwarnings("ignore", message=".*input example was not provided.*")
         mlflow.pyfunc.log_model(
             name="model",
-            python_model=str(Path(serving.__file__).with_name("model_code.py")),
+            python_model=str(code),
             artifacts={"checkpoint": str(checkpoint)},
             signature=signature,
             pip_requirements=requirements,
@@ -437,13 +428,8 @@ def log_summary(run_id: str, params: dict, metrics: dict, files: dict, tags: dic
 
 
 def load_logged_model(spec: str):
-    """A model from a checkpoint file or an MLflow model URI (``runs:/ID/model``,
-    ``models:/name@alias``); returns (model in eval mode, the size it was trained at)."""
-    from fgdepth.engine.checkpoint import load_model
-
-    if Path(spec).exists():
-        model, data = load_model(spec)
-        return model, data.get("size")
+    """A model from an MLflow model URI (``runs:/ID/model``, ``models:/name@alias``); returns
+    (model in eval mode, the size it was trained at)."""
     if "://" not in spec and not spec.startswith(("runs:/", "models:/")):
         raise FileNotFoundError(f"{spec}: no such checkpoint file or MLflow model URI")
     import mlflow.pyfunc
@@ -470,3 +456,28 @@ def download_checkpoint(spec: str) -> Path:
         )
     except mlflow.exceptions.MlflowException as exc:
         raise FileNotFoundError(f"{spec}: no checkpoint found in that run ({exc})") from None
+
+
+def run_of_model(spec: str) -> str:
+    """The id of the run that logged model ``spec`` (``runs:/ID/...``, ``models:/...``)."""
+    if spec.startswith("runs:/"):
+        return spec.split("/")[1]
+    try:
+        return mlflow.models.get_model_info(spec).run_id
+    except (mlflow.exceptions.MlflowException, OSError) as exc:
+        raise FileNotFoundError(f"{spec}: no such MLflow model ({exc})") from None
+
+
+def logged_config(run_id: str) -> dict:
+    """The resolved config a run logged (``config.yaml``), as a dict."""
+    try:
+        path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="config.yaml")
+    except mlflow.exceptions.MlflowException as exc:
+        raise FileNotFoundError(f"run {run_id}: no config.yaml logged ({exc})") from None
+    return yaml.safe_load(Path(path).read_text())
+
+
+def model_size(run_id: str) -> int:
+    """The size a run's model was trained at last (from the model's metadata: no loading)."""
+    info = mlflow.models.get_model_info(f"runs:/{run_id}/model")
+    return int((info.metadata or {}).get("fgdepth_size") or 64)

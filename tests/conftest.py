@@ -105,8 +105,8 @@ def trained_store(tmp_path_factory):
 
     from mlflow.tracking import MlflowClient
 
+    from fgdepth.app.train import RunSpec, train
     from fgdepth.config import load_config
-    from fgdepth.runner import resolve_dataset, train_tracked
 
     folder = tmp_path_factory.mktemp("trained")
     uri = f"sqlite:///{folder}/mlflow.db"
@@ -120,10 +120,9 @@ def trained_store(tmp_path_factory):
         runs = {}
         for name in ("bce_ssim", "ssim"):
             config = load_config(name, "smoke")
-            _, runs[name] = train_tracked(
-                config, resolve_dataset(config), experiment_name="compare", entry_point=name,
-                run_name=name, system_metrics=False,
-            )  # fmt: skip
+            spec = RunSpec(config, experiment_name="compare", run_name=name, entry_point=name,
+                           system_metrics=False)  # fmt: skip
+            _, runs[name] = train(spec)
     finally:
         os.chdir(cwd)
         for key, value in saved.items():

@@ -3,7 +3,7 @@
 import pytest
 from mlflow.tracking import MlflowClient
 
-from fgdepth.cli import main
+from fgdepth.app.cli import main
 
 
 @pytest.fixture
@@ -53,7 +53,7 @@ def test_train_refuses_a_bad_value_in_one_line_before_a_run_exists(store, capsys
 
 
 def test_max_minutes_zero_keeps_the_profiles_limit():
-    from fgdepth.cli import _config_from_args, build_parser
+    from fgdepth.app.cli import _config_from_args, build_parser
 
     args = build_parser().parse_args(["train", "--profile", "cpu", "--max-minutes", "0"])
     assert _config_from_args(args).max_minutes == 20  # the cpu profile's

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from fgdepth.cli import main
+from fgdepth.app.cli import main
 
 
 @pytest.fixture

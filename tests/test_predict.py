@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from fgdepth.cli import main
+from fgdepth.app.cli import main
 from fgdepth.engine.checkpoint import save_checkpoint
 from fgdepth.predict import open_image, predict_files, predict_pairs
 

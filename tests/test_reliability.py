@@ -215,10 +215,10 @@ def test_a_run_killed_while_its_data_is_decoded_ends_failed_process_lost(store, 
 def test_a_cut_short_state_is_one_line_the_run_failed_and_the_state_before_kept(
     store, tmp_path, monkeypatch, capsys
 ):
-    from fgdepth.cli import main
+    from fgdepth.app.cli import main
+    from fgdepth.app.train import read_resume_state
     from fgdepth.config import Config
     from fgdepth.engine.checkpoint import StateCheckpoint, previous_state
-    from fgdepth.runner import read_resume_state
 
     uri, _ = store
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)

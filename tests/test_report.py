@@ -13,7 +13,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
-from fgdepth.report import METRICS, make_report, register_best
+from fgdepth.app.report import METRICS, make_report, register_best
 
 REPO = Path(__file__).resolve().parent.parent
 

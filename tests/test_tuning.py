@@ -8,6 +8,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
+from fgdepth.app.tune import tune
 from fgdepth.config import ConfigError, load_config
 from fgdepth.engine.callbacks import EpochResult
 from fgdepth.engine.fit import DivergenceError
@@ -22,7 +23,6 @@ from fgdepth.tuning import (
     schedule_label,
     score,
     trials_to_go,
-    tune,
 )
 
 

@@ -122,8 +122,8 @@ def show_large(driver, title: str) -> None:
 @pytest.fixture
 def tuned(synth_dir, tmp_path, monkeypatch):
     """A study of two smoke trials on SQLite, its trials' files beside it."""
+    from fgdepth.app.tune import tune
     from fgdepth.config import load_config
-    from fgdepth.tuning import tune
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     MlflowClient(uri).search_experiments()  # the store is created here, from one process

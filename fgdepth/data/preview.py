@@ -51,3 +51,21 @@ def preview(dataset: Dataset, indices, size: int | None = None) -> Image.Image:
         s = dataset.sample(i, size)
         rows.append([s.bg, s.fg_bg, to_rgb(s.mask), colour_depth(s.depth)])
     return grid(rows, ["bg", "fg_bg", "mask", "depth"])
+
+
+def prediction_grid(runs: list[tuple[str, list[dict]]], samples: int | None = None) -> Image.Image:
+    """The same samples as predicted by one run or several: a row per sample, fg_bg | bg |
+    mask | depth, then each run's predicted mask and depth. ``runs``: (name, images) pairs,
+    images as ``engine.evaluate.sample_predictions`` gives them."""
+    n = min(len(images) for _, images in runs)
+    rows = []
+    for i in range(n if samples is None else min(n, samples)):
+        s = runs[0][1][i]
+        line = [s["fg_bg"], s["bg"], to_rgb(s["mask"]), colour_depth(s["depth"])]
+        for _, images in runs:
+            line += [to_rgb(images[i]["mask_pred"]), colour_depth(images[i]["depth_pred"])]
+        rows.append(line)
+    titles = ["fg_bg", "bg", "mask", "depth"]
+    for name, _ in runs:
+        titles += ["mask pred", "depth pred"] if len(runs) == 1 else [name[:9], ""]
+    return grid(rows, titles)

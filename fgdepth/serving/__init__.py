@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import io
+from pathlib import Path
 
 import mlflow.pyfunc
 import numpy as np
@@ -18,6 +19,7 @@ import pandas as pd
 from PIL import Image
 
 COLUMNS = ("bg", "fg_bg")
+MODEL_CODE = Path(__file__).with_name("model_code.py")  # what MLflow runs to build the model
 
 
 def encode_png(array: np.ndarray) -> str:
@@ -45,7 +47,8 @@ class ImagePairModel(mlflow.pyfunc.PythonModel):
         self.size = int(data.get("size") or 64)
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
-        from fgdepth.predict import open_image, predict_pairs
+        from fgdepth.data.images import open_image
+        from fgdepth.engine.pairs import predict_pairs
 
         missing = [c for c in COLUMNS if c not in model_input.columns]
         if missing:

@@ -5,7 +5,7 @@ import errno
 import torch
 from mlflow.tracking import MlflowClient
 
-from fgdepth.cli import main
+from fgdepth.app.cli import main
 from fgdepth.data.disk import DiskFull, human
 from fgdepth.engine import checkpoint
 

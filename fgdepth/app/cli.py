@@ -1,4 +1,4 @@
-"""The ``fgdepth`` command: argument parsing only; the work happens in the package."""
+"""The ``fgdepth`` command: argument parsing and dispatch; the work happens in ``fgdepth.app``."""
 
 from __future__ import annotations
 
@@ -74,12 +74,13 @@ def _pack(args) -> int:
 
 
 def _config_from_args(args):
+    from fgdepth.app.datasets import data_path
     from fgdepth.config import ConfigError
     from fgdepth.engine.checks import load_experiment
 
     extra: dict = {}
     if args.data is not None:
-        extra.setdefault("data", {})["path"] = None if args.data in ("", "builtin") else args.data
+        extra.setdefault("data", {})["path"] = data_path(args.data)
     if args.seed is not None:
         extra["seed"] = args.seed
     if args.max_minutes is not None:
@@ -94,52 +95,10 @@ def _config_from_args(args):
     return load_experiment(args.config, args.profile, args.set or [], extra)
 
 
-def _stop_on_signals():
-    """SIGINT / SIGTERM ask training to stop after the current batch (a second one stops at
-    once); returns the ``stop()`` that tells the engine which signal came."""
-    import signal
-
-    received: list[str] = []
-
-    def handler(signum, frame):
-        if received:
-            raise KeyboardInterrupt
-        received.append(signal.Signals(signum).name)
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, handler)
-    return lambda: received[0] if received else None
-
-
-def _launch_ranks(workers: int, argv: list[str]) -> int:
-    """``fgdepth train --workers N``: the same command as N processes on this node, started by
-    torchrun's launcher in this process. A signal reaches every rank (each saves its share of
-    the stop, rank 0 the state); the exit status is the first failed rank's."""
-    from torch.distributed.elastic.multiprocessing.api import SignalException
-    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
-    from torch.distributed.run import parse_args, run
-
-    rest, skip = [], False
-    for arg in argv:  # the same arguments, less --workers
-        if skip:
-            skip = False
-        elif arg == "--workers":
-            skip = True
-        elif not arg.startswith("--workers="):
-            rest.append(arg)
-    try:
-        run(parse_args(["--standalone", f"--nproc-per-node={workers}", "-m", "fgdepth", *rest]))
-    except SignalException as exc:
-        return 128 + int(exc.sigval)
-    except ChildFailedError as exc:
-        code = exc.get_first_failure()[1].exitcode
-        return 128 - code if code < 0 else code or 1
-    return 0
-
-
 def _plan(args) -> int:
     """``fgdepth train ... --plan``: what the run would do, without training."""
-    from fgdepth.runner import plan_report, plan_text, quiet_libraries
+    from fgdepth.app.plan import plan_report, plan_text
+    from fgdepth.tracking import quiet_libraries
 
     quiet_libraries()
     plan = plan_report(_config_from_args(args), args.plan_steps)
@@ -148,157 +107,47 @@ def _plan(args) -> int:
 
 
 def _train(args) -> int:
-    from fgdepth.config import ConfigError
-    from fgdepth.engine.distributed import launched_by_torchrun
+    from fgdepth.app.train import RunSpec, train_command
 
     if args.plan:
         return _plan(args)
-    if args.workers < 1:
-        raise ConfigError(f"--workers: {args.workers} is not a number of processes (1 or more)")
-    if args.workers > 1 and not launched_by_torchrun():
-        import torch
-
-        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if gpus and args.workers > gpus:
-            raise ConfigError(f"--workers: {args.workers} processes but {gpus} GPU(s): one per GPU")
-        return _launch_ranks(args.workers, args.argv)
-    from fgdepth.engine.distributed import init_world, shutdown
-
-    world = init_world()
-    try:
-        return _train_rank(args, world)
-    finally:
-        shutdown(world)
-
-
-def _train_rank(args, world) -> int:
-    from fgdepth.config import Config, build
-    from fgdepth.engine.distributed import share
-    from fgdepth.engine.fit import Interrupted
-    from fgdepth.engine.plan import check_against_data
-    from fgdepth.runner import (
-        quiet_libraries,
-        read_resume_state,
-        resolve_dataset,
-        tidy_up,
-        train_tracked,
-    )
-
-    resume = None
-    if args.resume:  # rank 0 reads the state; the other ranks get it from rank 0
-        state = None
-        if world.main:
-            state = read_resume_state(args.resume, args.checkpoint_dir, args.tracking)
-        resume = share(state, world)
-        config = build(Config, resume["config"])
-        args.entry_point = args.entry_point or resume.get("entry_point")
-    else:
-        config = _config_from_args(args)  # every check happens before a run is created
-    quiet_libraries()
-    dataset = resolve_dataset(config)
-    check_against_data(config, dataset)  # the data's checks too, before the store is touched
-    if world.main:
-        tidy_up(args.tracking)  # runs and cache folders left by processes that died
-    stop = _stop_on_signals()
-    started: list[str] = []
-    try:
-        result, run_id = train_tracked(
-            config,
-            dataset,
-            tracking=args.tracking,
-            experiment_name=args.experiment_name,
-            run_name=args.run_name,
-            entry_point=args.entry_point,
-            system_metrics=not args.no_system_metrics,
-            on_run_start=started.append,
-            resume=resume,
-            stop=stop,
-            checkpoint_dir=args.checkpoint_dir,
-        )
-    except Interrupted as exc:
-        if world.main:
-            hint = f"continue with: fgdepth train --resume {started[0]}"
-            print(f"fgdepth: {exc}; {hint}", file=sys.stderr)
-        return 130 if exc.reason == "SIGINT" else 143
-    if not world.main:
-        return 0
-    print(
-        json.dumps(
-            {
-                "run_id": run_id,
-                "minutes": round(result.seconds / 60, 2),
-                "metrics": {k: round(v, 5) for k, v in result.metrics.items()},
-            },
-            indent=2,
-        )
-    )
-    return 0
+    # every check of the config happens before a run is created; a resumed run has its own
+    config = None if args.resume else _config_from_args(args)
+    spec = RunSpec(
+        config, args.tracking, args.experiment_name, args.run_name, args.entry_point,
+        system_metrics=not args.no_system_metrics, checkpoint_dir=args.checkpoint_dir,
+    )  # fmt: skip
+    return train_command(spec, args.resume, args.workers, args.argv)
 
 
 def _evaluate(args) -> int:
-    import numpy as np
-    import torch
+    from fgdepth.app.evaluate import evaluate_logged_model
+    from fgdepth.tracking import quiet_libraries, setup_tracking
 
-    from fgdepth.config import Config
-    from fgdepth.data import build_model_cache, open_dataset
-    from fgdepth.engine.evaluate import evaluate
-    from fgdepth.engine.fit import default_device
-    from fgdepth.engine.precision import resolve_precision
-
-    dataset = open_dataset(args.data, skip_bad=args.skip_bad)
-    model, size = _model_and_size(args)
-    device = default_device()
-    rows = dataset.indices(None if args.split == "all" else args.split)
-    if len(rows) == 0:
-        raise DataError(f"{args.data}: the {args.split} split is empty")
-    cache = build_model_cache(
-        dataset, size, model.input_scale, dataset.source_side(), skip_bad=args.skip_bad
-    )
-    precision = resolve_precision(args.precision, device)
-    layout = Config.channels_last  # predict in the layout that training uses by default
-    if layout:
-        model = model.to(memory_format=torch.channels_last)
-    metrics = evaluate(
-        model.to(device), cache, np.asarray(rows), device, precision=precision, channels_last=layout
-    )
-    out = {
-        "model": args.model,
-        "data": str(args.data),
-        "split": args.split,
-        "samples": len(rows),
-        "size": size,
-        "metrics": {k: round(v, 6) for k, v in metrics.items()},
-    }
+    quiet_libraries()
+    setup_tracking(args.tracking)
+    overrides = {"seed": args.split_seed, "test": args.test, "val": args.val,
+                 "skip_bad": True if args.skip_bad else None}  # fmt: skip
+    out = evaluate_logged_model(
+        args.model, split=args.split, data=args.data, size=args.size, precision=args.precision,
+        split_overrides=overrides,
+    )  # fmt: skip
     print(json.dumps(out, indent=2))
     return 0
 
 
 def _study(args) -> int:
-    import mlflow
+    from fgdepth.app.study import study_command
 
-    from fgdepth.runner import quiet_libraries
-    from fgdepth.study import STUDY, comparison_picture, markdown_table, run_study, ui_hint
-
-    quiet_libraries()
-    names = args.experiments.split(",") if args.experiments else STUDY
-    rows = run_study(
-        names, args.profile, args.data, args.seed or 0, args.tracking, args.experiment_name
-    )
-    table = markdown_table(rows)
-    print("\n" + table)
-    if args.out:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "comparison.md").write_text(table + "\n")
-        comparison_picture(rows).save(out / "comparison.png")
-        print(f"\ntable and picture: {out}/comparison.md, {out}/comparison.png")
-    print(f"\nCompare the runs in the MLflow UI:\n  {ui_hint(mlflow.get_tracking_uri())}")
-    return 0
+    names = args.experiments.split(",") if args.experiments else None
+    return study_command(
+        names, args.profile, args.data, args.seed, args.tracking, args.experiment_name, args.out,
+        not args.no_system_metrics,
+    )  # fmt: skip
 
 
 def _tune(args) -> int:
-    from fgdepth.runner import quiet_libraries, resolve_dataset, train_tracked
-    from fgdepth.tuning import tune
+    from fgdepth.app.tune import tune_command
 
     args.config = args.experiment
     overrides = list(args.set or [])
@@ -311,70 +160,27 @@ def _tune(args) -> int:
         if value not in (None, ""):
             overrides.append(f"{key}={value}")
     args.set = overrides
-    config = _config_from_args(args)
-    quiet_libraries()
-    outcome = tune(
-        config,
-        args.experiment,
-        study_name=args.study or None,
-        storage=args.storage,
-        workers=args.workers,
-        tracking=args.tracking,
-        experiment_name=args.experiment_name,
-        out=Path(args.out) if args.out else None,
+    return tune_command(
+        _config_from_args(args), args.experiment, args.train_best, study_name=args.study or None,
+        storage=args.storage, workers=args.workers, tracking=args.tracking,
+        experiment_name=args.experiment_name, out=Path(args.out) if args.out else None,
         heartbeat=args.heartbeat,
-    )
-    print(f"\ntrials: {outcome.counts}")
-    print(f"best trial {outcome.best_trial}: value {outcome.best_value}")
-    for key, value in outcome.best_params.items():
-        print(f"  {key}: {value}")
-    print(f"best configuration: {outcome.best_yaml}")
-    print(f"plots and the table of trials: {outcome.best_yaml.parent}")
-    if args.train_best:
-        from fgdepth.engine.checks import load_experiment
-
-        print("\n== training the best configuration ==", flush=True)
-        best = load_experiment(outcome.best_yaml, args.train_best)
-        result, run_id = train_tracked(
-            best,
-            resolve_dataset(best),
-            tracking=args.tracking,
-            experiment_name=args.experiment_name,
-            run_name=f"{best.name} ({args.train_best})",
-            entry_point="tune",
-            tags={"optuna.study": outcome.study.study_name, "fgdepth.tuned": "best"},
-        )
-        print(json.dumps({"run_id": run_id, "metrics": result.metrics}, indent=2))
-    return 0
-
-
-def _model_and_size(args):
-    """The model of ``--model`` and the size to predict at: ``--size``, else the size it was
-    trained at; a size the model cannot take is one line."""
-    from fgdepth.config import ConfigError
-    from fgdepth.runner import quiet_libraries
-    from fgdepth.tracking import load_logged_model, setup_tracking
-
-    quiet_libraries()
-    setup_tracking(args.tracking)
-    model, trained_size = load_logged_model(args.model)
-    multiple = getattr(model, "size_multiple", 16)
-    if args.size is not None and (args.size < 16 or args.size % multiple):
-        raise ConfigError(
-            f"--size: {args.size} is not allowed (this model takes multiples of {multiple}, "
-            "16 or more)"
-        )
-    return model, args.size or trained_size or 64
+    )  # fmt: skip
 
 
 def _predict(args) -> int:
+    from fgdepth.app.evaluate import checked_size, load_model
     from fgdepth.predict import distance_text, predict_files, predict_manifest
+    from fgdepth.tracking import quiet_libraries, setup_tracking
 
     if bool(args.manifest) == bool(args.bg or args.fgbg):
         raise DataError("give --bg and --fgbg, or --manifest")
     if not args.manifest and not (args.bg and args.fgbg):
         raise DataError("give both --bg and --fgbg")
-    model, size = _model_and_size(args)
+    quiet_libraries()
+    setup_tracking(args.tracking)
+    model, trained = load_model(args.model)
+    size = checked_size(model, args.size) or trained or 64
     out = Path(args.out)
     if args.manifest:
         rows = predict_manifest(model, size, Path(args.manifest), out, args.stop_on_error)
@@ -393,30 +199,13 @@ def _predict(args) -> int:
 
 
 def _report(args) -> int:
-    import mlflow
+    from fgdepth.app.report import report_command
 
-    from fgdepth.report import make_report, register_best
-    from fgdepth.runner import quiet_libraries
-    from fgdepth.tracking import setup_tracking
-
-    quiet_libraries()
-    setup_tracking(args.tracking)
-    experiments = [e for e in (args.experiment or "").split(",") if e] or None
-    report = make_report(
-        experiments,
-        Path(args.out),
-        include_trials=args.include_trials,
-        references=not args.no_references,
-    )
-    columns = ["run", "mask_iou", "depth_rmse", "fg_distance_error", "minutes"]
-    print(report.frame[columns].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
-    print(f"\nreport: {report.files['report.html']}  (and report.csv)")
-    if report.run_id:
-        print(f"logged to MLflow run {report.run_id} ({mlflow.get_tracking_uri()})")
-    if args.register:
-        uri = register_best(report.frame, args.register, args.alias, args.rank_by)
-        print(f"registered the best run by {args.rank_by}: {uri}")
-    return 0
+    experiments = [e for e in (args.experiment or "").split(",") if e]
+    return report_command(
+        experiments, args.out, args.include_trials, not args.no_references, args.tracking,
+        args.register, args.alias, args.rank_by,
+    )  # fmt: skip
 
 
 def _whole(text: str) -> int:
@@ -584,10 +373,15 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument(
         "--model", required=True, help="runs:/RUN_ID/model, models:/NAME@ALIAS or a checkpoint file"
     )
-    ev.add_argument("--data", required=True)
+    ev.add_argument("--data", default=None, help="default: the dataset the run trained on")
     ev.add_argument("--split", default="test", choices=["train", "val", "test", "all"])
+    ev.add_argument(
+        "--split-seed", type=_whole, default=None, help="default: the run's data.split_seed"
+    )
+    ev.add_argument("--test", type=float, default=None, help="default: the run's data.test")
+    ev.add_argument("--val", type=float, default=None, help="default: the run's data.val")
     ev.add_argument("--size", type=int, default=None, help="default: the model's training size")
-    ev.add_argument("--precision", default="auto")
+    ev.add_argument("--precision", default=None, help="default: the run's (auto: fp32, bf16)")
     ev.add_argument("--skip-bad", action="store_true")
     ev.add_argument("--tracking", default="local")
     ev.set_defaults(run=_evaluate)

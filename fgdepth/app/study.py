@@ -1,8 +1,14 @@
-"""The main job: train every loss combination of the study and compare them."""
+"""The main job (``fgdepth study``): train every loss combination of the study and compare
+them in one table and one picture."""
 
 from __future__ import annotations
 
-from fgdepth.data.preview import colour_depth, grid, to_rgb
+from pathlib import Path
+
+from fgdepth import tracking as trk
+from fgdepth.app.datasets import data_path
+from fgdepth.app.train import RunSpec, train
+from fgdepth.data.preview import prediction_grid
 from fgdepth.engine.checks import load_experiment
 
 STUDY = ["bce", "dice", "ssim", "bce_ssim", "dice_ssim", "staged_transfer", "default"]
@@ -23,23 +29,21 @@ def run_study(
     seed: int,
     tracking: str,
     experiment_name: str | None,
+    system_metrics: bool = True,
 ):
     """Train each experiment in its own MLflow run; returns a row per experiment."""
-    from fgdepth.runner import resolve_dataset, train_tracked
-
+    extra: dict = {"seed": seed}
+    if data is not None:
+        extra["data"] = {"path": data_path(data)}
+    configs = [load_experiment(name, profile, extra=extra) for name in experiments]
     rows = []
-    configs = [load_experiment(name, profile, extra=_extra(data, seed)) for name in experiments]
     for name, config in zip(experiments, configs, strict=True):  # configs all checked first
         print(f"\n== {name} ({profile}) ==", flush=True)
-        dataset = resolve_dataset(config)
-        result, run_id = train_tracked(
-            config,
-            dataset,
-            tracking=tracking,
-            entry_point=name,
-            experiment_name=experiment_name,
-            run_name=name,
-        )
+        spec = RunSpec(
+            config, tracking, experiment_name, run_name=name, entry_point=name,
+            system_metrics=system_metrics,
+        )  # fmt: skip
+        result, run_id = train(spec)
         rows.append(
             {
                 "experiment": name,
@@ -50,13 +54,6 @@ def run_study(
             }
         )
     return rows
-
-
-def _extra(data, seed):
-    extra = {"seed": seed}
-    if data is not None:
-        extra["data"] = {"path": None if data in ("", "builtin") else data}
-    return extra
 
 
 def markdown_table(rows) -> str:
@@ -80,20 +77,8 @@ def markdown_table(rows) -> str:
 
 
 def comparison_picture(rows, samples: int = 4):
-    """Per test sample: fg_bg, true mask, true depth, then each run's mask and depth."""
-    pictures = []
-    n = min(samples, *(len(r["images"]) for r in rows))
-    for i in range(n):
-        first = rows[0]["images"][i]
-        line = [first["fg_bg"], to_rgb(first["mask"]), colour_depth(first["depth"])]
-        for r in rows:
-            s = r["images"][i]
-            line += [to_rgb(s["mask_pred"]), colour_depth(s["depth_pred"])]
-        pictures.append(line)
-    titles = ["fg_bg", "mask", "depth"]
-    for r in rows:
-        titles += [r["experiment"][:9], ""]
-    return grid(pictures, titles)
+    """Per test sample: the inputs and truth, then each run's mask and depth."""
+    return prediction_grid([(r["experiment"], r["images"]) for r in rows], samples)
 
 
 def ui_hint(tracking_uri: str) -> str:
@@ -103,3 +88,23 @@ def ui_hint(tracking_uri: str) -> str:
             "   # then open http://127.0.0.1:5000"
         )
     return f"open {tracking_uri} in a browser"
+
+
+def study_command(
+    names, profile, data, seed, tracking, experiment_name, out, system_metrics=True
+) -> int:
+    """``fgdepth study``: train, print the table, write it and the picture under ``out``."""
+    trk.quiet_libraries()
+    rows = run_study(
+        names or STUDY, profile, data, seed or 0, tracking, experiment_name, system_metrics
+    )
+    table = markdown_table(rows)
+    print("\n" + table)
+    if out:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "comparison.md").write_text(table + "\n")
+        comparison_picture(rows).save(out / "comparison.png")
+        print(f"\ntable and picture: {out}/comparison.md, {out}/comparison.png")
+    print(f"\nCompare the runs in the MLflow UI:\n  {ui_hint(trk.tracking_uri())}")
+    return 0

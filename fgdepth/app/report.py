@@ -21,11 +21,13 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pandas as pd
-import yaml
 from mlflow.tracking import MlflowClient
 
+from fgdepth import tracking as trk
+from fgdepth.app.evaluate import ScoringData, load_model, scoring_data
 from fgdepth.config import Config, build
 from fgdepth.metrics import LOWER_IS_BETTER
+from fgdepth.metrics import score as weighted_score
 
 METRICS = [
     "mask_iou", "mask_dice", "depth_rmse", "depth_absrel", "depth_delta1", "fg_distance_error",
@@ -116,41 +118,25 @@ def best_marks(frame: pd.DataFrame) -> dict[str, float]:
 
 @dataclass
 class TestData:
-    config: Config
-    cache: object
+    """The test split a run was scored on, decoded at the size of its model."""
+
+    scoring: ScoringData
+    cache: object  # the targets (and inputs) at ``size``
     train: np.ndarray
     test: np.ndarray
     size: int
-    dataset: object = None
-
-    def cache_for(self, model):
-        """The test cache as ``model`` reads it (larger inputs for an input_scale above 1)."""
-        from fgdepth.data import build_model_cache
-
-        side = self.dataset.source_side()  # the inputs the run trained on
-        return build_model_cache(
-            self.dataset, self.size, model.input_scale, side, skip_bad=True, quiet=True
-        )
 
 
 def run_config(run_id: str) -> Config:
-    path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="config.yaml")
-    return build(Config, yaml.safe_load(Path(path).read_text()))
+    return build(Config, trk.logged_config(run_id))
 
 
 def test_data(run_id: str, size: int) -> TestData:
     """The dataset, splits and test rows a run was scored on, decoded at ``size``."""
-    from fgdepth.data import build_cache
-    from fgdepth.data.modes import decode_workers
-    from fgdepth.engine.plan import split_indices, without_bad_rows
-    from fgdepth.runner import resolve_dataset
-
-    config = run_config(run_id)
-    dataset = resolve_dataset(config)
-    workers = decode_workers(config.data.workers)
-    cache = build_cache(dataset, size, workers=workers, skip_bad=True, quiet=True)
-    splits = without_bad_rows(split_indices(config, dataset), cache.bad)
-    return TestData(config, cache, splits["train"], splits["test"], size, dataset)
+    scoring = scoring_data(run_config(run_id))
+    cache = scoring.cache(size)
+    return TestData(scoring, cache, scoring.rows("train", cache.bad),
+                    scoring.rows("test", cache.bad), size)  # fmt: skip
 
 
 def reference_rows(data: TestData) -> list[dict]:
@@ -167,27 +153,21 @@ def reference_rows(data: TestData) -> list[dict]:
     ]
 
 
-def run_size(run_id: str) -> int:
-    """The size a run's model was trained at last (from the model's metadata: no loading)."""
-    info = mlflow.models.get_model_info(f"runs:/{run_id}/model")
-    return int((info.metadata or {}).get("fgdepth_size") or 64)
-
-
 def prediction_picture(frame: pd.DataFrame, data: TestData, samples: int = 4):
     """The same test samples as predicted by each run (the first runs, up to 8)."""
     import torch
 
+    from fgdepth.data.preview import prediction_grid
     from fgdepth.engine.evaluate import sample_predictions
-    from fgdepth.study import comparison_picture
-    from fgdepth.tracking import load_logged_model
 
     picks = data.test[np.linspace(0, len(data.test) - 1, min(samples, len(data.test))).astype(int)]
     rows = []
     for _, r in frame[frame["kind"] == "run"].head(MAX_PICTURE_RUNS).iterrows():
-        model, _ = load_logged_model(f"runs:/{r['run_id']}/model")
-        images = sample_predictions(model, data.cache_for(model), picks, torch.device("cpu"))
-        rows.append({"experiment": str(r["run"] or r["entry_point"]), "images": images})
-    return comparison_picture(rows, samples) if rows else None
+        model, _ = load_model(f"runs:/{r['run_id']}/model")
+        cache = data.scoring.cache(data.size, model.input_scale)
+        images = sample_predictions(model, cache, picks, torch.device("cpu"))
+        rows.append((str(r["run"] or r["entry_point"]), images))
+    return prediction_grid(rows, samples) if rows else None
 
 
 # --- charts and the page ------------------------------------------------------------------------
@@ -299,6 +279,33 @@ class Report:
     run_id: str | None
 
 
+def _marked(frame: pd.DataFrame) -> pd.DataFrame:
+    """The table with the metrics each run is best in (``best_in``)."""
+    marked = frame.copy()
+    best = best_marks(frame)
+    marked["best_in"] = [
+        ",".join(m for m in best if r["kind"] == "run" and r[m] == best[m])
+        for _, r in frame.iterrows()
+    ]
+    return marked
+
+
+def _pictures(frame: pd.DataFrame, data: TestData, out: Path, files: dict) -> dict:
+    """The charts and the picture of predictions, written under ``out``; the page's images."""
+    images = {"Metrics": bar_charts(frame), "Learning curves": learning_curves(frame)}
+    picture = prediction_picture(frame, data)
+    if picture is not None:
+        files["predictions.png"] = out / "predictions.png"
+        picture.save(files["predictions.png"])
+        buffer = io.BytesIO()
+        picture.save(buffer, format="PNG")
+        images["The same test samples, predicted by each run"] = buffer.getvalue()
+    for name, filename in (("Metrics", "metrics.png"), ("Learning curves", "curves.png")):
+        (out / filename).write_bytes(images[name])
+        files[filename] = out / filename
+    return images
+
+
 def make_report(
     experiments: list[str] | None,
     out: Path,
@@ -316,29 +323,13 @@ def make_report(
     frame.insert(0, "kind", "run")
     # the references and the picture use the newest run's dataset and size
     newest = frame.iloc[0]["run_id"]
-    data = test_data(newest, run_size(newest))
+    data = test_data(newest, trk.model_size(newest))
     if references:
         frame = pd.concat([frame, pd.DataFrame(reference_rows(data))], ignore_index=True)
     out.mkdir(parents=True, exist_ok=True)
     files = {"report.csv": out / "report.csv"}
-    marked = frame.copy()
-    best = best_marks(frame)
-    marked["best_in"] = [
-        ",".join(m for m in best if r["kind"] == "run" and r[m] == best[m])
-        for _, r in frame.iterrows()
-    ]
-    marked.to_csv(files["report.csv"], index=False)
-    images = {"Metrics": bar_charts(frame), "Learning curves": learning_curves(frame)}
-    picture = prediction_picture(frame, data)
-    if picture is not None:
-        files["predictions.png"] = out / "predictions.png"
-        picture.save(files["predictions.png"])
-        buffer = io.BytesIO()
-        picture.save(buffer, format="PNG")
-        images["The same test samples, predicted by each run"] = buffer.getvalue()
-    for name, filename in (("Metrics", "metrics.png"), ("Learning curves", "curves.png")):
-        (out / filename).write_bytes(images[name])
-        files[filename] = out / filename
+    _marked(frame).to_csv(files["report.csv"], index=False)
+    images = _pictures(frame, data, out, files)
     title = f"fgdepth report: {', '.join(experiments) if experiments else 'all experiments'}"
     files["report.html"] = out / "report.html"
     files["report.html"].write_text(html_page(frame, images, title))
@@ -347,9 +338,7 @@ def make_report(
 
 
 def _log(files: dict[str, Path], experiments: list[str] | None, n_runs: int) -> str:
-    from fgdepth.tracking import experiment_id
-
-    exp = experiment_id((experiments or ["fgdepth"])[0], "mlartifacts")
+    exp = trk.experiment_id((experiments or ["fgdepth"])[0], "mlartifacts")
     with mlflow.start_run(experiment_id=exp, run_name="report", tags={"fgdepth.kind": "report"}):
         mlflow.log_param("runs", n_runs)
         for path in files.values():
@@ -361,7 +350,7 @@ def register_best(frame: pd.DataFrame, name: str, alias: str, rank_by: str) -> s
     """Register the best run's model as ``name`` and point ``alias`` at it; the model URI."""
     runs = frame[frame["kind"] == "run"].copy()
     if rank_by == "score":
-        runs["score"] = runs["mask_iou"] - runs["depth_rmse"]
+        runs["score"] = weighted_score(runs)
     elif rank_by not in METRICS:
         raise ValueError(f"--rank-by: unknown '{rank_by}'; valid: score, {', '.join(METRICS)}")
     runs = runs.dropna(subset=[rank_by])
@@ -369,3 +358,22 @@ def register_best(frame: pd.DataFrame, name: str, alias: str, rank_by: str) -> s
     version = mlflow.register_model(f"runs:/{best['run_id']}/model", name)
     MlflowClient().set_registered_model_alias(name, alias, version.version)
     return f"models:/{name}@{alias}"
+
+
+def report_command(experiments, out, include_trials, references, tracking, register=None,
+                   alias="champion", rank_by="score") -> int:  # fmt: skip
+    """``fgdepth report``: the report, its table on the console, and the best run registered."""
+    trk.quiet_libraries()
+    trk.setup_tracking(tracking)
+    report = make_report(
+        experiments or None, Path(out), include_trials=include_trials, references=references
+    )
+    columns = ["run", "mask_iou", "depth_rmse", "fg_distance_error", "minutes"]
+    print(report.frame[columns].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    print(f"\nreport: {report.files['report.html']}  (and report.csv)")
+    if report.run_id:
+        print(f"logged to MLflow run {report.run_id} ({mlflow.get_tracking_uri()})")
+    if register:
+        uri = register_best(report.frame, register, alias, rank_by)
+        print(f"registered the best run by {rank_by}: {uri}")
+    return 0

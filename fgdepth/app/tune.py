@@ -1,0 +1,132 @@
+"""``fgdepth tune``: an Optuna study (``fgdepth.tuning``) whose trials are tracked training runs,
+children of one MLflow run per study."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fgdepth import tracking as trk
+from fgdepth import tuning
+from fgdepth.app.datasets import resolve_dataset
+from fgdepth.app.train import RunSpec, train
+from fgdepth.config import Config
+from fgdepth.data import Dataset
+from fgdepth.engine.checks import load_experiment
+
+
+@dataclass
+class TrialTrainer:
+    """Trains a study's trials as child runs of its parent run (picklable: a worker process
+    gets its own copy)."""
+
+    tracking: str
+    experiment_name: str | None
+    parent_run_id: str
+    dataset: Dataset | None = field(default=None, repr=False)  # opened once per process
+
+    def setup(self) -> None:
+        trk.quiet_libraries()
+        trk.setup_tracking(self.tracking)
+
+    def train(self, config: Config, trial: tuning.TrialRun):
+        spec = RunSpec(
+            config,
+            self.tracking,
+            self.experiment_name,
+            run_name=trial.name,
+            entry_point="tune",
+            tags=trial.tags,
+            parent_run_id=self.parent_run_id,
+            callbacks=trial.callbacks,
+            keep_state=False,
+        )
+        if self.dataset is None:  # trials differ in stages and weights, never in their data
+            self.dataset = resolve_dataset(config)
+        result, _ = train(spec, self.dataset, on_run_start=trial.note_run)
+        return result
+
+    def end_lost_run(self, run_id: str, reason: str) -> None:
+        trk.end_lost_run(run_id, reason)
+
+    def tag_run(self, run_id: str, tags: dict[str, str]) -> None:
+        trk.set_tags(run_id, tags)
+
+
+def tune(
+    config: Config,
+    experiment: str,
+    *,
+    study_name: str | None = None,
+    storage: str = "",
+    workers: int = 1,
+    tracking: str = "local",
+    experiment_name: str | None = None,
+    out: Path | None = None,
+    heartbeat: int = 60,
+    print_fn=print,
+) -> tuning.TuneOutcome:
+    """Run (or continue) a study over ``config``'s search space with ``workers`` processes,
+    tracked as one MLflow parent run with a child run per trial."""
+    name = tuning.study_name(config, study_name)
+    storage = storage or tuning.DEFAULT_STORAGE
+    tuning.open_study(config, name, storage, heartbeat)  # every choice checked before any work
+    resolve_dataset(config)  # generated once here, before workers start
+    settings = trk.setup_tracking(tracking)
+    experiment_name = experiment_name or trk.DEFAULT_EXPERIMENT
+    trk.experiment_id(experiment_name, settings.get("artifact_root"))
+    tags = {
+        "fgdepth.kind": "tune", "optuna.study": name, "optuna.storage": tuning.masked(storage),
+        "fgdepth.process": tuning.here(),
+    }  # fmt: skip
+    with trk.tracked_run(
+        experiment_name, f"tune {name}", settings.get("artifact_root"), tags=tags
+    ) as run:
+        trainer = TrialTrainer(tracking, experiment_name, run.info.run_id)
+        outcome = tuning.tune(
+            config, experiment, trainer, name=name, storage=storage, workers=workers, out=out,
+            heartbeat=heartbeat, print_fn=print_fn,
+        )  # fmt: skip
+        _log_outcome(outcome, tuning.study_params(config, experiment, name, storage, workers))
+    return outcome
+
+
+def _log_outcome(outcome: tuning.TuneOutcome, params: dict) -> None:
+    multi = isinstance(outcome.best_value, list)
+    best = (
+        {"best_mask_iou": outcome.best_value[0], "best_depth_rmse": outcome.best_value[1]}
+        if multi
+        else {"best_value": outcome.best_value}
+    )
+    trk.log_summary(
+        outcome.parent_run_id,
+        {**params, **{f"best.{k}": v for k, v in outcome.best_params.items()}},
+        {**{f"trials_{k}": v for k, v in outcome.counts.items()}, **best},
+        {**outcome.files, "best.yaml": outcome.best_yaml},
+        {"optuna.best_trial": str(outcome.best_trial)},
+    )
+
+
+def tune_command(config: Config, experiment: str, train_best: str | None, **options) -> int:
+    """``fgdepth tune``: the study, what it found, and with ``train_best`` (a profile) a normal
+    training run of the best configuration."""
+    trk.quiet_libraries()
+    outcome = tune(config, experiment, **options)
+    print(f"\ntrials: {outcome.counts}")
+    print(f"best trial {outcome.best_trial}: value {outcome.best_value}")
+    for key, value in outcome.best_params.items():
+        print(f"  {key}: {value}")
+    print(f"best configuration: {outcome.best_yaml}")
+    print(f"plots and the table of trials: {outcome.best_yaml.parent}")
+    if train_best:
+        print("\n== training the best configuration ==", flush=True)
+        best = load_experiment(outcome.best_yaml, train_best)
+        spec = RunSpec(
+            best, options.get("tracking", "local"), options.get("experiment_name"),
+            run_name=f"{best.name} ({train_best})", entry_point="tune",
+            tags={"optuna.study": outcome.study.study_name, "fgdepth.tuned": "best"},
+        )  # fmt: skip
+        result, run_id = train(spec)
+        print(json.dumps({"run_id": run_id, "metrics": result.metrics}, indent=2))
+    return 0

@@ -1,0 +1,132 @@
+"""Optuna studies over an experiment: the only package that imports optuna.
+
+A study searches the experiment's ``tune`` block (learning rate per stage, resize schedule,
+loss weights, batch size). Each trial is a normal training run, trained and tracked by the
+application's ``Trainer``; the validation score is reported every epoch so that a pruner can
+stop hopeless trials early (``TrialPruned``: to Optuna a pruned trial, to the engine a stop).
+Running again with the same study name continues the study up to its trial count.
+
+- ``space``: the search space, pruners and samplers by name, the pruning callback;
+- ``storage``: storage URLs, lost-trial recovery, counting trials across workers;
+- ``workers``: the processes that take trials;
+- ``summary``: each trial's files, the table of trials, the plots, the best YAML.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from fgdepth.config import Config
+from fgdepth.tuning.space import (
+    PRUNERS,
+    SAMPLERS,
+    PruningCallback,
+    TrialPruned,
+    apply_params,
+    check_space,
+    schedule_label,
+    score,
+    suggest,
+)
+from fgdepth.tuning.storage import (
+    DEFAULT_STORAGE,
+    counts,
+    create_study,
+    here,
+    masked,
+    open_storage,
+    trials_to_go,
+)
+from fgdepth.tuning.summary import (
+    artifact_dir,
+    best_config,
+    best_experiment,
+    study_params,
+    write_best,
+    write_summary,
+)
+from fgdepth.tuning.workers import Job, Trainer, TrialRun, run_worker, run_workers
+
+# heartbeats, stale-trial retry and the matplotlib plots are marked experimental in Optuna
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+__all__ = [
+    "DEFAULT_STORAGE", "PRUNERS", "SAMPLERS", "Job", "PruningCallback", "Trainer", "TrialPruned",
+    "TrialRun", "TuneOutcome", "apply_params", "artifact_dir", "best_config", "best_experiment",
+    "check_space", "counts", "create_study", "masked", "open_storage", "open_study",
+    "schedule_label", "score", "study_params", "suggest", "trials_to_go", "tune",
+]  # fmt: skip
+
+
+@dataclass
+class TuneOutcome:
+    study: optuna.Study
+    parent_run_id: str
+    counts: dict[str, int]
+    best_value: Any
+    best_params: dict[str, Any]
+    best_trial: int
+    best_yaml: Path
+    files: dict[str, Path]
+    exit_codes: list[int]
+
+
+def study_name(config: Config, name: str | None = None) -> str:
+    return name or f"{config.name}-{config.profile}"
+
+
+def open_study(config: Config, name: str, storage: str = "", heartbeat: int = 60):
+    """Check the search space, then create (or load) the study: before any run or worker."""
+    check_space(config)
+    return create_study(config, name, storage or DEFAULT_STORAGE, heartbeat)
+
+
+def tune(
+    config: Config,
+    experiment: str,
+    trainer: Trainer,
+    *,
+    name: str,
+    storage: str = "",
+    workers: int = 1,
+    out: Path | None = None,
+    heartbeat: int = 60,
+    print_fn=print,
+) -> TuneOutcome:
+    """Run (or continue) study ``name`` over ``config``'s search space with ``workers``
+    processes, each trial trained by ``trainer``; then write the summary and best.yaml."""
+    storage = storage or DEFAULT_STORAGE
+    study = create_study(config, name, storage, heartbeat, trainer.end_lost_run)
+    before = counts(study)
+    print_fn(
+        f"study '{name}' on {masked(storage)}: {sum(before.values())} trial(s) so far, "
+        f"target {config.tune.trials}; {workers} worker(s); parent run {trainer.parent_run_id}"
+    )
+    artifacts = artifact_dir(storage).resolve()
+    print_fn(
+        f"each trial's picture and metrics: {artifacts} (see them with: optuna-dashboard "
+        f"{masked(storage)} --artifact-dir {artifacts})"
+    )
+    job = Job(config, storage, name, trainer, heartbeat, here(), 0, str(artifacts))
+    codes = run_workers(job, workers)
+    if any(codes):  # a worker died: finish its part here (its trial comes back as a retry)
+        print_fn(f"worker exit codes {codes}: finishing the study in this process")
+        run_worker(job)
+    return _finish(study, config, experiment, trainer.parent_run_id, out, codes)
+
+
+def _finish(study, config, experiment, parent, out, codes) -> TuneOutcome:
+    if not any(t.state == optuna.trial.TrialState.COMPLETE for t in study.get_trials()):
+        raise RuntimeError(f"study '{study.study_name}': no trial completed")
+    out = Path(out or Path("outputs") / "tune" / study.study_name)
+    files = write_summary(study, config, out)
+    best_yaml, trial, value = write_best(study, config, experiment, out)
+    return TuneOutcome(
+        study, parent, counts(study), value, dict(trial.params), trial.number, best_yaml, files,
+        codes,
+    )  # fmt: skip

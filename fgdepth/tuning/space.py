@@ -1,0 +1,180 @@
+"""The search space (pure: a trial's values -> a config), the samplers and pruners by name, and
+the pruning callback with its one exception."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import optuna
+
+from fgdepth.config import Config, ConfigError, ObjectiveConfig, StageConfig, build
+from fgdepth.engine.callbacks import Callback, EpochResult
+from fgdepth.engine.checks import check
+from fgdepth.engine.stopping import Interrupted
+from fgdepth.metrics import score as weighted_score
+from fgdepth.registry import Registry
+
+PRUNERS = Registry("pruner")
+SAMPLERS = Registry("sampler")
+
+
+@PRUNERS.register("median")
+def _median(cfg):
+    return optuna.pruners.MedianPruner(
+        n_startup_trials=cfg.startup_trials, n_warmup_steps=cfg.warmup_steps
+    )
+
+
+@PRUNERS.register("hyperband")
+def _hyperband(cfg):
+    return optuna.pruners.HyperbandPruner(reduction_factor=cfg.reduction_factor)
+
+
+@PRUNERS.register("none")
+def _no_pruning(cfg):
+    return optuna.pruners.NopPruner()
+
+
+@SAMPLERS.register("tpe")
+def _tpe(seed):
+    return optuna.samplers.TPESampler(seed=seed)
+
+
+@SAMPLERS.register("random")
+def _random(seed):
+    return optuna.samplers.RandomSampler(seed=seed)
+
+
+def schedule_label(schedule: list[dict]) -> str:
+    """A schedule as one categorical choice: '64px/180000x3 > 96px/60000x2'."""
+    parts = []
+    for stage in schedule:
+        label = f"{stage.get('size', '?')}px/{stage.get('samples', '?')}x{stage.get('epochs', '?')}"
+        extra = sorted(set(stage) - {"size", "samples", "epochs", "name"})
+        parts.append(label + (f"({','.join(extra)})" if extra else ""))
+    return " > ".join(parts)
+
+
+def _overlay(base: StageConfig, over: dict, where: str) -> StageConfig:
+    merged = {**dataclasses.asdict(base), **over}
+    if "name" not in over and "size" in over and base.name == f"s{base.size}":
+        merged["name"] = f"s{over['size']}"
+    return build(StageConfig, merged, where)
+
+
+def _scheduled_stages(config: Config, label: str) -> list[StageConfig]:
+    labels = [schedule_label(s) for s in config.tune.schedules]
+    if label not in labels:
+        raise ConfigError(f"schedule '{label}' is not in tune.schedules")
+    k = labels.index(label)
+    return [
+        _overlay(config.stages[min(i, len(config.stages) - 1)], over, f"tune.schedules.{k}.{i}")
+        for i, over in enumerate(config.tune.schedules[k])
+    ]
+
+
+def apply_params(config: Config, params: dict[str, Any]) -> Config:
+    """``config`` with one trial's values put in, checked; raises ConfigError. New stage
+    objects throughout: the study's own config is never changed."""
+    stages = [dataclasses.replace(s) for s in config.stages]
+    if "schedule" in params:
+        stages = _scheduled_stages(config, params["schedule"])
+    for i, stage in enumerate(stages):
+        if f"lr_stage{i}" in params:
+            stages[i] = dataclasses.replace(
+                stage, optimizer={**stage.optimizer, "lr": float(params[f"lr_stage{i}"])}
+            )
+    loss_weights = dict(config.loss_weights)
+    for head in config.tune.loss_weights:
+        if f"loss_weight_{head}" in params:
+            loss_weights[head] = float(params[f"loss_weight_{head}"])
+    out = dataclasses.replace(
+        config,
+        stages=stages,
+        loss_weights=loss_weights,
+        batch_size=int(params.get("batch_size", config.batch_size)),
+    )
+    check(out)
+    return out
+
+
+def suggest(trial: optuna.Trial, config: Config) -> dict[str, Any]:
+    """Draw one point of the experiment's search space."""
+    tune = config.tune
+    n_stages = len(config.stages)
+    if tune.schedules:
+        labels = [schedule_label(s) for s in tune.schedules]
+        label = trial.suggest_categorical("schedule", labels)
+        n_stages = len(tune.schedules[labels.index(label)])
+    if tune.lr:
+        for i in range(n_stages):
+            trial.suggest_float(f"lr_stage{i}", tune.lr.low, tune.lr.high, log=tune.lr.log)
+    for head, r in tune.loss_weights.items():
+        trial.suggest_float(f"loss_weight_{head}", r.low, r.high, log=r.log)
+    if tune.batch_size:
+        trial.suggest_categorical("batch_size", tune.batch_size)
+    return dict(trial.params)
+
+
+def _check_ranges(config: Config) -> None:
+    tune = config.tune
+    if not (tune.lr or tune.schedules or tune.loss_weights or tune.batch_size):
+        raise ConfigError(
+            f"tune: experiment '{config.name}' has no search space "
+            "(set tune.lr, tune.schedules, tune.loss_weights or tune.batch_size)"
+        )
+    if tune.trials < 1:
+        raise ConfigError(f"tune.trials: must be at least 1, got {tune.trials}")
+    ranges = [("lr", tune.lr), *((f"loss_weights.{h}", r) for h, r in tune.loss_weights.items())]
+    for key, r in ranges:
+        if r is not None and not (0 < r.low < r.high if r.log else r.low < r.high):
+            raise ConfigError(f"tune.{key}: need 0 < low < high, got {r.low}..{r.high}")
+    for name, registry, value in (
+        ("pruner.name", PRUNERS, tune.pruner.name),
+        ("sampler", SAMPLERS, tune.sampler),
+    ):
+        if value not in registry:
+            valid = ", ".join(registry.names())
+            raise ConfigError(f"tune.{name}: unknown '{value}'; valid: {valid}")
+
+
+def check_space(config: Config) -> None:
+    """Every choice of the search space must make a valid config: fail before any work."""
+    _check_ranges(config)
+    tune = config.tune
+    for label in [schedule_label(s) for s in tune.schedules] or [None]:
+        params: dict[str, Any] = {} if label is None else {"schedule": label}
+        if tune.batch_size:
+            params["batch_size"] = tune.batch_size[0]
+        apply_params(config, params)
+
+
+def score(metrics: dict[str, float], objective: ObjectiveConfig) -> float:
+    """The single objective: higher is better."""
+    return weighted_score(metrics, objective.mask_iou_weight, objective.depth_rmse_weight)
+
+
+class TrialPruned(optuna.TrialPruned, Interrupted):
+    """The pruner stopped the trial: to Optuna a pruned trial, to the engine and the run a
+    stop (the run ends KILLED, with this message in its ``fgdepth.stopped`` tag)."""
+
+    def __init__(self, message: str):
+        Exception.__init__(self, message)
+        self.reason = "pruned"
+
+
+class PruningCallback(Callback):
+    """Reports the validation score each epoch; stops the trial when the pruner says so."""
+
+    def __init__(self, trial: optuna.Trial, objective: ObjectiveConfig):
+        self.trial = trial
+        self.objective = objective
+
+    def on_epoch_end(self, result: EpochResult, model) -> None:
+        if self.objective.multi:
+            return  # Optuna prunes single-objective studies only
+        value = score(result.val, self.objective)
+        self.trial.report(value, result.step)
+        if self.trial.should_prune():
+            raise TrialPruned(f"pruned at epoch {result.step}: validation score {value:.4f}")

@@ -1,0 +1,204 @@
+"""What a study leaves: each trial's picture and metrics (Optuna artifacts), the table of
+trials, the plots, and the best configuration as a ready-to-run experiment YAML."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import optuna
+import yaml
+
+from fgdepth.config import Config, StageConfig
+from fgdepth.data.preview import prediction_grid
+from fgdepth.tuning.space import apply_params, score
+from fgdepth.tuning.storage import DEFAULT_STORAGE
+
+log = logging.getLogger("fgdepth.tune")
+
+
+def artifact_dir(storage_url: str) -> Path:
+    """Where a study's trial files go: beside the SQLite or journal file (``optuna.db`` ->
+    ``optuna-artifacts/``); for a database server, ``optuna-artifacts/`` here (give every
+    machine the same shared folder)."""
+    url = os.path.expandvars(storage_url or DEFAULT_STORAGE)
+    for prefix in ("sqlite:///", "journal:"):
+        if url.startswith(prefix) and url[len(prefix) :] not in ("", ":memory:"):
+            path = Path(url[len(prefix) :]).expanduser()
+            return path.parent / f"{path.stem}-artifacts"
+    return Path("optuna-artifacts")
+
+
+def upload_trial_files(trial: optuna.Trial, folder: str | Path, result, val: dict) -> None:
+    """The trial's last picture of the test samples and its metrics, as Optuna artifacts."""
+    from optuna.artifacts import FileSystemArtifactStore, upload_artifact
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    store = FileSystemArtifactStore(folder)
+    with tempfile.TemporaryDirectory(prefix="fgdepth-trial-") as tmp:
+        files = [Path(tmp) / "metrics.json"]
+        metrics = {"validation": val, "test": result.metrics, "minutes": result.seconds / 60}
+        files[0].write_text(json.dumps(metrics, indent=2))
+        last = next((s for s in reversed(result.stages) if s.images), None)
+        if last is not None:
+            files.insert(0, Path(tmp) / f"samples_stage{last.stage}.png")
+            prediction_grid([("trial", last.images)]).save(files[0])
+        for path in files:
+            upload_artifact(artifact_store=store, file_path=str(path), study_or_trial=trial)
+
+
+def best_config(config: Config, study: optuna.Study) -> tuple[Config, optuna.trial.FrozenTrial]:
+    """The experiment with the best trial's values (for two objectives: the Pareto trial
+    with the best single score)."""
+    if config.tune.objective.multi:
+        trial = max(
+            study.best_trials,
+            key=lambda t: score(
+                {"mask_iou": t.values[0], "depth_rmse": t.values[1]}, config.tune.objective
+            ),
+        )
+    else:
+        trial = study.best_trial
+    return apply_params(config, trial.params), trial
+
+
+def best_experiment(config: Config, experiment_ref: str, trial_number: int, study: str) -> dict:
+    """A ready-to-run experiment YAML (as a dict) holding the best trial's values."""
+    defaults = StageConfig()
+    stages = [
+        {
+            k: v
+            for k, v in dataclasses.asdict(stage).items()
+            if v != getattr(defaults, k) or k in ("size", "samples", "epochs")
+        }
+        for stage in config.stages
+    ]
+    return {
+        "inherit": experiment_ref,
+        "name": f"{config.name}_tuned",
+        "description": f"best trial ({trial_number}) of study '{study}'",
+        "loss_weights": dict(config.loss_weights),
+        "batch_size": config.batch_size,
+        "stages": stages,
+    }
+
+
+def experiment_ref(experiment: str) -> str:
+    """How best.yaml names its parent: a shipped experiment by name, else the file's path."""
+    from fgdepth.config import EXPERIMENTS_DIR, resolve_path
+
+    path = resolve_path(experiment).resolve()
+    return path.stem if path.parent == EXPERIMENTS_DIR.resolve() else str(path)
+
+
+def write_best(study: optuna.Study, config: Config, experiment: str, out: Path):
+    """``out/best.yaml``; returns (its path, the best trial, its value or values)."""
+    best_cfg, trial = best_config(config, study)
+    best_yaml = out / "best.yaml"
+    doc = best_experiment(best_cfg, experiment_ref(experiment), trial.number, study.study_name)
+    multi = config.tune.objective.multi
+    value = list(trial.values) if multi else trial.value
+    header = (
+        f"# Best trial {trial.number} of study '{study.study_name}' "
+        f"(validation {'mask_iou, depth_rmse' if multi else 'score'} "
+        f"{value}, profile {config.profile}).\n"
+        f"# Run it: fgdepth train --config {best_yaml} --profile {config.profile}\n"
+    )
+    best_yaml.write_text(header + yaml.safe_dump(doc, sort_keys=False))
+    return best_yaml, trial, value
+
+
+def write_summary(study: optuna.Study, config: Config, out: Path) -> dict[str, Path]:
+    """trials.csv, trials.html and the plots; returns what was written."""
+    out.mkdir(parents=True, exist_ok=True)
+    frame = study.trials_dataframe()
+    frame.to_csv(out / "trials.csv", index=False)
+    (out / "trials.html").write_text(_html_table(frame, study.study_name))
+    files = {"trials.csv": out / "trials.csv", "trials.html": out / "trials.html"}
+    files.update(_plots(study, config, out))
+    return files
+
+
+def _html_table(frame, title: str) -> str:
+    table = frame.to_html(index=False, float_format=lambda v: f"{v:.5g}", border=0)
+    style = (
+        "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
+        "td,th{padding:4px 8px;border-bottom:1px solid #ddd;text-align:right}"
+    )
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title>"
+        f"<style>{style}</style></head><body><h1>Study {title}</h1>{table}</body></html>\n"
+    )
+
+
+def _plot_makers(study: optuna.Study, multi: bool) -> dict:
+    from optuna.visualization import matplotlib as vis
+
+    target = (lambda t: t.values[0]) if multi else None
+    name = "mask_iou" if multi else "score"
+    plots = {
+        "optimization_history.png": lambda: vis.plot_optimization_history(
+            study, target=target, target_name=name
+        ),
+        "param_importances.png": lambda: vis.plot_param_importances(
+            study, target=target, target_name=name
+        ),
+        "intermediate_values.png": lambda: vis.plot_intermediate_values(study),
+    }
+    if multi:
+        plots["pareto_front.png"] = lambda: vis.plot_pareto_front(
+            study, target_names=["mask_iou", "depth_rmse"]
+        )
+    return plots
+
+
+def _plots(study: optuna.Study, config: Config, out: Path) -> dict[str, Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    files = {}
+    for name, make in _plot_makers(study, config.tune.objective.multi).items():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                ax = make()
+            except (ValueError, RuntimeError, ZeroDivisionError) as exc:
+                log.warning("%s not drawn: %s", name, exc)
+                continue
+        fig = ax.figure if hasattr(ax, "figure") else ax.flat[0].figure
+        fig.set_size_inches(8, 5)
+        fig.tight_layout()
+        fig.savefig(out / name, dpi=100)
+        plt.close(fig)
+        files[name] = out / name
+    return files
+
+
+def study_params(config: Config, experiment: str, name: str, storage: str, workers: int) -> dict:
+    """The study's settings, as the parameters of its tracked run."""
+    from fgdepth.tuning.storage import masked
+
+    tune = config.tune
+    objective = tune.objective
+    return {
+        "experiment": experiment,
+        "study": name,
+        "storage": masked(storage),
+        "trials": tune.trials,
+        "workers": workers,
+        "profile": config.profile,
+        "pruner": "none (two objectives)" if objective.multi else tune.pruner.name,
+        "sampler": tune.sampler,
+        "objective": "mask_iou up, depth_rmse down"
+        if objective.multi
+        else f"{objective.mask_iou_weight} * mask_iou - "
+        f"{objective.depth_rmse_weight} * depth_rmse (validation)",
+    }

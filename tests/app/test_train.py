@@ -1,0 +1,106 @@
+"""``fgdepth.app.train``: the run specification, one tracked run, resuming."""
+
+import dataclasses
+import os
+import time
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from fgdepth.app.train import RunSpec, _state_path, _with_transfers, read_resume_state, train
+from fgdepth.config import Config, load_config
+from fgdepth.engine.callbacks import Callback
+from fgdepth.engine.checkpoint import CheckpointError, StateCheckpoint, previous_state
+from fgdepth.engine.stopping import Interrupted
+from fgdepth.tracking import model_size
+
+
+def test_a_run_spec_needs_only_a_config():
+    spec = RunSpec(Config())
+    assert spec.tracking == "local" and spec.keep_state and spec.resume is None
+    assert spec.tags == {} and spec.callbacks == []
+    assert RunSpec(Config()).tags is not spec.tags  # no shared defaults
+
+
+def test_transfers_leave_the_callers_config_as_it_was(tmp_path):
+    path = tmp_path / "m.pt"
+    path.write_bytes(b"")
+    config = load_config("bce_ssim", "smoke", [f"stages.0.init_from={path}"])
+    out = _with_transfers(config)
+    assert out.stages == config.stages and out.stages is not config.stages
+
+
+def _state(root, run_id, name="state.pt"):
+    path = root / run_id / name
+    StateCheckpoint(path, {"run_id": run_id, "config": Config().to_dict()}).on_checkpoint({})
+    return path
+
+
+def test_resume_finds_a_run_the_latest_a_file_and_the_state_before(tmp_path):
+    a = _state(tmp_path, "a")
+    time.sleep(0.01)
+    b = _state(tmp_path, "b")
+    os.utime(b, (time.time() + 5, time.time() + 5))
+    assert _state_path("a", tmp_path) == a
+    assert _state_path("latest", tmp_path) == b
+    assert _state_path(str(a), tmp_path) == a
+    a.replace(previous_state(a))  # stopped between keeping the last state and the new one
+    assert _state_path("a", tmp_path) == previous_state(a)
+    assert read_resume_state("b", tmp_path)["run_id"] == "b"
+    with pytest.raises(FileNotFoundError, match="no training state"):
+        _state_path("latest", tmp_path / "empty")
+
+
+def test_an_unreadable_state_is_one_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "state.pt").write_bytes(b"not a state")
+    with pytest.raises(CheckpointError, match="run c ended FAILED"):
+        read_resume_state("c", tmp_path)
+
+
+class _StopAfterFirstEpoch(Callback):
+    """Stops once the first state is kept (as a signal would, at a batch)."""
+
+    def on_checkpoint(self, state):
+        raise Interrupted("SIGTERM", "the first state")
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch, synth_dir):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    MlflowClient(uri).search_experiments()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    monkeypatch.chdir(tmp_path)
+    return MlflowClient(uri), load_config("bce_ssim", "smoke", [f"data.path={synth_dir}"])
+
+
+def test_a_run_finishes_with_its_model_and_leaves_no_state(store, tmp_path):
+    client, config = store
+    started = []
+    spec = RunSpec(config, run_name="r", entry_point="e", tags={"k": "v"}, system_metrics=False)
+    result, run_id = train(spec, on_run_start=started.append)
+    assert started == [run_id]
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED" and run.info.run_name == "r"
+    assert run.data.tags["k"] == "v" and run.data.tags["fgdepth.entry_point"] == "e"
+    assert run.data.metrics["mask_iou"] == pytest.approx(result.metrics["mask_iou"])
+    assert "checkpoint" in {a.path for a in client.list_artifacts(run_id)}
+    assert model_size(run_id) == result.stages[-1].config.size  # the logged model's metadata
+    assert not (tmp_path / "outputs" / "checkpoints" / run_id).exists()
+
+
+def test_an_interrupted_run_ends_killed_and_keeps_its_state_to_resume(store, tmp_path):
+    client, config = store
+    spec = RunSpec(config, callbacks=[_StopAfterFirstEpoch()], system_metrics=False)
+    started = []
+    with pytest.raises(Interrupted):
+        train(spec, on_run_start=started.append)
+    assert client.get_run(started[0]).info.status == "KILLED"
+    state = read_resume_state("latest", tmp_path / "outputs" / "checkpoints")
+    assert state["run_id"] == started[0]
+    # a spec that keeps no state (a tuning trial) leaves nothing behind
+    with pytest.raises(Interrupted):
+        train(dataclasses.replace(spec, keep_state=False, checkpoint_dir=tmp_path / "none"))
+    assert not (tmp_path / "none").exists()

@@ -1,0 +1,138 @@
+"""``fgdepth.tracking`` against a temporary SQLite store: runs and how they end, params,
+metrics, pictures, the logged model and its config, lost runs."""
+
+import numpy as np
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from fgdepth import tracking as trk
+from fgdepth.config import load_config
+from fgdepth.engine.callbacks import EpochResult, FitResult, StageResult
+from fgdepth.engine.stopping import Interrupted
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    MlflowClient(uri).search_experiments()  # the store is created here, from one process
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    monkeypatch.chdir(tmp_path)
+    settings = trk.setup_tracking("local")
+    assert settings["tracking_uri"] == uri  # the environment wins over mlruns_config
+    return MlflowClient(uri), str(tmp_path / "artifacts")
+
+
+def _run(root, tags=None, **kwargs):
+    return trk.tracked_run("t", "r", root, tags or {}, False, **kwargs)
+
+
+def test_a_run_ends_finished_failed_or_killed_with_the_reason(store):
+    client, root = store
+    with _run(root, {"k": "v"}) as run:
+        ok = run.info.run_id
+    with pytest.raises(ValueError), _run(root) as run:
+        failed = run.info.run_id
+        raise ValueError("bad value")
+    with pytest.raises(Interrupted), _run(root, stopped=(Interrupted,)) as run:
+        killed = run.info.run_id
+        raise Interrupted("SIGTERM", "stage 0 epoch 1 row 8")
+    assert client.get_run(ok).info.status == "FINISHED"
+    assert client.get_run(ok).data.tags["k"] == "v"
+    assert client.get_run(failed).info.status == "FAILED"
+    assert client.get_run(failed).data.tags["fgdepth.failure"] == "ValueError: bad value"
+    assert client.get_run(killed).info.status == "KILLED"
+    assert client.get_run(killed).data.tags["fgdepth.stopped"].startswith("SIGTERM: stopped at")
+
+
+def _images(n: int = 2, size: int = 16) -> list[dict]:
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 255, (size, size, 3), dtype=np.uint8)
+    grey = rng.random((size, size), dtype=np.float32)
+    keys = ("mask", "mask_pred", "depth", "depth_pred")
+    return [{"fg_bg": rgb, "bg": rgb, **dict.fromkeys(keys, grey)} for _ in range(n)]
+
+
+def test_the_callback_logs_params_metrics_pictures_and_the_summary(store):
+    client, root = store
+    config = load_config("bce_ssim", "smoke")
+    model = torch.nn.Linear(3, 2)
+    stage = config.stages[0]
+    data = [{"mode": "stream", "size": stage.size}]
+    info = {"precision": "fp32", "device": "cpu", "stages": [stage], "data": data}
+    with _run(root) as run:
+        cb = trk.MLflowCallback(run.info.run_id, "f" * 64, "bce_ssim")
+        cb.on_fit_start(config, model, info)
+        val = {"mask_iou": 0.5, "depth_rmse": 0.2}
+        cb.on_epoch_end(EpochResult(0, "s", 0, 0, {"loss": 1.0}, val, 0.01, 1.0, 8.0), model)
+        test = {"mask_iou": 0.6, "depth_rmse": 0.1, "depth_absrel": float("nan")}
+        cb.on_stage_end(StageResult(0, stage, test, _images()), model)
+        cb.on_fit_end(FitResult(model, config, [], {"mask_iou": 0.6}, 60.0, 8.0))
+    logged = client.get_run(run.info.run_id)
+    assert logged.data.params["name"] == "bce_ssim"
+    assert logged.data.params["device"] == "cpu"
+    assert logged.data.params["run.stages.0"].startswith(f"{stage.size}px")
+    assert logged.data.tags["fgdepth.parameters"] == "8"
+    assert logged.data.tags["fgdepth.losses"] == trk.loss_label(config)
+    assert logged.data.tags["fgdepth.data_mode"] == f"{stage.name} {stage.size}px stream"
+    metrics = logged.data.metrics
+    assert metrics["val_mask_iou"] == 0.5 and metrics["test_mask_iou"] == 0.6
+    assert "test_depth_absrel" not in metrics  # NaN: nothing to measure, left out
+    assert metrics["train_minutes"] == 1.0 and metrics["skipped_rows"] == 0
+    files = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"config.yaml", "metrics.json", "samples"} <= files
+    assert trk.logged_config(run.info.run_id) == config.to_dict()
+    picture = trk.picture(_images(3))
+    assert picture.size[0] > 6 * 16 and picture.size[1] > 3 * 16  # 6 columns, 3 rows
+
+
+def test_a_logged_model_loads_back_with_its_size(store, tmp_path):
+    from fgdepth.engine.checkpoint import save_checkpoint
+    from fgdepth.models import build_model
+    from fgdepth.serving import MODEL_CODE
+
+    client, root = store
+    model = build_model("unet", width=8)
+    path = save_checkpoint(tmp_path / "model.pt", model, "unet", {"width": 8}, size=32)
+    with _run(root) as run:
+        trk.log_model(run.info.run_id, path, 32, MODEL_CODE)
+    run_id = run.info.run_id
+    assert "checkpoint/model.pt" in {a.path for a in client.list_artifacts(run_id, "checkpoint")}
+    loaded, size = trk.load_logged_model(f"runs:/{run_id}/model")
+    assert size == 32 and trk.model_size(run_id) == 32
+    x = torch.rand(1, 3, 32, 32)
+    with torch.no_grad():
+        for a, b in zip(loaded(x, x), model.eval()(x, x), strict=True):
+            assert torch.equal(a, b)
+    assert trk.run_of_model(f"runs:/{run_id}/model") == run_id
+    assert trk.download_checkpoint(run_id).name == "model.pt"
+    with pytest.raises(FileNotFoundError, match="no such checkpoint file or MLflow model URI"):
+        trk.load_logged_model("nowhere.pt")
+
+
+def test_lost_runs_are_found_by_tag_and_ended_failed_with_the_reason(store):
+    client, _ = store
+    exp = client.create_experiment("lost")
+    running = client.create_run(exp, tags={"fgdepth.process": "host/1/2"}).info.run_id
+    untagged = client.create_run(exp).info.run_id
+    finished = client.create_run(exp, tags={"fgdepth.process": "host/1/2"}).info.run_id
+    client.set_terminated(finished, "FINISHED")
+    assert [r.info.run_id for r in trk.running_runs_tagged("fgdepth.process")] == [running]
+    trk.end_lost_run(running, "process lost")
+    trk.end_lost_run(finished, "process lost")  # not RUNNING: left as it is
+    trk.end_lost_run("no-such-run", "process lost")  # nothing to close: no error
+    assert client.get_run(running).info.status == "FAILED"
+    assert client.get_run(running).data.tags["fgdepth.failure"] == "process lost"
+    assert client.get_run(finished).info.status == "FINISHED"
+    assert client.get_run(untagged).info.status == "RUNNING"
+
+
+def test_flatten_and_masked_uri():
+    assert trk.flatten({"a": {"b": 1, "c": [{"d": 2}]}, "e": []}) == {
+        "a.b": "1",
+        "a.c.0.d": "2",
+        "e": "[]",
+    }
+    assert trk.masked_uri("http://u:secret@host:5000/x") == "http://u:***@host:5000/x"
+    assert trk.masked_uri("sqlite:///a.db") == "sqlite:///a.db"
