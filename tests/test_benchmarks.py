@@ -10,7 +10,12 @@ BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 
 SCRIPTS = [
-    "loader.py", "stream.py", "train_speed.py", "tuning.py", "time_to_quality.py", "quality.py"
+    "loader.py",
+    "stream.py",
+    "train_speed.py",
+    "tuning.py",
+    "time_to_quality.py",
+    "quality.py",
 ]
 
 

@@ -42,7 +42,9 @@ def test_plan_of_the_builtin_data_generates_nothing(store, capsys, monkeypatch):
     assert code == 0 and "400,000 rows" in out
     lines = [line.split() for line in out.splitlines() if line.startswith(("s64", "s96", "s192"))]
     assert [(line[0], line[5]) for line in lines] == [
-        ("s64", "cache"), ("s96", "stream"), ("s192", "stream")
+        ("s64", "cache"),
+        ("s96", "stream"),
+        ("s192", "stream"),
     ]  # 24.6 GB fit the 30 GB budget; 96 px would need 55 more
     assert not builtin_folder(400000, 192, 0).exists()
 
