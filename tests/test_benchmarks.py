@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # each benchmark script runs in a subprocess
+
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 
