@@ -3,7 +3,9 @@
 #               combination of the study at the `cpu` profile and prints the comparison
 #   make test   installs fgdepth with its test dependencies (and, as root, the PostgreSQL server
 #               the study-storage tests start) and runs the test suite
-.PHONY: install install-test services main test lint bench-loader
+#   make test-fast  the suite less its slow end-to-end tests: a few minutes, for a change's
+#               inner loop (after one `make install-test`)
+.PHONY: install install-test services main test test-fast lint bench-loader
 
 PY ?= python3
 
@@ -36,6 +38,10 @@ services:
 TEST_WORKERS ?= 2
 test: install-test services lint
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal
+
+# the tests not marked slow: no training process, server, browser or PostgreSQL of their own
+test-fast:
+	$(PY) -m pytest -q -m "not slow" -n $(TEST_WORKERS) --dist worksteal
 
 bench-loader: install
 	$(PY) benchmarks/loader.py

@@ -79,15 +79,6 @@ def write_dataset(root: Path, rows: int = 3, size=(40, 30), mask_size=None, dept
     return root
 
 
-def pytest_collection_modifyitems(config, items):
-    if os.environ.get("FGDEPTH_RUN_SLOW"):
-        return
-    skip = pytest.mark.skip(reason="slow: set FGDEPTH_RUN_SLOW=1")
-    for item in items:
-        if "slow" in item.keywords:
-            item.add_marker(skip)
-
-
 @pytest.fixture(scope="session")
 def postgres():
     """A real PostgreSQL server on 127.0.0.1 for this test session."""

@@ -6,11 +6,18 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # each benchmark script runs in a subprocess
+
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 
 SCRIPTS = [
-    "loader.py", "stream.py", "train_speed.py", "tuning.py", "time_to_quality.py", "quality.py"
+    "loader.py",
+    "stream.py",
+    "train_speed.py",
+    "tuning.py",
+    "time_to_quality.py",
+    "quality.py",
 ]
 
 

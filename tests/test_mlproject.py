@@ -48,6 +48,7 @@ def test_every_loss_combination_has_an_entry_point():
     }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("entry_point", TRAINING_ENTRY_POINTS)
 def test_entry_point_gives_a_tracked_run(entry_point, store):
     folder, uri = store
@@ -117,6 +118,7 @@ def test_entry_point_gives_a_tracked_run(entry_point, store):
     assert summary["metrics"]["mask_iou"] == pytest.approx(metrics["mask_iou"])
 
 
+@pytest.mark.slow
 def test_bad_config_fails_before_any_run_is_created(store, tmp_path):
     folder, uri = store
     bad = tmp_path / "bad.yaml"
@@ -139,6 +141,7 @@ def test_bad_config_fails_before_any_run_is_created(store, tmp_path):
     assert after == before
 
 
+@pytest.mark.slow
 def test_more_samples_than_the_split_fails_before_any_run_is_created(store, tmp_path):
     folder, uri = store
     client = MlflowClient(uri)
@@ -156,6 +159,7 @@ def test_more_samples_than_the_split_fails_before_any_run_is_created(store, tmp_
     assert after == before
 
 
+@pytest.mark.slow
 def test_a_failing_run_ends_failed_with_the_reason(store):
     folder, uri = store
     out = _run(
@@ -186,6 +190,7 @@ def test_a_failing_run_ends_failed_with_the_reason(store):
     assert "DivergenceError: loss became" in runs[0].data.tags["fgdepth.failure"]
 
 
+@pytest.mark.slow
 def test_evaluate_prints_json_metrics_for_a_logged_model(store):
     folder, uri = store
     client = MlflowClient(uri)
@@ -211,6 +216,7 @@ def test_evaluate_prints_json_metrics_for_a_logged_model(store):
         )
 
 
+@pytest.mark.slow
 def test_tune_entry_point_makes_the_mlflow_run_the_parent_of_its_trials(store):
     folder, uri = store
     _run(
@@ -236,6 +242,7 @@ def test_tune_entry_point_makes_the_mlflow_run_the_parent_of_its_trials(store):
             assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
 
 
+@pytest.mark.slow
 def test_tune_refuses_a_bad_search_space_with_one_line(store):
     folder, uri = store
     out = _run(

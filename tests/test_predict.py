@@ -1,8 +1,7 @@
 """``fgdepth predict``: image pairs in; mask, depth and the foreground's distance out."""
 
 import json
-import subprocess
-import sys
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -11,6 +10,7 @@ from PIL import Image
 from torch import nn
 
 from fgdepth.app.cli import main
+from fgdepth.data.preview import colour_depth
 from fgdepth.engine.checkpoint import save_checkpoint
 from fgdepth.predict import open_image, predict_files, predict_pairs
 
@@ -59,18 +59,26 @@ def checkpoint(tmp_path):
     return save_checkpoint(tmp_path / "model.pt", model, "unet", {"width": 8}, size=32)
 
 
-def _cli(*args):
-    return subprocess.run(
-        [sys.executable, "-m", "fgdepth", "predict", *args], capture_output=True, text=True
-    )
+@pytest.fixture
+def predict_cli(capsys):
+    """``fgdepth predict ARGS``, run in this process: its exit code, stdout and stderr."""
+
+    def run(*args):
+        code = main(["predict", *args])
+        out = capsys.readouterr()
+        return SimpleNamespace(returncode=code, stdout=out.out, stderr=out.err)
+
+    return run
 
 
-def test_predict_writes_the_pictures_and_prints_the_distance(checkpoint, synth_dir, tmp_path):
+def test_predict_writes_the_pictures_and_prints_the_distance(
+    predict_cli, checkpoint, synth_dir, tmp_path
+):
     import pandas as pd
 
     row = pd.read_csv(synth_dir / "manifest.csv").iloc[0]
     out = tmp_path / "pred"
-    done = _cli("--model", str(checkpoint), "--bg", str(synth_dir / row["bg"]),
+    done = predict_cli("--model", str(checkpoint), "--bg", str(synth_dir / row["bg"]),
                 "--fgbg", str(synth_dir / row["fg_bg"]), "--out", str(out))  # fmt: skip
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout[done.stdout.index("{") :])
@@ -78,12 +86,49 @@ def test_predict_writes_the_pictures_and_prints_the_distance(checkpoint, synth_d
     mask, depth = Image.open(out / "mask.png"), Image.open(out / "depth.png")
     assert mask.size == depth.size == size
     assert set(np.unique(np.asarray(mask))) <= {0, 255}
-    assert depth.mode.startswith("I") and (out / "depth_colour.png").exists()
-    assert (out / "mask_soft.png").exists()
+    assert depth.mode.startswith("I")
+    assert_pictures_agree(out, size)
     assert result["distance"] is None or 0 <= result["distance"] <= 1  # null: no foreground
 
 
-def test_predict_takes_a_manifest_of_pairs(checkpoint, synth_dir, tmp_path):
+def assert_pictures_agree(out, size):
+    """depth_colour.png is depth.png in the project's colour ramp; mask_soft.png thresholded
+    is mask.png. Every picture decodes at the input's size."""
+    pictures = {}
+    for name in ("mask", "mask_soft", "depth", "depth_colour"):
+        with Image.open(out / f"{name}.png") as image:
+            image.load()
+            assert image.format == "PNG" and image.size == size, name
+            pictures[name] = image
+    assert pictures["depth_colour"].mode == "RGB" and pictures["mask_soft"].mode == "L"
+    depth = np.asarray(pictures["depth"]).astype(np.float32) / 65535
+    colour = np.asarray(pictures["depth_colour"]).astype(int)
+    # depth.png is rounded to 16 bits: a colour channel may land one step away
+    assert np.abs(colour - colour_depth(depth).astype(int)).max() <= 1
+    mask, soft = np.asarray(pictures["mask"]), np.asarray(pictures["mask_soft"])
+    np.testing.assert_array_equal(soft >= 128, mask == 255)  # probability above 0.5
+
+
+def test_the_pictures_show_the_known_prediction(tmp_path):
+    a = tmp_path / "a.png"
+    Image.new("RGB", (32, 32), (90, 90, 90)).save(a)
+    predict_files(KnownOutput(), 32, a, a, tmp_path / "out")
+    out = tmp_path / "out"
+    assert_pictures_agree(out, (32, 32))
+    inside, outside = (slice(8, 16), slice(8, 16)), (slice(20, 32), slice(0, 32))
+    depth = np.asarray(Image.open(out / "depth.png"))
+    assert (depth[inside] == 16384).all() and (depth[outside] == 49151).all()  # 0.25, 0.75
+    soft = np.asarray(Image.open(out / "mask_soft.png"))
+    assert (soft[inside] == 255).all() and (soft[outside] == 0).all()  # sigmoid(+-8)
+    colour = np.asarray(Image.open(out / "depth_colour.png"))
+    # the ramp runs from far (0: dark blue) to near (1, brighter in depth.png: yellow);
+    # 0.25 and 0.75 fall on its second and fourth stops (a float32 sigmoid: within a step)
+    assert np.abs(colour[inside].astype(int) - (126, 3, 168)).max() <= 1
+    assert np.abs(colour[outside].astype(int) - (248, 149, 64)).max() <= 1
+    assert colour[outside].astype(int).sum(-1).min() > colour[inside].astype(int).sum(-1).max()
+
+
+def test_predict_takes_a_manifest_of_pairs(predict_cli, checkpoint, synth_dir, tmp_path):
     import pandas as pd
 
     rows = pd.read_csv(synth_dir / "manifest.csv").iloc[:3][["bg", "fg_bg"]]
@@ -91,7 +136,7 @@ def test_predict_takes_a_manifest_of_pairs(checkpoint, synth_dir, tmp_path):
     rows.to_csv(pairs, index=False)  # paths are relative to the manifest: not there
     out = tmp_path / "batch"
     rows.map(lambda rel: str(synth_dir / rel)).to_csv(pairs, index=False)
-    done = _cli("--model", str(checkpoint), "--manifest", str(pairs), "--out", str(out))
+    done = predict_cli("--model", str(checkpoint), "--manifest", str(pairs), "--out", str(out))
     assert done.returncode == 0, done.stderr
     table = pd.read_csv(out / "predictions.csv")
     assert len(table) == 3 and all((out / name / "mask.png").exists() for name in table["name"])
@@ -215,8 +260,8 @@ def test_predict_refuses_a_size_the_model_cannot_take(
         ([], "give --bg and --fgbg, or --manifest"),
     ],
 )
-def test_bad_input_fails_with_one_line(checkpoint, tmp_path, args, message):
-    done = _cli("--model", str(checkpoint), "--out", str(tmp_path), *args)
+def test_bad_input_fails_with_one_line(predict_cli, checkpoint, tmp_path, args, message):
+    done = predict_cli("--model", str(checkpoint), "--out", str(tmp_path), *args)
     assert done.returncode == 2
     assert done.stderr.strip() == f"fgdepth: {message}"
 

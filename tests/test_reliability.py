@@ -13,6 +13,8 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
+pytestmark = pytest.mark.slow  # training processes killed and resumed
+
 # 5 epochs over 2 stages (the 192 px one is left out) of 45 and 15 batches at 32 px; a state
 # every ~0.3 s, several within each epoch of the first stage
 ARGS = [

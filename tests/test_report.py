@@ -1,6 +1,8 @@
 """``fgdepth report``: the comparison of finished runs, with references; the registry."""
 
+import html
 import json
+import math
 import os
 import re
 import subprocess
@@ -14,6 +16,13 @@ from mlflow.tracking import MlflowClient
 from PIL import Image
 
 from fgdepth.app.report import METRICS, make_report, register_best
+from fgdepth.config import load_config
+from fgdepth.data.builtin import builtin_folder
+from fgdepth.metrics import METRIC_NAMES
+
+pytestmark = (
+    pytest.mark.slow
+)  # trained runs (the trained_store fixture), report and evaluate processes
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -58,26 +67,53 @@ def test_the_report_compares_the_runs_beside_their_references(store, tmp_path):
     assert {"report/report.html", "report/report.csv", "report/predictions.png"} <= logged
 
 
-def test_the_best_run_is_registered_with_an_alias_and_usable_by_it(store, tmp_path, synth_dir):
+def test_the_best_run_is_registered_with_an_alias_and_usable_by_it(store, tmp_path):
     report = make_report(["compare"], tmp_path / "out", log=False)
     uri = register_best(report.frame, "fgdepth-compare", "champion", "mask_iou")
     assert uri == "models:/fgdepth-compare@champion"
-    version = MlflowClient().get_model_version_by_alias("fgdepth-compare", "champion")
+    client = MlflowClient()
+    version = client.get_model_version_by_alias("fgdepth-compare", "champion")
     runs = report.frame[report.frame["kind"] == "run"]
     assert version.run_id == runs.loc[runs["mask_iou"].idxmax(), "run_id"]
+    synth = load_config("bce_ssim", "smoke").data.synth
+    dataset = builtin_folder(synth)  # what the runs trained on
     env = {**os.environ, "MLFLOW_TRACKING_URI": store.uri}
     out = subprocess.run(
-        [sys.executable, "-m", "fgdepth", "evaluate", "--model", uri, "--data", str(synth_dir)],
+        [sys.executable, "-m", "fgdepth", "evaluate", "--model", uri, "--data", str(dataset)],
         capture_output=True, text=True, env=env,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
-    assert json.loads(out.stdout)["size"] == 32
+    result = json.loads(out.stdout)
+    assert (result["model"], result["split"], result["size"]) == (uri, "test", 32)
+    # the champion's model on the split its run was tested on: the metrics the run logged
+    logged = client.get_run(version.run_id).data.metrics
+    assert set(result["metrics"]) == set(METRIC_NAMES)
+    for name, value in result["metrics"].items():
+        if math.isnan(value):  # nothing to measure: the run logged nothing either
+            assert name not in logged
+        else:
+            assert value == pytest.approx(logged[name], abs=1e-5), name
 
 
 def test_a_bad_rank_metric_is_refused(store, tmp_path):
     report = make_report(["compare"], tmp_path / "out", log=False, references=False)
     with pytest.raises(ValueError, match="valid: score, mask_iou"):
         register_best(report.frame, "x", "champion", "iou")
+
+
+def table_rows(page: str) -> list[dict[str, str]]:
+    """The rows of report.html's table, each as {column: the cell's text}."""
+    head = re.search(r"<thead>(.*?)</thead>", page, re.S).group(1)
+    columns = [html.unescape(c) for c in re.findall(r"<th>(.*?)</th>", head)]
+    body = re.search(r"<tbody>(.*?)</tbody>", page, re.S).group(1)
+    rows = []
+    for row in re.findall(r"<tr[^>]*>(.*?)</tr>", body, re.S):
+        cells = [
+            html.unescape(re.sub(r"<[^>]+>", "", c))
+            for c in re.findall(r"<td[^>]*>(.*?)</td>", row)
+        ]
+        rows.append(dict(zip(columns, cells, strict=True)))
+    return rows
 
 
 def test_report_entry_point_and_an_empty_experiment(store, tmp_path):
@@ -88,7 +124,19 @@ def test_report_entry_point_and_an_empty_experiment(store, tmp_path):
         capture_output=True, text=True, env=env, cwd=store.folder,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr[-3000:]
-    assert (tmp_path / "r" / "report.html").exists()
+    page = (tmp_path / "r" / "report.html").read_text()
+    assert "<title>fgdepth report: compare</title>" in page
+    rows = {row["run"]: row for row in table_rows(page)}
+    client = MlflowClient()
+    assert len(rows) == 4 and set(store.runs) < set(rows)  # the two runs, the two references
+    for name, run_id in store.runs.items():
+        logged = client.get_run(run_id).data.metrics
+        row = rows[name]
+        assert (row["entry_point"], row["model"], row["profile"]) == (name, "unet", "smoke")
+        for metric in METRICS:  # each as the page writes it: four decimals, or a dash
+            shown = f"{logged[metric]:.4f}" if metric in logged else "—"  # NaN is not logged
+            assert row[metric] == shown, (name, metric)
+        assert row["minutes"] == f"{logged['train_minutes']:.1f}"
     MlflowClient().create_experiment("empty")
     out = subprocess.run(
         [sys.executable, "-m", "fgdepth", "report", "--experiment", "empty"],

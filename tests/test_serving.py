@@ -13,6 +13,8 @@ import pytest
 from fgdepth.serving import decode_png, encode_file
 from tests.services import http_server
 
+pytestmark = pytest.mark.slow  # trained runs (the trained_store fixture) and a model server
+
 
 @pytest.fixture
 def pairs(synth_dir):

@@ -1,8 +1,11 @@
 import subprocess
 import sys
 
+import pytest
 from mlflow.tracking import MlflowClient
 from PIL import Image
+
+pytestmark = pytest.mark.slow  # a study trains in a subprocess
 
 
 def test_study_trains_each_experiment_and_writes_the_comparison(tmp_path):

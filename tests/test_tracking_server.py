@@ -20,6 +20,8 @@ from mlflow.tracking import MlflowClient
 from fgdepth.serving import encode_file
 from tests.services import http_server, mlflow_server
 
+pytestmark = pytest.mark.slow  # a tracking server on PostgreSQL, training processes
+
 EXPERIMENT = "team"
 MODEL = "fgdepth-team"
 SMOKE = ["--profile", "smoke", "--experiment-name", EXPERIMENT]

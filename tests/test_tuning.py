@@ -185,6 +185,7 @@ def children(uri: str, parent: str):
     return client.search_runs([exp], filter_string=f"tags.mlflow.parentRunId = '{parent}'")
 
 
+@pytest.mark.slow
 def test_a_study_is_one_parent_run_with_a_child_run_per_trial(stores, tmp_path):
     uri, storage = stores
     outcome = tune(smoke("tune.trials=3"), "bce_ssim", study_name="t", storage=storage)
@@ -218,6 +219,7 @@ def test_a_study_is_one_parent_run_with_a_child_run_per_trial(stores, tmp_path):
     assert len(children(uri, again.parent_run_id)) == 1
 
 
+@pytest.mark.slow
 def test_pruned_trials_end_killed_and_failed_ones_failed_with_the_reason(stores, monkeypatch):
     uri, storage = stores
     config = smoke("tune.trials=3", "tune.schedules=[]", "tune.lr.high=1.0")
@@ -253,6 +255,7 @@ def test_pruned_trials_end_killed_and_failed_ones_failed_with_the_reason(stores,
     assert parent.data.metrics["trials_pruned"] == parent.data.metrics["trials_fail"] == 1
 
 
+@pytest.mark.slow
 def test_two_worker_processes_share_a_journal_study(stores, tmp_path):
     uri, _ = stores
     outcome = tune(
@@ -285,6 +288,7 @@ def _check_shared_study(uri, outcome, target, workers):
     assert all(r.info.status == status[state[r.info.run_id]] for r in runs)
 
 
+@pytest.mark.slow
 def test_optuna_dashboard_serves_the_study_on_loopback(tmp_path):
     import json
     import shutil
@@ -304,6 +308,7 @@ def test_optuna_dashboard_serves_the_study_on_loopback(tmp_path):
     assert [s["study_name"] for s in studies] == ["dash"]
 
 
+@pytest.mark.slow
 def test_two_objectives_report_a_pareto_front_and_the_best_trains_as_a_normal_run(stores):
     import subprocess
     import sys

@@ -15,6 +15,8 @@ from optuna.trial import TrialState
 
 from tests.test_tuning import children
 
+pytestmark = pytest.mark.slow  # PostgreSQL and tuning worker processes
+
 FAST = ["--profile", "smoke", "--experiment", "bce_ssim", "--pruner", "none"]
 SLOWER = ["--set", "scale.max_epochs=3"]  # trials of a few seconds: time to kill one
 

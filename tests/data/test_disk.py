@@ -2,6 +2,7 @@
 
 import errno
 
+import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
@@ -15,6 +16,7 @@ def test_human_bytes():
     assert str(DiskFull("/x", 2000, 10)) == "/x: not enough disk space (2.0 kB needed, 10 B free)"
 
 
+@pytest.mark.slow  # a tracked training run
 def test_a_full_disk_at_a_state_write_fails_the_run_in_one_line(
     synth_dir, tmp_path, monkeypatch, capsys
 ):

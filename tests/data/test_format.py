@@ -141,15 +141,6 @@ def test_each_bad_input_has_its_message(tmp_path, what):
         assert any("absolute path" in str(p) for p in problems)
 
 
-def test_inspect_reports_all_problems_at_once(tmp_path):
-    root = write_dataset(tmp_path / "ds", rows=6)
-    (root / "fg1.jpg").unlink()
-    (root / "d3.png").write_text("x")
-    Image.new("RGB", (10, 10)).save(root / "bg5.png")
-    _, problems = inspect_dataset(root)
-    assert [p.row for p in problems] == [1, 3, 5]
-
-
 def test_open_dataset_refuses_structural_problems_unless_skipping(tmp_path):
     root = write_dataset(tmp_path / "ds", rows=6)
     (root / "fg1.jpg").unlink()
@@ -179,17 +170,6 @@ def test_zip_with_a_top_level_folder_is_read(tmp_path, synth_dir):
             if p.is_file():
                 z.write(p, "mydata/" + p.relative_to(synth_dir).as_posix())
     assert len(open_dataset(out)) == 40
-
-
-def test_inspect_summary_of_a_good_dataset(synth_zip):
-    summary, problems = inspect_dataset(synth_zip)
-    assert problems == []
-    assert summary["samples"] == 40 and summary["backgrounds"] == 5
-    assert summary["format"] == "zip" and summary["image_sizes"] == {"64x64": 40}
-    assert sum(summary["splits"].values()) == 40
-    assert 0 < summary["foreground_fraction"] < 0.5
-    lo, hi = summary["depth_range"]
-    assert 0 <= lo < hi <= 1
 
 
 def test_a_linked_folder_that_leaves_the_root_is_refused(tmp_path):

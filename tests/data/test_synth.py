@@ -1,6 +1,7 @@
 import hashlib
 
 import numpy as np
+import pytest
 
 from fgdepth.config import SynthConfig
 from fgdepth.data import open_dataset
@@ -65,6 +66,7 @@ def test_depth_encoding_is_monotonic_brighter_nearer():
     assert d[0] == 1.0 and d[-1] == 0.0 and np.all(np.diff(d) < 0)
 
 
+@pytest.mark.slow  # a generating process, killed
 def test_a_killed_generation_continues_and_writes_the_same_bytes(tmp_path):
     import signal
     import subprocess

@@ -93,6 +93,7 @@ def test_a_state_that_cannot_be_read_names_the_file(tmp_path):
     with pytest.raises(CheckpointError, match="state.pt: not an fgdepth training state"):
         read_state(path)
 
+
 # --- atomic writes on a full disk ---
 
 

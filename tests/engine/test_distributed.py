@@ -78,6 +78,7 @@ def _train_job(rank, data, sets):
     }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["always", "never"], ids=["cache", "stream"])
 def test_two_ranks_train_frozen_stages_to_the_same_weights(train_dataset, tmp_path, mode):
     """staged_transfer freezes a group in two of its stages: no unused-parameter errors, the
@@ -105,6 +106,7 @@ def _eval_job(rank, data):
     return evaluate(model, cache, rows, torch.device("cpu"), 7, "fp32", world=world)
 
 
+@pytest.mark.slow
 def test_metrics_over_two_ranks_equal_the_single_process_metrics(train_dataset, tmp_path):
     r0, r1 = run_ranks(_eval_job, (str(train_dataset.path),), tmp_path)
     torch.manual_seed(0)
@@ -136,6 +138,7 @@ def _stop_job(rank, data, state_path):
     return {"batches": len(calls)}
 
 
+@pytest.mark.slow
 def test_a_stop_on_one_rank_stops_all_and_resumes_on_one_rank(train_dataset, tmp_path):
     state_path = tmp_path / "state.pt"
     r0, r1 = run_ranks(_stop_job, (str(train_dataset.path), str(state_path)), tmp_path)
@@ -178,6 +181,7 @@ def _nan_job(rank, data):
     return {}
 
 
+@pytest.mark.slow
 def test_a_non_finite_loss_on_one_rank_stops_every_rank(train_dataset, tmp_path):
     r0, r1 = run_ranks(_nan_job, (str(train_dataset.path),), tmp_path)
     assert r0.get("raised") == r1.get("raised") == "DivergenceError", (r0, r1)

@@ -119,20 +119,30 @@ def test_max_minutes_stops_within_one_batch_then_tests(train_dataset):
 
 @pytest.fixture(scope="module")
 def uninterrupted(train_dataset):
-    """One deterministic smoke run per data mode, to compare against."""
+    """One deterministic smoke run per data mode, to compare against: ``uninterrupted(mode)``,
+    trained when a test first asks for that mode (the fast tests use the cache only)."""
     sets = ["deterministic=true", "precision=fp32", "data.workers=1"]
-    return {
-        mode: fit(load_config("bce_ssim", "smoke", [*sets, f"data.cache={mode}"]), train_dataset)
-        for mode in ("always", "never")
-    }
+    runs = {}
+
+    def run(mode: str):
+        if mode not in runs:
+            config = load_config("bce_ssim", "smoke", [*sets, f"data.cache={mode}"])
+            runs[mode] = fit(config, train_dataset)
+        return runs[mode]
+
+    return run
 
 
+@pytest.mark.slow  # streaming trains through loader processes: about 10 s more per run
 def test_cache_and_stream_train_to_the_same_result(uninterrupted):
-    cached, streamed = uninterrupted["always"], uninterrupted["never"]
+    cached, streamed = uninterrupted("always"), uninterrupted("never")
     assert streamed.metrics == pytest.approx(cached.metrics, abs=1e-6)
 
 
-@pytest.mark.parametrize("mode", ["always", "never"], ids=["cache", "stream"])
+STREAM_IS_SLOW = pytest.param("never", id="stream", marks=pytest.mark.slow)
+
+
+@pytest.mark.parametrize("mode", [pytest.param("always", id="cache"), STREAM_IS_SLOW])
 def test_a_stopped_run_resumes_to_the_same_result(train_dataset, uninterrupted, mode):
     from fgdepth.engine.fit import Interrupted
 
@@ -149,7 +159,7 @@ def test_a_stopped_run_resumes_to_the_same_result(train_dataset, uninterrupted, 
     state = states.states[-1]
     assert state["offset"] > 0  # mid-epoch
     resumed = fit(config, train_dataset, resume=state)
-    assert resumed.metrics == pytest.approx(uninterrupted[mode].metrics, abs=1e-5)
+    assert resumed.metrics == pytest.approx(uninterrupted(mode).metrics, abs=1e-5)
 
 
 def test_more_samples_than_the_split_is_refused(train_dataset):
@@ -187,7 +197,7 @@ def test_a_stage_can_start_from_an_earlier_runs_checkpoint(train_dataset, tmp_pa
     assert all(torch.equal(start[k], v) for k, v in first.model.state_dict().items())
 
 
-@pytest.mark.parametrize("mode", ["always", "never"], ids=["cache", "stream"])
+@pytest.mark.parametrize("mode", [pytest.param("always", id="cache"), STREAM_IS_SLOW])
 def test_rows_that_fail_to_decode_are_skipped_and_reported(tmp_path, caplog, mode):
     from fgdepth.config import SynthConfig
     from fgdepth.data import open_dataset
