@@ -37,15 +37,15 @@ def test_profile_scales_stages():
 
 
 def test_a_stage_can_be_left_out_when_a_profile_caps_its_size():
-    skip = ["stages.2.when_capped=skip"]
+    skip = ["stages.3.when_capped=skip"]
     sizes = {
         profile: [s.size for s in scaled_stages(load_experiment("default", profile, skip))]
         for profile in ("full", "cpu")
     }
-    assert sizes == {"full": [64, 96, 192], "cpu": [64, 96]}
-    shrunk = scaled_stages(load_experiment("default", "cpu", ["stages.2.when_capped=shrink"]))
-    assert [s.size for s in shrunk] == [64, 96, 96]
-    every = [f"stages.{i}.when_capped=skip" for i in range(3)]
+    assert sizes == {"full": [48, 64, 96, 192], "cpu": [48, 64, 96]}
+    shrunk = scaled_stages(load_experiment("default", "cpu", ["stages.3.when_capped=shrink"]))
+    assert [s.size for s in shrunk] == [48, 64, 96, 96]
+    every = [f"stages.{i}.when_capped=skip" for i in range(4)]
     with pytest.raises(ConfigError, match="profile 'smoke' leaves no stage"):
         load_experiment("default", "smoke", every)
 

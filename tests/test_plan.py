@@ -20,14 +20,14 @@ def test_plan_json_lists_every_stage_of_the_full_profile(synth_dir, store, capsy
                  "--plan", "--json", "--plan-steps", "0"])  # fmt: skip
     assert code == 0
     plan = json.loads(capsys.readouterr().out)
-    assert [s["size"] for s in plan["stages"]] == [64, 96, 192]  # nothing capped at `full`
+    assert [s["size"] for s in plan["stages"]] == [48, 64, 96, 192]  # nothing capped at `full`
     assert all(s["mode"] in ("cache", "stream") for s in plan["stages"])
     assert all(set(s) >= {"name", "size", "rows", "mode", "cache_bytes"} for s in plan["stages"])
     assert plan["disk_free_bytes"] > 0 and plan["dataset_rows"] == 40
     # 180,000 samples per epoch on a 24-row train split: planned on those rows, and said
     assert plan["refused"].startswith("stages.0.samples: 180000 is more than the 24 samples")
     # the 64 px source: inputs are never read above it
-    assert [s["input_size"] for s in plan["stages"]] == [64, 96, 192]
+    assert [s["input_size"] for s in plan["stages"]] == [64, 64, 96, 192]
     assert not store.exists()  # planning creates no run
 
 
