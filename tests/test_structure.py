@@ -13,8 +13,6 @@ import sys
 from functools import cache
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parent.parent / "fgdepth"
 MAX_FLOORS = 6
 MAX_FUNCTION_LINES = 60
@@ -105,34 +103,12 @@ def _longest_chain() -> list[str]:
     return list(max((chain(u) for u in graph), key=len))
 
 
-def _core_pending() -> str | None:
-    """Why the lower layers do not have their final shape yet, or None once they do: the
-    config is to be a leaf (types only), which also ends the config <-> engine circle."""
-    above = sorted(u for u in _graph().get("fgdepth.config", ()) if u != "fgdepth.registry")
-    if above:
-        return f"the lower layers are not restructured yet: fgdepth.config imports {above}"
-    return None
-
-
-def _xfail_if_core_pending(problem_units: set[str]) -> None:
-    reason = _core_pending()
-    if reason and problem_units <= CORE | {"fgdepth.models", "fgdepth.registry"}:
-        pytest.xfail(reason)
-
-
 def test_no_import_circle():
-    cycles = _cycles()
-    if cycles:
-        _xfail_if_core_pending({u for c in cycles for u in c})
-    assert cycles == []
+    assert _cycles() == []
 
 
 def test_the_house_is_at_most_six_floors():
     chain = _longest_chain()
-    if len(chain) > MAX_FLOORS:
-        reason = _core_pending()
-        if reason:
-            pytest.xfail(f"{reason} (longest chain now {len(chain)}: {' -> '.join(chain)})")
     assert len(chain) <= MAX_FLOORS, " -> ".join(chain)
 
 
@@ -189,10 +165,7 @@ def _long_functions() -> list[tuple[str, str, int]]:
 
 
 def test_no_function_is_over_sixty_lines():
-    long = _long_functions()
-    if long:
-        _xfail_if_core_pending({_unit(_module(ROOT / rel)) for rel, _, _ in long})
-    assert long == []
+    assert _long_functions() == []
 
 
 def test_the_named_parsers_exist():
