@@ -43,6 +43,7 @@ def test_every_loss_combination_has_an_entry_point():
         "bce_ssim",
         "dice_ssim",
         "staged_transfer",
+        "seed_staged",
         "tune",
         "report",
     }

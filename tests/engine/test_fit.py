@@ -6,6 +6,7 @@ import torch
 
 from fgdepth.config import ConfigError, load_config
 from fgdepth.engine import Callback, DivergenceError, fit
+from fgdepth.engine.checks import load_experiment
 from fgdepth.metrics import METRIC_NAMES
 
 
@@ -87,6 +88,23 @@ def test_frozen_groups_stay_bit_identical_and_weights_carry_over(train_dataset):
     for stage in (1, 2):
         start, end = rec.states[("start", stage)], rec.states[("end", stage - 1)]
         assert all(torch.equal(start[k], end[k]) for k in start)
+
+
+def test_seed_staged_keeps_the_mask_branch_bit_identical_through_the_depth_stages(
+    train_dataset,
+):
+    """The study's staged transfer on its own network: Dice on both heads, then the mask
+    branch (trunk and mask output, weights and BatchNorm statistics) frozen while depth
+    trains with SSIM."""
+    rec = Recorder()
+    fit(load_experiment("seed_staged", "smoke"), train_dataset, [rec])
+    branch = [k for g in ("trunk", "mask") for k in _group_state(rec.model, g)]
+    depth = _group_state(rec.model, "depth")
+    assert any("running_mean" in k for k in branch)
+    first, last = rec.states[("end", 0)], rec.states[("end", 2)]
+    assert all(torch.equal(first[k], last[k]) for k in branch)
+    assert not all(torch.equal(first[k], last[k]) for k in depth)
+    assert not all(torch.equal(rec.states[("start", 0)][k], first[k]) for k in branch)
 
 
 def test_divergence_stops_with_a_clear_message(train_dataset):
