@@ -33,7 +33,7 @@ from fgdepth.data.preview import prediction_grid
 from fgdepth.engine.callbacks import Callback, EpochResult, FitResult, StageResult, data_modes
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-CONFIG_DIR = REPO_ROOT / "mlruns_config"
+CONFIG_DIR = Path(__file__).resolve().parent / "mlruns_config"  # shipped in the package
 DEFAULT_EXPERIMENT = "fgdepth"
 # the UI opens a model-training experiment on its runs, not on the GenAI traces view
 EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}

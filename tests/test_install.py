@@ -32,9 +32,13 @@ def test_an_installed_fgdepth_trains_a_shipped_experiment_from_an_empty_folder(t
     )
     venv = tmp_path / "venv"
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # the installed copy only
-    _run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], tmp_path, env)
+    # no pip of its own: a venv's bundled setuptools may predate building wheels by itself,
+    # so this machine's pip installs into the venv and builds with this machine's setuptools
+    _run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(venv)],
+         tmp_path, env)  # fmt: skip
     python = venv / "bin" / "python"
-    pip = [str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation"]
+    pip = [sys.executable, "-m", "pip", "--python", str(python), "install", "-q", "--no-deps",
+           "--no-build-isolation"]  # fmt: skip
     _run([*pip, str(source)], tmp_path, env)
 
     empty = tmp_path / "empty"
