@@ -2,9 +2,10 @@
 
 ``precision: auto`` picks bf16 on a CPU with AMX (its bf16 tile units made training about 3x
 faster than fp32 on the same cores), and fp32 on any other CPU: without AMX, oneDNN either
-emulates bf16 (AVX2 only) or has only AVX512_BF16's dot products, and on a 2-core Xeon with
-AVX512_BF16 but no AMX the default model trained 10 % slower in bf16 than in fp32
-(BENCHMARKS.md, "Precision"). On a GPU it picks AMP (bf16 where supported, else fp16). The
+emulates bf16 (AVX2 only) or has only AVX512_BF16's dot products; on a 2-core Xeon with
+AVX512_BF16 but no AMX the bf16 matmul peak was 138 against 233 GFLOP/s in fp32, and the
+default model trained 19-35 % slower in bf16 at 64 and 192 px (13 % faster at 96 px; BENCHMARKS.md,
+"Training throughput (CPU)"). On a GPU it picks AMP (bf16 where supported, else fp16). The
 reason for the choice is given once, on the console.
 """
 
