@@ -49,7 +49,11 @@ def test_plan_of_the_builtin_data_generates_nothing(store, capsys, monkeypatch):
     assert not builtin_folder(SynthConfig(n=400000, size=192, seed=0)).exists()
 
 
-def test_always_over_the_budget_is_refused_before_any_decoding(synth_dir, store, capsys):
+def test_always_over_the_budget_is_refused_before_any_decoding(
+    synth_dir, store, capsys, tmp_path, monkeypatch
+):
+    # an empty cache root: a cache that another test built would leave nothing to write
+    monkeypatch.setenv("FGDEPTH_CACHE", str(tmp_path / "cache"))
     sets = ["--set", "data.cache=always", "--set", "data.cache_budget_gb=0.000001"]
     code = main(["train", "--config", "default", "--profile", "smoke", "--data", str(synth_dir),
                  *sets])  # fmt: skip
