@@ -124,3 +124,15 @@ def test_unet_depth_stride_2_predicts_depth_at_half_size_and_upsamples_it():
     assert all(p.grad is not None for p in model.parameters())
     with pytest.raises(ValueError, match="depth_stride"):
         build_model("unet", depth_stride=4)
+
+
+def test_unet_decoder_convs_1_keeps_one_convolution_per_decoder_stage():
+    two, one = (build_model("unet", width=8, decoder_convs=n) for n in (2, 1))
+    convs = [
+        sum(isinstance(m, torch.nn.Conv2d) for m in model.decoder.modules()) for model in (two, one)
+    ]
+    assert convs == [6, 3]
+    x = torch.rand(2, 3, 32, 32)
+    assert [t.shape for t in one(x, x)] == [(2, 1, 32, 32), (2, 1, 32, 32)]
+    with pytest.raises(ValueError, match="decoder_convs must be 1 or 2, got 3"):
+        model_class("unet").check_options(decoder_convs=3)
