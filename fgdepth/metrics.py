@@ -34,6 +34,25 @@ def score(metrics, mask_iou_weight: float = 1.0, depth_rmse_weight: float = 1.0)
     return mask_iou_weight * metrics["mask_iou"] - depth_rmse_weight * metrics["depth_rmse"]
 
 
+def spread(values) -> tuple[float, float]:
+    """Mean and sample standard deviation (n - 1) of one metric over several runs (seeds);
+    the deviation is nan for a single run."""
+    values = [float(v) for v in values]
+    if not values:
+        raise ValueError("spread of no values")
+    mean = sum(values) / len(values)
+    if len(values) == 1:
+        return mean, float("nan")
+    var = sum((v - mean) ** 2 for v in values) / (len(values) - 1)
+    return mean, var**0.5
+
+
+def format_spread(values, digits: int = 4) -> str:
+    """``mean ± std`` over several runs, or the one value alone."""
+    mean, std = spread(values)
+    return f"{mean:.{digits}f}" if len(values) == 1 else f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
 def masked_median(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Per image median of ``values`` where ``mask``; NaN for an empty mask. (B,...) -> (B,)."""
     v = values.flatten(1).float()

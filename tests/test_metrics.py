@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 
@@ -79,3 +81,16 @@ def test_depth_iou_seed_rewards_a_constant_map():
     acc = MetricAccumulator()
     acc.update(torch.zeros_like(depth), torch.full_like(depth, 0.6), torch.zeros_like(depth), depth)
     assert acc.compute()["depth_iou_seed"] == pytest.approx(0.5)
+
+
+def test_spread_is_the_mean_and_sample_deviation_over_runs():
+    from fgdepth.metrics import format_spread, spread
+
+    mean, std = spread([0.90, 0.92, 0.94])
+    assert mean == pytest.approx(0.92)
+    assert std == pytest.approx(0.02)  # n - 1: sqrt((0.02² + 0 + 0.02²) / 2)
+    assert math.isnan(spread([0.5])[1])
+    assert format_spread([0.90, 0.92, 0.94]) == "0.9200 ± 0.0200"
+    assert format_spread([0.5], digits=2) == "0.50"
+    with pytest.raises(ValueError):
+        spread([])
