@@ -65,6 +65,36 @@ def test_the_report_compares_the_runs_beside_their_references(store, tmp_path):
     assert picture.width > 7 * 32  # fg_bg, mask, depth, then two columns per run
     logged = {a.path for a in client.list_artifacts(report.run_id, "report")}
     assert {"report/report.html", "report/report.csv", "report/predictions.png"} <= logged
+    assert "report_spread.csv" not in report.files  # two experiments, a run each: no spread
+
+
+def test_runs_that_differ_by_the_seed_are_pooled_as_mean_and_std(store, tmp_path):
+    from fgdepth.app.train import RunSpec, train
+
+    runs = {}
+    for seed in (0, 1):
+        config = load_config("bce_ssim", "smoke", extra={"seed": seed})
+        spec = RunSpec(config, experiment_name="seeds", run_name="bce_ssim",
+                       entry_point="bce_ssim", system_metrics=False)  # fmt: skip
+        _, runs[seed] = train(spec)
+    report = make_report(["seeds"], tmp_path / "out", references=False)
+    spread = pd.read_csv(report.files["report_spread.csv"])
+    assert len(spread) == 1
+    row = spread.iloc[0]
+    assert (row["experiment"], row["profile"], row["runs"], row["seeds"]) == (
+        "bce_ssim", "smoke", 2, "0,1"
+    )  # fmt: skip
+    client = MlflowClient()
+    logged = [client.get_run(runs[seed]).data.metrics for seed in (0, 1)]
+    for metric in ("mask_iou", "depth_rmse"):
+        values = [m[metric] for m in logged]
+        assert row[f"{metric}_mean"] == pytest.approx(sum(values) / 2)
+        assert row[f"{metric}_std"] == pytest.approx(abs(values[0] - values[1]) / math.sqrt(2))
+    page = report.files["report.html"].read_text()
+    assert "Mean ± std over seeds" in page
+    assert f"{row['mask_iou_mean']:.4f} ± {row['mask_iou_std']:.4f}" in page
+    artifacts = {a.path for a in client.list_artifacts(report.run_id, "report")}
+    assert "report/report_spread.csv" in artifacts
 
 
 def test_the_best_run_is_registered_with_an_alias_and_usable_by_it(store, tmp_path):

@@ -6,7 +6,9 @@ and samples/s; the best value per column marked. Beside them, reference rows com
 same test split (background subtraction for the mask, the dataset-mean depth map for depth), so
 that every number has its floor next to it. Written as ``report.csv`` and one self-contained
 ``report.html`` (table, a bar chart per metric, learning curves, the same test samples as
-predicted by each run), and logged to MLflow as a run of its own.
+predicted by each run), and logged to MLflow as a run of its own. Runs that share an experiment
+and a profile and differ only by the seed are also pooled: mean ± std per metric, in
+``report_spread.csv`` and a second table of the page.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import base64
 import html
 import io
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import mlflow
@@ -28,6 +30,7 @@ from fgdepth.app.evaluate import ScoringData, load_model, scoring_data
 from fgdepth.config import Config, build
 from fgdepth.metrics import LOWER_IS_BETTER
 from fgdepth.metrics import score as weighted_score
+from fgdepth.metrics import spread as mean_std
 
 METRICS = [
     "mask_iou", "mask_dice", "depth_rmse", "depth_absrel", "depth_delta1", "fg_distance_error",
@@ -78,6 +81,11 @@ def differing_params(runs: pd.DataFrame) -> list[str]:
     return sorted(out)
 
 
+def _first(row: pd.Series, *keys: str):
+    """The first of ``keys`` the row has a value for, or None."""
+    return next((row[k] for k in keys if pd.notna(row.get(k))), None)
+
+
 def table(runs: pd.DataFrame) -> pd.DataFrame:
     """One row per run: the report's columns."""
     params = differing_params(runs)
@@ -86,6 +94,7 @@ def table(runs: pd.DataFrame) -> pd.DataFrame:
         row = {
             "run": r.get("tags.mlflow.runName"),
             "run_id": r["run_id"],
+            "experiment": _first(r, "tags.fgdepth.experiment", "tags.fgdepth.entry_point"),
             "entry_point": r.get("tags.fgdepth.entry_point"),
             "losses": r.get("tags.fgdepth.losses"),
             "model": r.get("tags.fgdepth.model"),
@@ -93,6 +102,7 @@ def table(runs: pd.DataFrame) -> pd.DataFrame:
             "differs": "; ".join(
                 f"{k}={r.get(f'params.{k}')}" for k in params if r.get(f"params.{k}") is not None
             ),
+            "seed": _first(r, "params.seed.resolved", "params.seed"),
         }
         for m in METRICS:
             row[m] = r.get(f"metrics.{m}", math.nan)
@@ -111,6 +121,46 @@ def best_marks(frame: pd.DataFrame) -> dict[str, float]:
         if len(values):
             best[m] = values.min() if m in LOWER_IS_BETTER else values.max()
     return best
+
+
+def _without_seed(differs: str) -> str:
+    """The table's ``differs`` text less the seed."""
+    return "; ".join(p for p in differs.split("; ") if p and not p.startswith("seed="))
+
+
+def _seed_order(seed) -> tuple:
+    text = str(seed)
+    return (0, int(text), "") if text.isdigit() else (1, 0, text)
+
+
+def spread_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """Mean and sample std of each metric over the runs that differ only by the seed: a row
+    per experiment, profile, losses, model and other differing params, with 2 runs or more."""
+    runs = frame[frame["kind"] == "run"] if "kind" in frame else frame
+    if runs.empty:
+        return pd.DataFrame()
+    runs = runs.assign(others=runs["differs"].fillna("").map(_without_seed))
+    keys = ["experiment", "profile", "losses", "model", "others"]
+    rows = []
+    for key, group in runs.groupby(keys, sort=False, dropna=False):
+        if len(group) < 2:
+            continue
+        row = dict(zip(["experiment", "profile"], key[:2], strict=True))
+        row["runs"] = len(group)
+        row["seeds"] = ",".join(str(s) for s in sorted(group["seed"], key=_seed_order))
+        for m in METRICS:
+            values = group[m].dropna()
+            row[f"{m}_mean"], row[f"{m}_std"] = mean_std(values) if len(values) else (math.nan,) * 2
+        row["differs"] = key[4]
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def spread_text(mean: float, std: float, digits: int = 4) -> str:
+    """``mean ± std`` as ``metrics.format_spread`` writes it; a dash for no value."""
+    if math.isnan(mean):
+        return "—"
+    return f"{mean:.{digits}f}" if math.isnan(std) else f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
 # --- the references, on the test split of the runs' dataset ------------------------------------
@@ -241,7 +291,35 @@ def _cell(value, metric: str | None, best: dict) -> str:
     return f"<td class='text'>{html.escape(str(value if value is not None else ''))}</td>"
 
 
-def html_page(frame: pd.DataFrame, images: dict[str, bytes], title: str) -> str:
+def spread_html(spread: pd.DataFrame) -> str:
+    """The page's second table: mean ± std over the seeds, the best mean per metric in bold."""
+    if spread is None or spread.empty:
+        return ""
+    best = best_marks(spread.rename(columns={f"{m}_mean": m for m in METRICS}))
+    columns = ["experiment", "profile", "runs", "seeds", *METRICS, "differs"]
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    body = []
+    for _, r in spread.iterrows():
+        cells = []
+        for c in columns:
+            if c not in METRICS:
+                cells.append(f"<td class='text'>{html.escape(str(r[c]))}</td>")
+                continue
+            text = html.escape(spread_text(r[f"{c}_mean"], r[f"{c}_std"]))
+            bold = c in best and r[f"{c}_mean"] == best[c]
+            cells.append(f"<td class='best'><b>{text}</b></td>" if bold else f"<td>{text}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return (
+        "<h2>Mean ± std over seeds</h2><p>Runs of the same experiment and profile that differ "
+        "only by the seed: the mean and sample standard deviation of each metric; the best "
+        "mean in bold.</p>"
+        f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    )
+
+
+def html_page(
+    frame: pd.DataFrame, images: dict[str, bytes], title: str, spread: pd.DataFrame | None = None
+) -> str:
     best = best_marks(frame)
     columns = ["run", "entry_point", "losses", "model", "profile", *METRICS, *EXTRA, "differs"]
     head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
@@ -268,7 +346,7 @@ def html_page(frame: pd.DataFrame, images: dict[str, bytes], title: str) -> str:
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
         f"<style>{style}</style></head><body><h1>{html.escape(title)}</h1>{legend}"
         f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
-        f"{pictures}</body></html>\n"
+        f"{spread_html(spread)}{pictures}</body></html>\n"
     )
 
 
@@ -277,6 +355,7 @@ class Report:
     frame: pd.DataFrame
     files: dict[str, Path]
     run_id: str | None
+    spread: pd.DataFrame = field(default_factory=pd.DataFrame)  # mean ± std over the seeds
 
 
 def _marked(frame: pd.DataFrame) -> pd.DataFrame:
@@ -329,12 +408,16 @@ def make_report(
     out.mkdir(parents=True, exist_ok=True)
     files = {"report.csv": out / "report.csv"}
     _marked(frame).to_csv(files["report.csv"], index=False)
+    spread = spread_table(frame)
+    if not spread.empty:
+        files["report_spread.csv"] = out / "report_spread.csv"
+        spread.to_csv(files["report_spread.csv"], index=False)
     images = _pictures(frame, data, out, files)
     title = f"fgdepth report: {', '.join(experiments) if experiments else 'all experiments'}"
     files["report.html"] = out / "report.html"
-    files["report.html"].write_text(html_page(frame, images, title))
+    files["report.html"].write_text(html_page(frame, images, title, spread))
     run_id = _log(files, experiments, len(runs)) if log else None
-    return Report(frame, files, run_id)
+    return Report(frame, files, run_id, spread)
 
 
 def _log(files: dict[str, Path], experiments: list[str] | None, n_runs: int) -> str:
@@ -360,6 +443,16 @@ def register_best(frame: pd.DataFrame, name: str, alias: str, rank_by: str) -> s
     return f"models:/{name}@{alias}"
 
 
+def spread_console(spread: pd.DataFrame) -> str:
+    """The spread table as text: a line per group, three metrics as mean ± std."""
+    lines = spread[["experiment", "profile"]].assign(n=spread["runs"])
+    for m in ("mask_iou", "depth_rmse", "fg_distance_error"):
+        pairs = zip(spread[f"{m}_mean"], spread[f"{m}_std"], strict=True)
+        lines[m] = [spread_text(mean, std) for mean, std in pairs]
+    lines["differs"] = spread["differs"]
+    return lines.to_string(index=False)
+
+
 def report_command(experiments, out, include_trials, references, tracking, register=None,
                    alias="champion", rank_by="score") -> int:  # fmt: skip
     """``fgdepth report``: the report, its table on the console, and the best run registered."""
@@ -370,7 +463,11 @@ def report_command(experiments, out, include_trials, references, tracking, regis
     )
     columns = ["run", "mask_iou", "depth_rmse", "fg_distance_error", "minutes"]
     print(report.frame[columns].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
-    print(f"\nreport: {report.files['report.html']}  (and report.csv)")
+    if not report.spread.empty:
+        print("\nmean ± std over seeds:")
+        print(spread_console(report.spread))
+    also = " and ".join(name for name in report.files if name.endswith(".csv"))
+    print(f"\nreport: {report.files['report.html']}  (and {also})")
     if report.run_id:
         print(f"logged to MLflow run {report.run_id} ({mlflow.get_tracking_uri()})")
     if register:
