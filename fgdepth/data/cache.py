@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import multiprocessing as mp
 import os
 import re
 import shutil
@@ -28,7 +29,7 @@ from fgdepth.data.disk import check_room, disk_full_as, reserve
 from fgdepth.data.format import DataError, Problem, read_rgb_sizes, read_sample_sizes
 from fgdepth.parallel import chunked, run_chunks
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: resized by torch's antialiased bilinear kernel (1: PIL's)
 
 
 def cache_root() -> Path:
@@ -164,6 +165,8 @@ _job: dict = {}
 
 
 def _setup(job: dict) -> None:
+    if mp.parent_process() is not None:  # a pool worker: one thread, the pool has one per core
+        torch.set_num_threads(1)
     _job.clear()
     _job.update(job)
     _job["arrays"] = {key: _open_arrays(f, "r+", key[1]) for key, f in job["folders"].items()}

@@ -213,3 +213,22 @@ def test_files_in_missing_folders_and_below_files_are_not_found(tmp_path):
     if not (root / "M3.PNG").exists():  # case-sensitive file system
         assert found[3] == ("M3.PNG", "file not found")
     assert 0 not in found
+
+
+def test_resizing_matches_pil_bilinear_within_a_level():
+    """Decoding resizes with torch's antialiased bilinear kernel: PIL's filter, within one
+    level of uint8 (and float rounding) when shrinking and when enlarging."""
+    from PIL import Image
+
+    from fgdepth.data.format import _resized
+
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (45, 60, 3), dtype=np.uint8)
+    plane = rng.random((45, 60), dtype=np.float32)
+    for side in (17, 32, 96):
+        pil = np.asarray(Image.fromarray(rgb).resize((side, side), Image.BILINEAR)).astype(int)
+        ours = _resized(rgb, side, side)
+        assert ours.dtype == np.uint8 and ours.shape == (side, side, 3)
+        assert np.abs(ours.astype(int) - pil).max() <= 1
+        pil_f = np.asarray(Image.fromarray(plane, mode="F").resize((side, side), Image.BILINEAR))
+        assert np.abs(_resized(plane[None], side, side)[0] - pil_f).max() < 1e-5
