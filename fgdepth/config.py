@@ -142,6 +142,8 @@ class EvalConfig:
     # (96 px): a batch's activations stay in the caches
     batch_size: int = 16
     max_samples: int | None = None  # cap on test rows (None: the whole split)
+    # the test split after every stage (each stage's result logged), or after the last only
+    stage_tests: bool = True
 
 
 @dataclass

@@ -146,6 +146,8 @@ class ConsoleCallback(Callback):
         )
 
     def on_stage_end(self, r: StageResult, model):
+        if not r.test:  # not tested (``eval.stage_tests: false``, a stage before the last)
+            return
         self.print(
             f"  stage {r.stage} test: mask_iou {r.test['mask_iou']:.4f} "
             f"depth_rmse {r.test['depth_rmse']:.4f} "

@@ -202,7 +202,8 @@ class _Fit:
         return result
 
     def _finish_stage(self, run: StageRun, si: int, epochs: list[EpochResult]) -> None:
-        test = self._evaluate(run.data, "test")
+        last = self.stopped or si + 1 == len(self.plan.stages)
+        test = self._evaluate(run.data, "test") if last or self.config.eval.stage_tests else {}
         images = []
         if self.world.main:
             images = sample_predictions(

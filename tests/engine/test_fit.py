@@ -58,6 +58,14 @@ def test_fit_runs_all_stages_and_reports_every_metric(train_dataset):
     assert result.train_samples_per_s > 0 and result.stopped_early is None
 
 
+def test_without_stage_tests_only_the_last_stage_is_tested(train_dataset):
+    config = load_config("default", "smoke", ["eval.stage_tests=false"])
+    result = fit(config, train_dataset)
+    assert [bool(s.test) for s in result.stages] == [False, False, True]
+    assert result.metrics == result.stages[-1].test and set(result.metrics) == set(METRIC_NAMES)
+    assert all(s.images for s in result.stages)  # the pictures are still drawn per stage
+
+
 def _group_state(model, group):
     """state_dict keys (parameters and BatchNorm buffers) of a parameter group."""
     names = {id(m): n for n, m in model.named_modules()}
