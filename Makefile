@@ -1,6 +1,8 @@
 # Two commands do all the set-up on a fresh machine (see README.md):
-#   make main   installs fgdepth, generates the built-in dataset (once), trains every loss
-#               combination of the study at the `cpu` profile and prints the comparison
+#   make main   installs fgdepth, generates the built-in dataset (once), trains every experiment
+#               of the study at the `cpu` profile (the loss combinations, the default and the
+#               original network's two systems), each for the same minutes of training, and
+#               prints the comparison and how long it took
 #   make test   installs fgdepth with its test dependencies (and, as root, the PostgreSQL server
 #               the study-storage tests start) and runs the test suite
 #   make test-fast  the suite less its slow end-to-end tests: a few minutes, for a change's

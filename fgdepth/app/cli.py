@@ -140,9 +140,13 @@ def _study(args) -> int:
     from fgdepth.app.study import study_command
 
     names = args.experiments.split(",") if args.experiments else None
+    seeds = args.seeds or ([args.seed] if args.seed is not None else None)
+    overrides = list(args.set or [])
+    if args.max_minutes is not None:
+        overrides.append(f"max_minutes={args.max_minutes}")
     return study_command(
-        names, args.profile, args.data, args.seed, args.tracking, args.experiment_name, args.out,
-        not args.no_system_metrics,
+        names, args.profile, args.data, seeds, args.tracking, args.experiment_name, args.out,
+        not args.no_system_metrics, overrides, args.minutes_per_run,
     )  # fmt: skip
 
 
@@ -221,6 +225,14 @@ def _whole(text: str) -> int:
         return int(value)
     except (ValueError, OverflowError):
         raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+
+
+def _seed_list(text: str) -> list[int]:
+    """``0,1,2``: distinct seeds (whole numbers, 0 or more); argparse reports anything else."""
+    seeds = [_whole(part.strip()) for part in text.split(",") if part.strip()]
+    if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"'{text}' is not a list of distinct seeds (0,1,2)")
+    return seeds
 
 
 def _add_train_options(p: argparse.ArgumentParser) -> None:
@@ -314,6 +326,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma-separated experiment names (default: all entry points)",
     )
     study.add_argument("--out", default="outputs/study", help="where the comparison is written")
+    study.add_argument(
+        "--seeds", type=_seed_list, default=None, metavar="0,1,2",
+        help="train each experiment once per seed; the table gives mean ± std (default: --seed)",
+    )  # fmt: skip
+    study.add_argument(
+        "--minutes-per-run", type=float, default=None, metavar="M",
+        help="minutes of training per run, every recipe scaled to fit (default: 1.8 at the cpu "
+        "profile; 0: the recipes as written)",
+    )  # fmt: skip
     _add_train_options(study)
     study.set_defaults(run=_study, profile="cpu")
 

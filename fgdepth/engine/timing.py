@@ -9,7 +9,12 @@ import torch
 from fgdepth.config import Config, StageConfig
 from fgdepth.engine.epoch import head_losses
 from fgdepth.engine.precision import autocast
-from fgdepth.engine.stages import make_optimizer, stage_optimizer_config
+from fgdepth.engine.stages import (
+    freeze_groups,
+    make_optimizer,
+    set_train_mode,
+    stage_optimizer_config,
+)
 from fgdepth.models import build_model
 
 
@@ -18,10 +23,12 @@ def training_rate(
 ) -> float:
     """Training samples per second of ``config``'s model at ``stage``'s size and batch size:
     forward, loss, backward and optimizer step, timed over ``steps`` steps after one warm-up
-    (data loading excluded: see ``fgdepth.data.stream`` for that side)."""
+    (data loading excluded: see ``fgdepth.data.stream`` for that side). The stage's frozen
+    groups are frozen, as in training."""
     model = build_model(config.model.name, **config.model.options).to(device)
     fmt = torch.channels_last if config.channels_last else torch.contiguous_format
-    model = model.to(memory_format=fmt).train()
+    model = model.to(memory_format=fmt)
+    set_train_mode(model, freeze_groups(model, list(stage.freeze)))  # frozen: no backward
     batch = stage.batch_size or config.batch_size
     side, inputs = stage.size, stage.size * model.input_scale
     gen = torch.Generator(device=device).manual_seed(0)
