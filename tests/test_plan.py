@@ -44,7 +44,10 @@ def test_plan_of_the_builtin_data_generates_nothing(store, capsys, monkeypatch):
     names = ("s48", "s64", "s96", "s192")
     lines = [line.split() for line in out.splitlines() if line.startswith(names)]
     assert [(line[0], line[5]) for line in lines] == [
-        ("s48", "cache"), ("s64", "cache"), ("s96", "stream"), ("s192", "stream")
+        ("s48", "cache"),
+        ("s64", "cache"),
+        ("s96", "stream"),
+        ("s192", "stream"),
     ]  # 48 and 64 px (13.8 + 24.6 GB) fit the 40 GB budget; 96 px would need 55 more
     assert not builtin_folder(SynthConfig(n=400000, size=192, seed=0)).exists()
 
