@@ -9,6 +9,8 @@ Names as logged: ``mask_iou`` (pooled over pixels), ``mask_iou_image`` (mean per
 
 from __future__ import annotations
 
+import math
+
 import torch
 from pytorch_msssim import ssim
 
@@ -47,10 +49,17 @@ def spread(values) -> tuple[float, float]:
     return mean, var**0.5
 
 
+def spread_text(mean: float, std: float, digits: int = 4) -> str:
+    """``mean ± std``; the mean alone when there is no deviation (one run), a dash when there
+    is no value."""
+    if math.isnan(mean):
+        return "—"
+    return f"{mean:.{digits}f}" if math.isnan(std) else f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
 def format_spread(values, digits: int = 4) -> str:
     """``mean ± std`` over several runs, or the one value alone."""
-    mean, std = spread(values)
-    return f"{mean:.{digits}f}" if len(values) == 1 else f"{mean:.{digits}f} ± {std:.{digits}f}"
+    return spread_text(*spread(values), digits)
 
 
 def masked_median(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -84,7 +84,7 @@ def test_depth_iou_seed_rewards_a_constant_map():
 
 
 def test_spread_is_the_mean_and_sample_deviation_over_runs():
-    from fgdepth.metrics import format_spread, spread
+    from fgdepth.metrics import format_spread, spread, spread_text
 
     mean, std = spread([0.90, 0.92, 0.94])
     assert mean == pytest.approx(0.92)
@@ -92,5 +92,6 @@ def test_spread_is_the_mean_and_sample_deviation_over_runs():
     assert math.isnan(spread([0.5])[1])
     assert format_spread([0.90, 0.92, 0.94]) == "0.9200 ± 0.0200"
     assert format_spread([0.5], digits=2) == "0.50"
+    assert spread_text(0.92, 0.02) == "0.9200 ± 0.0200" and spread_text(math.nan, math.nan) == "—"
     with pytest.raises(ValueError):
         spread([])

@@ -28,7 +28,7 @@ from mlflow.tracking import MlflowClient
 from fgdepth import tracking as trk
 from fgdepth.app.evaluate import ScoringData, load_model, scoring_data
 from fgdepth.config import Config, build
-from fgdepth.metrics import LOWER_IS_BETTER
+from fgdepth.metrics import LOWER_IS_BETTER, spread_text
 from fgdepth.metrics import score as weighted_score
 from fgdepth.metrics import spread as mean_std
 
@@ -154,13 +154,6 @@ def spread_table(frame: pd.DataFrame) -> pd.DataFrame:
         row["differs"] = key[4]
         rows.append(row)
     return pd.DataFrame(rows)
-
-
-def spread_text(mean: float, std: float, digits: int = 4) -> str:
-    """``mean ± std`` as ``metrics.format_spread`` writes it; a dash for no value."""
-    if math.isnan(mean):
-        return "—"
-    return f"{mean:.{digits}f}" if math.isnan(std) else f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
 # --- the references, on the test split of the runs' dataset ------------------------------------

@@ -20,7 +20,7 @@ from fgdepth.app.train import RunSpec, train
 from fgdepth.config import Config, scaled_stages
 from fgdepth.data.preview import prediction_grid
 from fgdepth.engine.checks import load_experiment
-from fgdepth.metrics import LOWER_IS_BETTER, format_spread, spread
+from fgdepth.metrics import LOWER_IS_BETTER, spread, spread_text
 
 STUDY = [
     "bce", "dice", "ssim", "bce_ssim", "dice_ssim", "staged_transfer", "default",
@@ -81,8 +81,10 @@ class Rates:
 
 def expected_seconds(config: Config, rate) -> float:
     """Training, validation each epoch, the test pass(es) and the run's overhead."""
+    from fgdepth.engine.budget import recipe_seconds
+
     stages = scaled_stages(config)
-    train = sum(s.samples * s.epochs / rate(config, s) for s in stages)
+    train = recipe_seconds(config, rate)
     val = sum(config.data.val_samples * s.epochs / rate(config, s) for s in stages)
     tested = stages if config.eval.stage_tests else stages[-1:]
     rows = config.eval.max_samples or 1000  # the test split is capped by the profiles
@@ -186,19 +188,19 @@ def markdown_table(rows) -> str:
     one seed), the best mean in bold; then the seeds, the training minutes and samples per
     run (means), and the minutes of the whole run."""
     groups = grouped(rows)
-    means = {e: {m: spread([r["metrics"][m] for r in g])[0] for m in TABLE_METRICS}
-             for e, g in groups.items()}  # fmt: skip
+    spreads = {e: {m: spread([r["metrics"][m] for r in g]) for m in TABLE_METRICS}
+               for e, g in groups.items()}  # fmt: skip
     best = {}
     for m in TABLE_METRICS:
-        values = [v[m] for v in means.values()]
-        best[m] = min(values) if m in LOWER_IS_BETTER else max(values)
+        means = [v[m][0] for v in spreads.values()]
+        best[m] = min(means) if m in LOWER_IS_BETTER else max(means)
     header = ["entry point", *TABLE_METRICS, "seeds", "train min", "samples", "minutes"]
     lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
     for name, group in groups.items():
         cells = [name]
         for m in TABLE_METRICS:
-            text = format_spread([r["metrics"][m] for r in group])
-            cells.append(f"**{text}**" if means[name][m] == best[m] else text)
+            text = spread_text(*spreads[name][m])
+            cells.append(f"**{text}**" if spreads[name][m][0] == best[m] else text)
         cells.append(",".join(str(r["seed"]) for r in group))
         for key, digits in (("train_minutes", 1), ("samples", 0), ("minutes", 1)):
             cells.append(f"{spread([r[key] for r in group])[0]:,.{digits}f}")
