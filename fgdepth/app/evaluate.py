@@ -49,14 +49,16 @@ class ScoringData:
     dataset: Dataset
     splits: dict[str, np.ndarray]
 
-    def cache(self, size: int, input_scale: int = 1, skip_bad: bool = True):
-        """The rows decoded at ``size`` as a model with ``input_scale`` reads them."""
+    def cache(self, size: int, input_scale: int = 1, skip_bad: bool = True, rows=None):
+        """The data at ``size`` as a model with ``input_scale`` reads it, with ``rows``
+        (default: all) decoded."""
         from fgdepth.data.modes import decode_workers
 
         side, workers = self.dataset.source_side(), decode_workers(self.config.data.workers)
         return build_model_cache(
-            self.dataset, size, input_scale, side, workers=workers, skip_bad=skip_bad, quiet=True
-        )
+            self.dataset, size, input_scale, side, workers=workers, skip_bad=skip_bad,
+            quiet=True, rows=rows,
+        )  # fmt: skip
 
     def rows(self, split: str, bad=()) -> np.ndarray:
         """A split's rows (``all``: every row), less the rows that could not be decoded."""
@@ -105,7 +107,7 @@ def evaluate_logged_model(
     default = Config() if data is not None else None  # the default splits, on --data
     config = with_split(model_config(spec, default), **(split_overrides or {}))
     scoring = scoring_data(config, data)
-    cache = scoring.cache(size, model.input_scale, config.data.skip_bad)
+    cache = scoring.cache(size, model.input_scale, config.data.skip_bad, scoring.rows(split))
     rows = scoring.rows(split, cache.bad)
     if len(rows) == 0:
         raise DataError(f"{scoring.dataset.path}: the {split} split is empty")

@@ -177,7 +177,7 @@ def run_config(run_id: str) -> Config:
 def test_data(run_id: str, size: int) -> TestData:
     """The dataset, splits and test rows a run was scored on, decoded at ``size``."""
     scoring = scoring_data(run_config(run_id))
-    cache = scoring.cache(size)
+    cache = scoring.cache(size, rows=np.union1d(scoring.rows("train"), scoring.rows("test")))
     return TestData(scoring, cache, scoring.rows("train", cache.bad),
                     scoring.rows("test", cache.bad), size)  # fmt: skip
 
@@ -207,7 +207,7 @@ def prediction_picture(frame: pd.DataFrame, data: TestData, samples: int = 4):
     rows = []
     for _, r in frame[frame["kind"] == "run"].head(MAX_PICTURE_RUNS).iterrows():
         model, _ = load_model(f"runs:/{r['run_id']}/model")
-        cache = data.scoring.cache(data.size, model.input_scale)
+        cache = data.scoring.cache(data.size, model.input_scale, rows=picks)
         images = sample_predictions(model, cache, picks, torch.device("cpu"))
         rows.append((str(r["run"] or r["entry_point"]), images))
     return prediction_grid(rows, samples) if rows else None

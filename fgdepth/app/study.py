@@ -89,18 +89,23 @@ def expected_seconds(config: Config, rate) -> float:
     tested = stages if config.eval.stage_tests else stages[-1:]
     rows = config.eval.max_samples or 1000  # the test split is capped by the profiles
     test = sum(rows / rate(config, s) for s in tested)
-    return train + (val + test) / EVAL_SPEEDUP + RUN_OVERHEAD_S
+    passes = 2 if config.model.options.get("test_flip") else 1  # the mirror image's as well
+    return train + passes * (val + test) / EVAL_SPEEDUP + RUN_OVERHEAD_S
 
 
 def data_seconds(configs: list[Config], workers: int) -> float:
     """Preparing the data once: generating the built-in dataset if missing, and decoding the
-    dataset for each model's input sizes."""
+    rows the runs read (train, and the capped validation and test rows) for each model's
+    input sizes."""
     first = configs[0]
     builtin = is_builtin(first)
     rows = first.data.synth.n if builtin else len(resolve_dataset(first))
     generate = GENERATE_S_PER_ROW * rows if builtin and not builtin_exists(first) else 0
-    families = {(c.model.name, repr(c.model.options)) for c in configs}
-    return (generate + DECODE_S_PER_ROW * rows * len(families)) / max(workers, 1)
+    data, cap = first.data, first.eval.max_samples or rows
+    read = rows * (1 - data.test - data.val) + min(data.val_samples, rows * data.val)
+    read += min(cap, rows * data.test)
+    families = {(c.model.name, c.model.options.get("input_scale", 1)) for c in configs}
+    return (generate + DECODE_S_PER_ROW * read * len(families)) / max(workers, 1)
 
 
 def plan_study(names, seeds, profile, data, overrides=(), minutes=None) -> list[StudyRun]:

@@ -5,6 +5,10 @@ uint16 ``.npy`` files read through memory maps; backgrounds are stored once, not
 cache key includes the dataset's fingerprint, so a changed dataset gets a new cache. A cache
 may hold one part of the data only: the ``inputs`` (fg_bg, bg) or the ``targets`` (mask,
 depth), for models that read their inputs at a larger size than they predict at.
+
+A cache may also hold some rows only: a run decodes the rows its splits use (``rows=``), and a
+later call that wants more decodes the missing ones into the same files (``decoded.npy``
+marks which rows are there; reading one that is not is an error, never zeros).
 """
 
 from __future__ import annotations
@@ -61,6 +65,7 @@ class ArrayCache:
     bad: list[Problem]
     path: Path
     part: str = "all"
+    decoded: np.ndarray | None = None  # (N,) bool: the rows decoded (None: every row)
 
     mode = "cache"  # what a stage's data source is (see fgdepth.data.stream)
 
@@ -83,6 +88,9 @@ class ArrayCache:
         """Rows in ascending order, as stored: fg_bg, bg (B,3,S,S) uint8, mask (B,1,S,S) uint8,
         depth (B,1,S,S) uint16 (those of the cache's part), and their ``index``."""
         order = np.sort(np.asarray(indices))  # sequential reads from the memory map
+        if self.decoded is not None and not self.decoded[order].all():
+            missing = order[~self.decoded[order]]
+            raise ValueError(f"{self.path}: row {missing[0]} was not decoded into this cache")
         out = {"index": torch.from_numpy(order.astype(np.int64))}
         if self.fg_bg is not None:
             out["fg_bg"] = torch.from_numpy(self.fg_bg[order]).permute(0, 3, 1, 2)
@@ -175,7 +183,7 @@ def _setup(job: dict) -> None:
 def _decode_backgrounds(chunk: range) -> list[tuple[int, str]]:
     source, arrays = _job["source"], _job["arrays"]
     failed = []
-    keys = [key for key in arrays if "bg" in arrays[key]]
+    keys = _job["bg_keys"]
     for b in chunk:
         try:
             images = read_rgb_sizes(source, _job["bg_files"][b], sorted({s for s, _ in keys}))
@@ -189,18 +197,21 @@ def _decode_backgrounds(chunk: range) -> list[tuple[int, str]]:
 
 def _decode_rows(chunk: range) -> list[Problem]:
     source, arrays, rows = _job["source"], _job["arrays"], _job["rows"]
-    sizes = sorted({size for size, _ in arrays})
-    inputs = sorted({size for size, part in arrays if "fg_bg" in PARTS[part]})
-    targets = sorted({size for size, part in arrays if "mask" in PARTS[part]})
+    todo, want = _job["todo"], _job["want"]
     problems = []
-    for i in chunk:
+    for j in chunk:
+        i = int(todo[j])
+        keys = [key for key in arrays if want[key][i]]  # the caches that lack this row
+        sizes = sorted({size for size, _ in keys})
+        inputs = sorted({size for size, part in keys if "fg_bg" in PARTS[part]})
+        targets = sorted({size for size, part in keys if "mask" in PARTS[part]})
         try:
             samples = read_sample_sizes(source, rows[i], sizes, False, inputs, targets)
         except DataError as exc:
             problems.append(Problem(str(exc), i))
             continue
-        for (size, _), out in arrays.items():
-            sample = samples[size]
+        for key in keys:
+            out, sample = arrays[key], samples[key[0]]
             if "fg_bg" in out:
                 out["fg_bg"][i] = sample.fg_bg
             if "mask" in out:
@@ -215,11 +226,20 @@ def _decode(task: tuple[str, range]) -> tuple[str, list]:
 
 
 def _load(folder: Path, size: int, part: str) -> ArrayCache:
+    decoded = _decoded(folder)  # before meta.json, which a build replaces first (_finish)
     meta = json.loads((folder / "meta.json").read_text())
     arrays = dict.fromkeys(PARTS["all"]) | _open_arrays(folder, "r", part)
     bad = [Problem(p["message"], p["row"]) for p in meta["bad"]]
     bg_index = np.load(folder / "bg_index.npy")
-    return ArrayCache(size, bg_index=bg_index, bad=bad, path=folder, part=part, **arrays)
+    return ArrayCache(
+        size, bg_index=bg_index, bad=bad, path=folder, part=part, decoded=decoded, **arrays
+    )
+
+
+def _decoded(folder: Path) -> np.ndarray | None:
+    """The rows a complete cache folder holds (None: all of them)."""
+    path = folder / "decoded.npy"
+    return np.load(path) if path.exists() else None
 
 
 def build_cache(
@@ -229,13 +249,15 @@ def build_cache(
     skip_bad: bool = False,
     root: Path | None = None,
     quiet: bool = False,
+    rows: np.ndarray | None = None,
 ) -> ArrayCache:
     """The dataset decoded at ``size``; built on first use, then read from disk.
 
-    Every row is decoded once here, so an unreadable image is found before training starts:
-    it raises DataError, or (``skip_bad``) the row is recorded in ``ArrayCache.bad``.
+    Every row (or each of ``rows``) is decoded once here, so an unreadable image is found
+    before training starts: it raises DataError, or (``skip_bad``) the row is recorded in
+    ``ArrayCache.bad``.
     """
-    return build_caches(dataset, [size], workers, skip_bad, root, quiet)[size]
+    return build_caches(dataset, [size], workers, skip_bad, root, quiet, rows)[size]
 
 
 def cache_key(item: int | tuple[int, str]) -> tuple[int, str]:
@@ -252,12 +274,14 @@ def build_caches(
     skip_bad: bool = False,
     root: Path | None = None,
     quiet: bool = False,
+    rows: np.ndarray | None = None,
 ) -> dict:
     """``build_cache`` for several sizes, each a size (all of the data) or a ``(size, part)``
     with a part of ``PARTS``; returns the caches under the items given. Those not built yet
     are built in one pass that reads each file once (and decodes a JPEG once per reduced
     scale), so a run that trains at several sizes prepares its data in little more time than
-    for one."""
+    for one. ``rows``: the rows to have decoded (None: all); the others are left out until a
+    call asks for them."""
     root = Path(root) if root else cache_root()
     root.mkdir(parents=True, exist_ok=True)
     keys = {item: cache_key(item) for item in sizes}
@@ -266,9 +290,20 @@ def build_caches(
         for folder in folders.values():  # one builder per key (in sorted order: no deadlock)
             lock = locks.enter_context(open(folder.with_name(f"{folder.name}.lock"), "w"))
             fcntl.flock(lock, fcntl.LOCK_EX)  # others wait, then read it
-        missing = {s: f for s, f in folders.items() if not (f / "meta.json").exists()}
-        if missing:
-            _build(dataset, missing, workers, skip_bad, quiet)
+        wanted = np.ones(len(dataset), bool)
+        if rows is not None:
+            wanted[:] = False
+            wanted[np.asarray(rows, dtype=np.int64)] = True
+        want = {}  # the rows each cache lacks
+        for key, folder in folders.items():
+            if not (folder / "meta.json").exists():
+                want[key] = wanted
+                continue
+            decoded = _decoded(folder)
+            if decoded is not None and (wanted & ~decoded).any():
+                want[key] = wanted & ~decoded
+        if want:
+            _build(dataset, {key: folders[key] for key in want}, want, workers, skip_bad, quiet)
     caches = {key: _load(folder, *key) for key, folder in folders.items()}
     for cache in caches.values():
         if cache.bad and not skip_bad:
@@ -379,35 +414,47 @@ def _allocate(tmps: dict[tuple, Path], rows: int, backgrounds: int, bg_index) ->
             np.save(tmp / "bg_index.npy", bg_index)
 
 
-def _build(dataset: Dataset, folders: dict[tuple, Path], workers: int, skip_bad: bool, quiet):
-    """Decode into ``<folder>.tmp<PID>`` folders, renamed into place once complete; on any
-    failure (a bad image, a full disk, an interrupt) the temporary folders are removed."""
-    tmps = {key: f.with_name(f"{f.name}.tmp{os.getpid()}") for key, f in folders.items()}
+def _build(dataset: Dataset, folders: dict[tuple, Path], want: dict, workers, skip_bad, quiet):
+    """Decode the rows of ``want`` (per key: a bool per row): a new cache into a
+    ``<folder>.tmp<PID>`` folder, renamed into place once complete (on any failure, a bad
+    image, a full disk, an interrupt, it is removed); a cache that lacks rows in place, the
+    rows marked as there only once written."""
+    tmps = {
+        key: f.with_name(f"{f.name}.tmp{os.getpid()}")
+        for key, f in folders.items()
+        if not (f / "meta.json").exists()
+    }
     try:
-        _build_into(dataset, folders, tmps, workers, skip_bad, quiet)
+        _build_into(dataset, folders, tmps, want, workers, skip_bad, quiet)
     except BaseException:
         for tmp in tmps.values():
             shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 
-def _build_into(dataset, folders, tmps, workers, skip_bad, quiet) -> None:
+def _build_into(dataset, folders, tmps, want, workers, skip_bad, quiet) -> None:
     n = len(dataset)
     bg_index = dataset.backgrounds()
     bg_files = list(dataset.rows["bg"].iloc[np.unique(bg_index, return_index=True)[1]])
-    _allocate(tmps, n, len(bg_files), bg_index)
+    if tmps:
+        _allocate(tmps, n, len(bg_files), bg_index)
+    into = {key: tmps.get(key, folder) for key, folder in folders.items()}
+    todo = np.flatnonzero(np.logical_or.reduce(list(want.values())))
     job = {
-        "folders": tmps,
+        "folders": into,
         "source": dataset.source,
         "bg_files": bg_files,
         "rows": dataset.rows.to_dict("records"),
+        "want": want,
+        "todo": todo,
+        # a new cache's backgrounds: all of them (few, and rows added later share them)
+        "bg_keys": [key for key in tmps if "bg" in PARTS[key[1]]],
     }
     run = dict(workers=workers, quiet=quiet, setup=_setup, setup_args=(job,))
-    label = ", ".join(f"{s} px{'' if p == 'all' else ' ' + p}" for s, p in tmps)
-    with_bg = any("bg" in PARTS[part] for _, part in tmps)
+    label = ", ".join(f"{s} px{'' if p == 'all' else ' ' + p}" for s, p in into)
     # backgrounds first, then rows, in one pool: its workers start once
-    tasks = [("bg", c) for c in chunked(len(bg_files) if with_bg else 0, 16)]
-    tasks += [("rows", c) for c in chunked(n, 256)]
+    tasks = [("bg", c) for c in chunked(len(bg_files) if job["bg_keys"] else 0, 16)]
+    tasks += [("rows", c) for c in chunked(len(todo), 256)]
     done = run_chunks(_decode, tasks, **run, desc=f"cache {label}",
                       weights=[len(chunk) for _, chunk in tasks])  # fmt: skip
     bg_failed, problems = {}, []
@@ -421,18 +468,40 @@ def _build_into(dataset, folders, tmps, workers, skip_bad, quiet) -> None:
     if problems and not skip_bad:
         more = f" ({len(problems)} bad rows; pass --skip-bad to train without them)"
         raise DataError(f"{dataset.path}: {problems[0]}{more if len(problems) > 1 else ''}")
-    for tmp in tmps.values():
-        _sync(tmp)
-    for (size, part), tmp in tmps.items():
-        meta = {
-            "version": CACHE_VERSION,
-            "size": size,
-            "part": part,
-            "rows": n,
-            "fingerprint": dataset.fingerprint(),
-            "dataset": str(dataset.path),
-            "bad": [{"row": p.row, "message": p.message} for p in problems],
-        }
-        with disk_full_as(tmp / "meta.json", 1 << 16):
-            (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
-        os.replace(tmp, folders[size, part])
+    for key, folder in into.items():
+        _sync(folder)
+        _finish(dataset, key, folder, want[key], problems, new=key in tmps)
+        if key in tmps:
+            os.replace(folder, folders[key])
+
+
+def _finish(dataset, key, folder: Path, rows: np.ndarray, problems: list[Problem], new: bool):
+    """Record what a build put into ``folder`` (``rows``: the rows it decoded there): its bad
+    rows in meta.json (a new cache: every row on a background that could not be read), then
+    the rows it holds in decoded.npy, each file replaced whole. A reader that takes the old
+    decoded.npy meanwhile sees fewer rows, never a row without its data."""
+    size, part = key
+    old = [] if new else json.loads((folder / "meta.json").read_text())["bad"]
+    known = {b["row"] for b in old}
+    found = [p for p in problems if (new or rows[p.row]) and p.row not in known]
+    bad = sorted(old + [{"row": p.row, "message": p.message} for p in found],
+                 key=lambda b: b["row"])  # fmt: skip
+    decoded = rows.copy() if new else rows | _decoded(folder)
+    decoded[[p.row for p in found]] = True  # tried: not decoded again
+    meta = {
+        "version": CACHE_VERSION, "size": size, "part": part, "rows": len(dataset),
+        "fingerprint": dataset.fingerprint(), "dataset": str(dataset.path), "bad": bad,
+    }  # fmt: skip
+    with disk_full_as(folder / "meta.json", 1 << 16):
+        _write_replacing(folder / "meta.json", lambda f: f.write(json.dumps(meta, indent=1)))
+        if decoded.all():
+            (folder / "decoded.npy").unlink(missing_ok=True)
+        else:
+            _write_replacing(folder / "decoded.npy", lambda f: np.save(f, decoded), "wb")
+
+
+def _write_replacing(path: Path, write, mode: str = "w") -> None:
+    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+    with open(tmp, mode) as f:
+        write(f)
+    os.replace(tmp, path)

@@ -18,6 +18,8 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
+
 from fgdepth.data.cache import (
     ArrayCache,
     ScaledInputCache,
@@ -145,13 +147,15 @@ def open_stage_data(
     workers: int | None = None,
     skip_bad: bool = False,
     pin_memory: bool = False,
+    rows: np.ndarray | None = None,
 ) -> ArrayCache | ScaledInputCache | StreamData:
-    """The stage's data source as planned: a stream, or its cache (built now if missing),
-    read ahead by loader workers into pinned memory on a GPU (``pin_memory``)."""
+    """The stage's data source as planned: a stream, or its cache (built now if missing, for
+    ``rows`` only when given), read ahead by loader workers into pinned memory on a GPU
+    (``pin_memory``)."""
     loaders = decode_workers(workers, stream=True)
     if plan.mode == "stream":
         return StreamData(dataset, plan.size, plan.input_size, loaders, skip_bad, pin_memory)
     cache = caches_for_keys(
-        dataset, list(plan.keys), workers=decode_workers(workers), skip_bad=skip_bad
+        dataset, list(plan.keys), workers=decode_workers(workers), skip_bad=skip_bad, rows=rows
     )
     return LoadedCache(cache, max(1, loaders)) if pin_memory else cache

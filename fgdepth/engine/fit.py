@@ -126,7 +126,7 @@ class _Fit:
         # the cached stages' data decoded up front, in one pass over the files
         workers = decode_workers(config.data.workers)
         build_caches(self.dataset, plan.cached_keys(self.pos.stage), workers=workers,
-                     skip_bad=config.data.skip_bad)  # fmt: skip
+                     skip_bad=config.data.skip_bad, rows=plan.rows)  # fmt: skip
         for si in range(self.pos.stage, len(plan.stages)):
             self.stage(si)
             if self.stopped:
@@ -144,7 +144,7 @@ class _Fit:
         stage, config = self.plan.stages[si], self.config
         data = open_stage_data(
             self.dataset, self.plan.data[si], config.data.workers, config.data.skip_bad,
-            pin_memory=self.device.type == "cuda",
+            pin_memory=self.device.type == "cuda", rows=self.plan.rows,
         )  # fmt: skip
         # a state taken within the stage continues it; one taken at its start just starts it
         resuming = self.resume is not None and self.pos.within_stage(si)

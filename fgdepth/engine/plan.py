@@ -74,6 +74,12 @@ class RunPlan:
         """The cache keys of the cached stages from stage ``first`` on."""
         return [k for d in self.data[first:] if d.mode == "cache" for k in d.keys]
 
+    @property
+    def rows(self) -> np.ndarray:
+        """Every row the run reads (its caches decode these only): its splits' rows, as
+        capped by ``data.val_samples`` and ``eval.max_samples``."""
+        return np.unique(np.concatenate([*self.splits.values(), self.picture_rows]))
+
 
 def plan_run(config: Config, dataset: Dataset, input_scale: int) -> RunPlan:
     """Raises ConfigError (or DataError) for what cannot run on this dataset."""

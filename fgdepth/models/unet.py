@@ -13,6 +13,10 @@ the extra cost is that one convolution and a wider first layer.
 With ``depth_stride=2`` the depth head runs on the last decoder stage's features at half the
 output size, and its map is upsampled bilinearly: depth varies smoothly within an object, the
 mask is what must follow outlines pixel by pixel, so only the mask head keeps full resolution.
+
+With ``test_flip=True`` a prediction (eval mode) is the mean of the logits for the image pair and
+for its mirror image, flipped back: training flips the pairs, so both views are equally valid,
+and their errors along the outlines differ. It costs a second forward pass, in eval mode only.
 """
 
 from __future__ import annotations
@@ -57,6 +61,7 @@ class UNet(DepthMaskModel):
         input_scale: int = 1,
         depth_stride: int = 1,
         decoder_convs: int = 2,
+        test_flip: bool = False,
     ):
         super().__init__()
         self.check_options(
@@ -65,6 +70,7 @@ class UNet(DepthMaskModel):
         w = [width, width * 2, width * 4, width * 6, width * 8]  # 1/2 .. 1/32
         self.input_scale = input_scale
         self.depth_stride = depth_stride
+        self.test_flip = test_flip
         cin = 9
         # the sub-pixels of each output pixel, as channels, mixed down to a few features
         self.detail = conv_bn_relu(cin * input_scale**2, 16, 1) if input_scale > 1 else None
@@ -118,6 +124,14 @@ class UNet(DepthMaskModel):
         return input_scale
 
     def forward(self, fg_bg, bg):
+        if self.training or not self.test_flip:
+            return self.logits(fg_bg, bg)
+        mask, depth = self.logits(fg_bg, bg)
+        mirror_mask, mirror_depth = self.logits(fg_bg.flip(-1), bg.flip(-1))
+        return (mask + mirror_mask.flip(-1)) / 2, (depth + mirror_depth.flip(-1)) / 2
+
+    def logits(self, fg_bg, bg):
+        """One forward pass: (mask logits, depth logits)."""
         x = torch.cat([fg_bg, bg, (fg_bg - bg).abs()], dim=1)  # (B, 9, sH, sW)
         if self.detail is not None:
             x = self.detail(F.pixel_unshuffle(x, self.input_scale))  # (B, 16, H, W)

@@ -134,3 +134,48 @@ def test_several_sizes_in_one_pass_equal_one_size_at_a_time(synth_dir, tmp_path)
             torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
     again = build_caches(dataset, [16, 64], root=tmp_path / "a", quiet=True)
     assert again[16].path == together[16].path  # built once, then read
+
+
+def test_a_cache_of_some_rows_decodes_the_others_when_asked_and_never_reads_them_as_zeros(
+    synth_dir, tmp_path
+):
+    from fgdepth.data import build_caches
+
+    dataset = open_dataset(synth_dir)
+    keys = [(32, "inputs"), (16, "targets")]
+    some = np.array([1, 5, 30])
+    part = build_caches(dataset, keys, root=tmp_path / "a", workers=2, quiet=True, rows=some)
+    for cache in part.values():
+        assert np.flatnonzero(cache.decoded).tolist() == [1, 5, 30]
+        with pytest.raises(ValueError, match="row 2 was not decoded"):
+            cache.raw(np.array([1, 2]))
+    whole = build_caches(dataset, keys, root=tmp_path / "b", quiet=True)
+    for key in keys:
+        a, b = part[key].batch(some), whole[key].batch(some)
+        for name in set(a) - {"index"}:
+            torch.testing.assert_close(a[name], b[name], rtol=0, atol=0)
+    # a later call that wants more rows fills them into the same folders
+    more = build_caches(dataset, keys, root=tmp_path / "a", quiet=True, rows=np.arange(20))
+    all_rows = build_caches(dataset, keys, root=tmp_path / "a", quiet=True)
+    idx = np.arange(len(dataset))
+    for key in keys:
+        assert more[key].path == part[key].path == all_rows[key].path
+        assert np.flatnonzero(more[key].decoded).tolist() == [*range(20), 30]
+        assert all_rows[key].decoded is None  # every row: nothing to mark
+        a, b = all_rows[key].batch(idx), whole[key].batch(idx)
+        for name in set(a) - {"index"}:
+            torch.testing.assert_close(a[name], b[name], rtol=0, atol=0)
+
+
+def test_a_bad_row_found_when_filling_a_cache_is_recorded_and_not_tried_again(tmp_path):
+    root = write_dataset(tmp_path / "ds", rows=4)
+    (root / "fg2.jpg").write_bytes((root / "fg2.jpg").read_bytes()[:200])
+    dataset = open_dataset(root)
+    first = build_cache(dataset, 16, root=tmp_path / "c", quiet=True, rows=np.array([0, 1]))
+    assert first.bad == [] and first.decoded.tolist() == [True, True, False, False]
+    with pytest.raises(DataError, match="fg2.jpg: not a readable image"):
+        build_cache(dataset, 16, root=tmp_path / "c", quiet=True)
+    filled = build_cache(dataset, 16, root=tmp_path / "c", skip_bad=True, quiet=True)
+    assert [p.row for p in filled.bad] == [2] and filled.decoded is None
+    with pytest.raises(DataError, match="1 bad row"):
+        build_cache(dataset, 16, root=tmp_path / "c", quiet=True)

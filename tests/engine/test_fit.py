@@ -66,6 +66,23 @@ def test_without_stage_tests_only_the_last_stage_is_tested(train_dataset):
     assert all(s.images for s in result.stages)  # the pictures are still drawn per stage
 
 
+def test_the_caches_decode_only_the_rows_the_run_reads(train_dataset, tmp_path, monkeypatch):
+    import numpy as np
+
+    from fgdepth.engine.plan import plan_run
+
+    monkeypatch.setenv("FGDEPTH_CACHE", str(tmp_path))
+    config = load_config("default", "smoke", ["data.val_samples=2", "eval.max_samples=3"])
+    fit(config, train_dataset)
+    plan = plan_run(config, train_dataset, 2)
+    assert len(plan.rows) < len(train_dataset)
+    folders = [f for f in tmp_path.iterdir() if (f / "meta.json").exists()]
+    assert len(folders) == 2  # the inputs at 64 px, the targets at 32 (smoke's every stage)
+    for folder in folders:
+        decoded = np.load(folder / "decoded.npy")
+        assert np.flatnonzero(decoded).tolist() == plan.rows.tolist()
+
+
 def _group_state(model, group):
     """state_dict keys (parameters and BatchNorm buffers) of a parameter group."""
     names = {id(m): n for n, m in model.named_modules()}

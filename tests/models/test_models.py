@@ -136,3 +136,24 @@ def test_unet_decoder_convs_1_keeps_one_convolution_per_decoder_stage():
     assert [t.shape for t in one(x, x)] == [(2, 1, 32, 32), (2, 1, 32, 32)]
     with pytest.raises(ValueError, match="decoder_convs must be 1 or 2, got 3"):
         model_class("unet").check_options(decoder_convs=3)
+
+
+def test_unet_test_flip_averages_the_pair_and_its_mirror_in_eval_mode_only():
+    torch.manual_seed(0)
+    model = build_model("unet", width=8, context=True, input_scale=2, depth_stride=2)
+    flipping = build_model("unet", width=8, context=True, input_scale=2, depth_stride=2,
+                           test_flip=True)  # fmt: skip
+    flipping.load_state_dict(model.state_dict())
+    fg, bg = torch.rand(2, 3, 64, 64), torch.rand(2, 3, 64, 64)
+    model.train(), flipping.train()
+    for a, b in zip(model(fg, bg), flipping(fg, bg), strict=True):
+        assert torch.equal(a, b)  # training: one pass, as without it
+    model.eval(), flipping.eval()
+    with torch.no_grad():
+        plain, mirror = model(fg, bg), model(fg.flip(-1), bg.flip(-1))
+        both = flipping(fg, bg)
+        mirrored = flipping(fg.flip(-1), bg.flip(-1))
+    for p, m, b, mb in zip(plain, mirror, both, mirrored, strict=True):
+        assert torch.allclose(b, (p + m.flip(-1)) / 2, atol=1e-6)
+        assert not torch.allclose(b, p, atol=1e-4)  # the mirror's view changed it
+        assert torch.allclose(mb.flip(-1), b, atol=1e-5)  # a mirrored pair: the mirrored answer
