@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import machine, publish, table  # noqa: E402
+from benchmarks.common import auto_precision, machine, publish, table  # noqa: E402
 from fgdepth.app.datasets import resolve_dataset  # noqa: E402
 from fgdepth.config import load_config  # noqa: E402
 from fgdepth.engine import Callback, fit  # noqa: E402
@@ -114,7 +114,7 @@ def render(results: list[dict], minutes: float, iou: float, rmse: float, profile
         f"Command: `{command}` (the `{profile}` profile on the built-in data; targets: val "
         f"mask_iou >= {iou} and val depth_rmse <= {rmse}; each run stops there or after "
         f"{minutes:g} minutes; the clock includes data preparation and each epoch's validation;"
-        " bf16 autocast and channels_last for both).",
+        f" {auto_precision()} (what `precision: auto` chose) and channels_last for both).",
         "",
         table(header, rows),
         "",
