@@ -21,6 +21,7 @@ from fgdepth.config import Config, scaled_stages
 from fgdepth.data.preview import prediction_grid
 from fgdepth.engine.checks import load_experiment
 from fgdepth.metrics import LOWER_IS_BETTER, spread, spread_text
+from fgdepth.models import model_class
 
 STUDY = [
     "bce", "dice", "ssim", "bce_ssim", "dice_ssim", "staged_transfer", "default",
@@ -89,7 +90,7 @@ def expected_seconds(config: Config, rate) -> float:
     tested = stages if config.eval.stage_tests else stages[-1:]
     rows = config.eval.max_samples or 1000  # the test split is capped by the profiles
     test = sum(rows / rate(config, s) for s in tested)
-    passes = 2 if config.model.options.get("test_flip") else 1  # the mirror image's as well
+    passes = model_class(config.model.name).eval_passes_of(**config.model.options)
     return train + passes * (val + test) / EVAL_SPEEDUP + RUN_OVERHEAD_S
 
 

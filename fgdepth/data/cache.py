@@ -242,6 +242,14 @@ def _decoded(folder: Path) -> np.ndarray | None:
     return np.load(path) if path.exists() else None
 
 
+def _held(folder: Path, rows: int) -> np.ndarray | None:
+    """The rows a cache folder of ``rows`` rows holds, a bool each; None for no cache yet."""
+    if not (folder / "meta.json").exists():
+        return None
+    decoded = _decoded(folder)
+    return np.ones(rows, bool) if decoded is None else decoded
+
+
 def build_cache(
     dataset: Dataset,
     size: int,
@@ -294,16 +302,14 @@ def build_caches(
         if rows is not None:
             wanted[:] = False
             wanted[np.asarray(rows, dtype=np.int64)] = True
+        held = {key: _held(folder, len(dataset)) for key, folder in folders.items()}
         want = {}  # the rows each cache lacks
-        for key, folder in folders.items():
-            if not (folder / "meta.json").exists():
-                want[key] = wanted
-                continue
-            decoded = _decoded(folder)
-            if decoded is not None and (wanted & ~decoded).any():
-                want[key] = wanted & ~decoded
+        for key, rows_held in held.items():
+            lacking = wanted if rows_held is None else wanted & ~rows_held
+            if lacking.any():
+                want[key] = lacking
         if want:
-            _build(dataset, {key: folders[key] for key in want}, want, workers, skip_bad, quiet)
+            _build(dataset, folders, want, held, workers, skip_bad, quiet)
     caches = {key: _load(folder, *key) for key, folder in folders.items()}
     for cache in caches.values():
         if cache.bad and not skip_bad:
@@ -414,25 +420,27 @@ def _allocate(tmps: dict[tuple, Path], rows: int, backgrounds: int, bg_index) ->
             np.save(tmp / "bg_index.npy", bg_index)
 
 
-def _build(dataset: Dataset, folders: dict[tuple, Path], want: dict, workers, skip_bad, quiet):
-    """Decode the rows of ``want`` (per key: a bool per row): a new cache into a
+def _build(dataset: Dataset, folders: dict, want: dict, held: dict, workers, skip_bad, quiet):
+    """Decode the rows of ``want`` (per key: a bool per row) for the caches of its keys
+    (``held``: the rows each holds, None for none yet): a new cache into a
     ``<folder>.tmp<PID>`` folder, renamed into place once complete (on any failure, a bad
     image, a full disk, an interrupt, it is removed); a cache that lacks rows in place, the
     rows marked as there only once written."""
+    folders = {key: folders[key] for key in want}
     tmps = {
         key: f.with_name(f"{f.name}.tmp{os.getpid()}")
         for key, f in folders.items()
-        if not (f / "meta.json").exists()
+        if held[key] is None
     }
     try:
-        _build_into(dataset, folders, tmps, want, workers, skip_bad, quiet)
+        _build_into(dataset, folders, tmps, want, held, workers, skip_bad, quiet)
     except BaseException:
         for tmp in tmps.values():
             shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 
-def _build_into(dataset, folders, tmps, want, workers, skip_bad, quiet) -> None:
+def _build_into(dataset, folders, tmps, want, held, workers, skip_bad, quiet) -> None:
     n = len(dataset)
     bg_index = dataset.backgrounds()
     bg_files = list(dataset.rows["bg"].iloc[np.unique(bg_index, return_index=True)[1]])
@@ -470,23 +478,25 @@ def _build_into(dataset, folders, tmps, want, workers, skip_bad, quiet) -> None:
         raise DataError(f"{dataset.path}: {problems[0]}{more if len(problems) > 1 else ''}")
     for key, folder in into.items():
         _sync(folder)
-        _finish(dataset, key, folder, want[key], problems, new=key in tmps)
+        _finish(dataset, key, folder, want[key], held[key], problems)
         if key in tmps:
             os.replace(folder, folders[key])
 
 
-def _finish(dataset, key, folder: Path, rows: np.ndarray, problems: list[Problem], new: bool):
-    """Record what a build put into ``folder`` (``rows``: the rows it decoded there): its bad
-    rows in meta.json (a new cache: every row on a background that could not be read), then
-    the rows it holds in decoded.npy, each file replaced whole. A reader that takes the old
-    decoded.npy meanwhile sees fewer rows, never a row without its data."""
+def _finish(dataset, key, folder: Path, rows: np.ndarray, held, problems: list[Problem]):
+    """Record what a build put into ``folder`` (``rows``: the rows it decoded there; ``held``:
+    those it held before, None for a new cache): its bad rows in meta.json (a new cache: every
+    row on a background that could not be read), then the rows it holds in decoded.npy, each
+    file replaced whole. A reader that takes the old decoded.npy meanwhile sees fewer rows,
+    never a row without its data."""
     size, part = key
+    new = held is None
     old = [] if new else json.loads((folder / "meta.json").read_text())["bad"]
     known = {b["row"] for b in old}
     found = [p for p in problems if (new or rows[p.row]) and p.row not in known]
     bad = sorted(old + [{"row": p.row, "message": p.message} for p in found],
                  key=lambda b: b["row"])  # fmt: skip
-    decoded = rows.copy() if new else rows | _decoded(folder)
+    decoded = rows.copy() if new else rows | held
     decoded[[p.row for p in found]] = True  # tried: not decoded again
     meta = {
         "version": CACHE_VERSION, "size": size, "part": part, "rows": len(dataset),

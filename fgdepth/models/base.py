@@ -39,6 +39,11 @@ class DepthMaskModel(nn.Module):
         return cls.input_scale
 
     @classmethod
+    def eval_passes_of(cls, **options: Any) -> int:
+        """Forward passes per prediction (eval mode) of a model built with ``options``."""
+        return 1
+
+    @classmethod
     def option_defaults(cls) -> dict[str, Any]:
         """The options the model takes, with their defaults."""
         params = inspect.signature(cls.__init__).parameters

@@ -123,6 +123,10 @@ class UNet(DepthMaskModel):
     def input_scale_of(cls, input_scale: int = 1, **_) -> int:
         return input_scale
 
+    @classmethod
+    def eval_passes_of(cls, test_flip: bool = False, **_) -> int:
+        return 2 if test_flip else 1
+
     def forward(self, fg_bg, bg):
         if self.training or not self.test_flip:
             return self.logits(fg_bg, bg)

@@ -153,6 +153,8 @@ def test_unet_test_flip_averages_the_pair_and_its_mirror_in_eval_mode_only():
         plain, mirror = model(fg, bg), model(fg.flip(-1), bg.flip(-1))
         both = flipping(fg, bg)
         mirrored = flipping(fg.flip(-1), bg.flip(-1))
+    assert model_class("unet").eval_passes_of(test_flip=True) == 2
+    assert model_class("unet").eval_passes_of() == model_class("seed").eval_passes_of() == 1
     for p, m, b, mb in zip(plain, mirror, both, mirrored, strict=True):
         assert torch.allclose(b, (p + m.flip(-1)) / 2, atol=1e-6)
         assert not torch.allclose(b, p, atol=1e-4)  # the mirror's view changed it
