@@ -64,7 +64,8 @@ def format_spread(values, digits: int = 4) -> str:
 
 def masked_median(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Per image median of ``values`` where ``mask``; NaN for an empty mask. (B,...) -> (B,)."""
-    v = values.flatten(1).float()
+    v = values.flatten(1)
+    v = v if v.dtype == torch.float64 else v.float()
     m = mask.flatten(1).bool()
     v = torch.where(m, v, torch.full_like(v, float("inf")))
     count = m.sum(1)
@@ -100,8 +101,13 @@ class MetricAccumulator:
 
     @torch.no_grad()
     def update(self, mask_prob, depth_pred, mask, depth) -> None:
-        """Probabilities / predictions and truths, all (B,1,H,W) in [0, 1]."""
-        mask_prob, depth_pred = mask_prob.float(), depth_pred.float()
+        """Probabilities / predictions and truths, all (B,1,H,W) in [0, 1].
+
+        Every sum is taken in float64, SSIM included: a float32 sum or a float32 SSIM
+        depends on how the batch is split and on the CPU's kernels (SSIM's variances are
+        differences of nearly equal window means, divided by C2 = 9e-4), so the metrics of
+        one model would differ with the batch size. In float64 they agree to ~1e-12."""
+        depth_pred, depth = depth_pred.double(), depth.double()
         truth = mask > 0.5
         pred = mask_prob > 0.5
         inter = (pred & truth).flatten(1).sum(1).double()
@@ -124,9 +130,7 @@ class MetricAccumulator:
         )
         self._add("delta1", ((ratio < 1.25) & valid).sum())
         win = ssim_window(min(depth.shape[-2:]))
-        per_image = ssim(
-            depth_pred, depth.float(), data_range=1.0, win_size=win, size_average=False
-        )
+        per_image = ssim(depth_pred, depth, data_range=1.0, win_size=win, size_average=False)
         self._add("ssim", per_image.sum())
         self._add("sq_fg", (err.square() * truth).sum())
         self._add("fg_pixels", truth.sum())

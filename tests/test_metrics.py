@@ -64,7 +64,8 @@ def test_batching_does_not_change_the_result():
     parts.update(pm[2:], pd[2:], mask[2:], depth[2:])
     a, b = whole.compute(), parts.compute()
     for key in METRIC_NAMES:
-        assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-8), key
+        # float64 sums and float64 SSIM: the batching changes only the order of additions
+        assert a[key] == pytest.approx(b[key], rel=1e-12, abs=1e-15), key
 
 
 def test_masked_median_matches_torch_median_and_empty_is_nan():
