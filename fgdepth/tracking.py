@@ -385,17 +385,23 @@ def tracked_run(
         mlflow.end_run("FINISHED")
 
 
-def end_lost_run(run_id: str, reason: str, statuses: tuple[str, ...] = ("RUNNING",)) -> None:
+def end_lost_run(run_id: str, reason: str, statuses: tuple[str, ...] = ("RUNNING",)) -> bool:
     """Close a run whose process died (no heartbeat), if its status is one of ``statuses``:
-    FAILED, with the reason."""
+    FAILED, with the reason. True when it closed one."""
+    if run_status(run_id) not in statuses:
+        return False  # gone, no run id, or already ended
     client = MlflowClient()
+    client.set_tag(run_id, "fgdepth.failure", reason[:5000])
+    client.set_terminated(run_id, "FAILED")
+    return True
+
+
+def run_status(run_id: str) -> str | None:
+    """The status of the store's run ``run_id`` (RUNNING, FINISHED, ...); None if there is none."""
     try:
-        if client.get_run(run_id).info.status not in statuses:
-            return
-        client.set_tag(run_id, "fgdepth.failure", reason[:5000])
-        client.set_terminated(run_id, "FAILED")
+        return MlflowClient().get_run(run_id).info.status
     except mlflow.exceptions.MlflowException:
-        pass  # the run is gone (or it is no run id): nothing to close
+        return None
 
 
 def running_runs_tagged(tag: str) -> list:

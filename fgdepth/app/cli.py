@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from fgdepth.data.disk import DiskFull
+from fgdepth.data.disk import DiskFull, OutputRefused
 from fgdepth.data.format import DataError
 from fgdepth.parallel import default_workers
 
@@ -112,7 +112,7 @@ def _train(args) -> int:
     if args.plan:
         return _plan(args)
     # every check of the config happens before a run is created; a resumed run has its own
-    config = None if args.resume else _config_from_args(args)
+    config = None if args.resume is not None else _config_from_args(args)
     spec = RunSpec(
         config, args.tracking, args.experiment_name, args.run_name, args.entry_point,
         system_metrics=not args.no_system_metrics, checkpoint_dir=args.checkpoint_dir,
@@ -417,7 +417,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return args.run(args)
-    except (DataError, ConfigError, FileNotFoundError) as exc:
+    except (DataError, ConfigError, OutputRefused, FileNotFoundError) as exc:
         print(f"fgdepth: {exc}", file=sys.stderr)
         return 2
     except DiskFull as exc:  # a cache, state or model that did not fit: nothing half-written

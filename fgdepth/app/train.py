@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import sys
 import tempfile
 from dataclasses import dataclass, field, replace
@@ -130,17 +131,25 @@ def train(spec: RunSpec, dataset: Dataset | None = None, *, stop=None, on_run_st
 # --- resuming ----------------------------------------------------------------------------------
 
 
+RUN_ID = re.compile(r"[0-9a-f]{32}")  # an MLflow run id: a folder name, never a path
+
+
 def _state_path(spec: str, root: Path) -> Path:
-    """The state that ``--resume SPEC`` names: a run id, "latest", or a state file."""
+    """The state that ``--resume SPEC`` names: a run id or "latest", always a ``RUN_ID/state.pt``
+    inside ``root``. A path is refused: a resume reads, and may set aside, the state it finds,
+    so it must never reach a file outside the checkpoint folder."""
     if spec == "latest":
         found = sorted(root.glob("*/state*.pt"), key=lambda p: p.stat().st_mtime)
         if not found:
             raise FileNotFoundError(f"no training state under {root} to resume")
         folder = found[-1].parent
-    elif spec.endswith(".pt"):
-        return Path(spec)
-    else:
+    elif RUN_ID.fullmatch(spec):
         folder = root / spec
+    else:
+        raise ConfigError(
+            f"--resume {spec!r}: not a run id (32 hex digits, as `mlflow runs list` shows) nor "
+            "'latest'; a state is found by its run id under --checkpoint-dir"
+        )
     state = folder / "state.pt"
     if not state.exists() and previous_state(state).exists():
         return previous_state(state)  # stopped between keeping the last state and the new one
@@ -157,12 +166,13 @@ def read_resume_state(spec: str, checkpoint_dir: str | Path, tracking: str = "lo
     except CheckpointError as exc:
         reason, run_id = str(exc), path.parent.name
         trk.setup_tracking(tracking)
-        trk.end_lost_run(run_id, reason, statuses=("RUNNING", "KILLED"))
+        if trk.end_lost_run(run_id, reason, statuses=("RUNNING", "KILLED")):
+            reason += f"; run {run_id} ended FAILED"
         if path.name != "state.pt" or not previous_state(path).exists():
-            raise CheckpointError(f"{reason}; run {run_id} ended FAILED") from None
+            raise CheckpointError(reason) from None
         path.replace(path.with_name("state.bad.pt"))
         raise CheckpointError(
-            f"{reason}; run {run_id} ended FAILED; the state before it is kept: continue from it "
+            f"{reason}; the state before it is kept: continue from it "
             f"with fgdepth train --resume {run_id}"
         ) from None
 
@@ -238,7 +248,15 @@ def _resumed(spec: RunSpec, resume: str, world) -> RunSpec:
     """``spec`` continuing the state ``resume`` names: rank 0 reads it, the others get it."""
     from fgdepth.engine.distributed import share
 
-    state = read_resume_state(resume, spec.checkpoint_dir, spec.tracking) if world.main else None
+    state = None
+    if world.main:
+        state = read_resume_state(resume, spec.checkpoint_dir, spec.tracking)
+        trk.setup_tracking(spec.tracking)
+        if trk.run_status(state["run_id"]) is None:
+            raise ConfigError(
+                f"--resume {resume}: run {state['run_id']} is not in the tracking store "
+                f"{trk.tracking_uri()}; resume with the --tracking it was trained with"
+            )
     state = share(state, world)
     config = build(Config, state["config"])
     return replace(
@@ -247,9 +265,9 @@ def _resumed(spec: RunSpec, resume: str, world) -> RunSpec:
 
 
 def _train_rank(spec: RunSpec, resume: str | None, world) -> int:
-    if resume:
-        spec = _resumed(spec, resume, world)
     trk.quiet_libraries()
+    if resume is not None:
+        spec = _resumed(spec, resume, world)
     dataset = resolve_dataset(spec.config)
     check_against_data(spec.config, dataset)  # the data's checks too, before the store is touched
     if world.main:

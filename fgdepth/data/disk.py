@@ -30,6 +30,36 @@ class DiskFull(OSError):
         return self.strerror
 
 
+class OutputRefused(ValueError):
+    """A place a command would write to that would mix with, or replace, what is there; one
+    line for the user (the CLI prints it and exits 2)."""
+
+
+def check_new_folder(out: str | os.PathLike, allowed=None, source=None) -> None:
+    """Refuse to write a command's folder ``out`` where it would lose a user's files: ``out``
+    must be new, or an empty folder, or one that ``allowed(out)`` accepts (an unfinished run
+    of the same command, to continue); never the ``source`` it reads, nor inside it."""
+    out = Path(out)
+    if source is not None:
+        src, dst = Path(source).resolve(), out.resolve()
+        if dst == src or src in dst.parents:
+            raise OutputRefused(f"{out}: is the source {source} or lies inside it; write elsewhere")
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise OutputRefused(f"{out}: exists and is not a folder")
+    if (out / "manifest.csv").exists():
+        raise OutputRefused(f"{out}: holds a dataset (manifest.csv); it is not written into")
+    if any(out.iterdir()) and not (allowed and allowed(out)):
+        raise OutputRefused(f"{out}: is not empty; give a new or an empty folder")
+
+
+def check_new_file(out: str | os.PathLike) -> None:
+    """Refuse to replace a file that is already there (or a folder of that name)."""
+    if Path(out).exists():
+        raise OutputRefused(f"{out}: exists; it is not replaced")
+
+
 def human(n: float) -> str:
     """Bytes for a person: 1.5 GB, 320 MB, 12 kB."""
     for unit, size in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):

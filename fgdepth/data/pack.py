@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from fgdepth.data.disk import OutputRefused, check_new_folder
+
 PACK_FORMAT = "fgdepth-pack-1"
 PACK_FILE = "pack.json"
 ROW_COLUMNS = ("fg_bg", "mask", "depth")  # one member per row each; bg once per background
@@ -49,6 +51,9 @@ def pack(dataset, out: Path, rows_per_shard: int = 10000) -> Packed:
     """Write ``dataset`` (an opened folder or zip) as shards under ``out``; returns them."""
     import webdataset as wds  # noqa: PLC0415
 
+    if rows_per_shard < 1:
+        raise OutputRefused(f"--rows-per-shard: {rows_per_shard} is not allowed (1 or more)")
+    check_new_folder(out, source=dataset.path)
     out.mkdir(parents=True, exist_ok=True)
     (out / "shards").mkdir(exist_ok=True)
     rows, source = dataset.rows, dataset.source

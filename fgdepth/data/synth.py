@@ -25,6 +25,7 @@ import numpy as np
 from PIL import Image
 
 from fgdepth.config import SynthConfig
+from fgdepth.data.disk import check_new_file, check_new_folder
 from fgdepth.parallel import run_chunks
 
 Z_NEAR, Z_FAR = 1.0, 40.0
@@ -566,11 +567,19 @@ def _write_folder(out: Path, files: dict[str, bytes]) -> None:
         path.write_bytes(files[name])
 
 
+def _same_spec(progress: Path, spec: SynthConfig) -> bool:
+    """Whether ``progress`` is the record of an unfinished generation of ``spec``."""
+    try:
+        return json.loads((progress / "spec.json").read_text()) == asdict(spec)
+    except (OSError, ValueError):
+        return False
+
+
 def _finished(progress: Path, spec: SynthConfig) -> dict[int, list[dict]]:
     """The backgrounds a killed generation finished, with their rows (a record is written
     after the background's files, so its files are whole)."""
     marker = progress / "spec.json"
-    if not marker.exists() or json.loads(marker.read_text()) != asdict(spec):
+    if not _same_spec(progress, spec):
         shutil.rmtree(progress, ignore_errors=True)  # another spec: start again
         progress.mkdir(parents=True)
         marker.write_text(json.dumps(asdict(spec)))
@@ -642,6 +651,9 @@ def generate(
         raise ValueError("synth needs n >= 1 and size >= 16")
     out = Path(out)
     folder = out.with_name(out.name + ".parts") if as_zip else out
+    if as_zip:
+        check_new_file(out)
+    check_new_folder(folder, allowed=lambda f: _same_spec(f / PROGRESS, spec))
     rows = _generate_folder(spec, folder, workers, quiet)
     if as_zip:
         _zip_folder(folder, rows, out)

@@ -8,7 +8,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from fgdepth.app.train import RunSpec, _state_path, _with_transfers, read_resume_state, train
-from fgdepth.config import Config, load_config
+from fgdepth.config import Config, ConfigError, load_config
 from fgdepth.engine.callbacks import Callback
 from fgdepth.engine.checkpoint import CheckpointError, StateCheckpoint, previous_state
 from fgdepth.engine.stopping import Interrupted
@@ -36,27 +36,43 @@ def _state(root, run_id, name="state.pt"):
     return path
 
 
-def test_resume_finds_a_run_the_latest_a_file_and_the_state_before(tmp_path):
-    a = _state(tmp_path, "a")
+A, B, C = "a" * 32, "b" * 32, "c" * 32  # run ids as MLflow makes them: 32 hex digits
+
+
+def test_resume_finds_a_run_the_latest_and_the_state_before(tmp_path):
+    a = _state(tmp_path, A)
     time.sleep(0.01)
-    b = _state(tmp_path, "b")
+    b = _state(tmp_path, B)
     os.utime(b, (time.time() + 5, time.time() + 5))
-    assert _state_path("a", tmp_path) == a
+    assert _state_path(A, tmp_path) == a
     assert _state_path("latest", tmp_path) == b
-    assert _state_path(str(a), tmp_path) == a
     a.replace(previous_state(a))  # stopped between keeping the last state and the new one
-    assert _state_path("a", tmp_path) == previous_state(a)
-    assert read_resume_state("b", tmp_path)["run_id"] == "b"
+    assert _state_path(A, tmp_path) == previous_state(a)
+    assert read_resume_state(B, tmp_path)["run_id"] == B
     with pytest.raises(FileNotFoundError, match="no training state"):
         _state_path("latest", tmp_path / "empty")
 
 
+@pytest.mark.parametrize(
+    "spec", ["../victim", "VICTIM", "/abs/victim", "state.pt", "", "latest/.."]
+)
+def test_resume_takes_a_run_id_never_a_path(tmp_path, spec):
+    checkpoints = tmp_path / "checkpoints"
+    victim = _state(tmp_path, "victim")  # beside the checkpoint folder: must stay untouched
+    before = victim.read_bytes()
+    spec = spec.replace("VICTIM", str(victim)).replace("/abs/victim", str(victim.parent))
+    with pytest.raises(ConfigError, match="not a run id"):
+        read_resume_state(spec, checkpoints)
+    assert victim.read_bytes() == before and sorted(victim.parent.iterdir()) == [victim]
+
+
 def test_an_unreadable_state_is_one_line(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
-    (tmp_path / "c").mkdir()
-    (tmp_path / "c" / "state.pt").write_bytes(b"not a state")
-    with pytest.raises(CheckpointError, match="run c ended FAILED"):
-        read_resume_state("c", tmp_path)
+    (tmp_path / C).mkdir()
+    (tmp_path / C / "state.pt").write_bytes(b"not a state")
+    with pytest.raises(CheckpointError) as caught:
+        read_resume_state(C, tmp_path)
+    assert "ended FAILED" not in str(caught.value)  # no such run in the store: none was closed
 
 
 class _StopAfterFirstEpoch(Callback):
