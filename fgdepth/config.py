@@ -8,7 +8,8 @@ when it names a model: its options are the new model's own). A *profile*
 and ``--set key.path=value`` overrides single values (``stages.1.lr=0.01``). Unknown keys, wrong
 types and values out of range fail with one line before any work starts.
 
-This module is the schema only: it imports no other part of fgdepth. Checking names against
+This module is the schema only: it imports no other part of fgdepth but its errors
+(``fgdepth.errors``; ``ConfigError`` is one). Checking names against
 the registries (models, losses, optimizers, schedules, parameter groups, size multiples) is
 ``fgdepth.engine.checks``, whose ``load_experiment`` is what a run loads.
 """
@@ -26,14 +27,12 @@ from typing import Any
 
 import yaml
 
+from fgdepth.errors import ConfigError
+
 # shipped inside the package; a checkout also links it as ./experiments
 EXPERIMENTS_DIR = Path(__file__).resolve().parent / "experiments"
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 CACHE_POLICIES = ("auto", "always", "never")
-
-
-class ConfigError(ValueError):
-    """A configuration that cannot run; the message is one line for the user."""
 
 
 @dataclass
@@ -113,7 +112,7 @@ class DataConfig:
     workers: int | None = None
     val_samples: int = 1000  # validation rows evaluated each epoch (the first ones, fixed)
     # where each stage's data comes from: its decode cache (auto: when it fits the budget and
-    # the disk; always; never) or a stream decoded as training goes (see README, "Data modes")
+    # the disk; always; never) or a stream decoded as training goes (docs/datasets.md)
     cache: str = "auto"
     cache_budget_gb: float | None = None  # auto: at most this much cache (None: the free disk)
 
@@ -168,11 +167,13 @@ class RangeConfig:
 @dataclass
 class ObjectiveConfig:
     """What a tuning trial maximises, from the validation split's metrics of its last epoch:
-    ``mask_iou * mask_iou_weight - depth_rmse * depth_rmse_weight``; with ``multi``, two
-    objectives instead (mask IoU up, depth RMSE down) and the Pareto front is reported."""
+    ``mask_iou_weight * mask_iou - depth_rmse_weight * depth_rmse - fg_distance_weight *
+    fg_distance_error``; with ``multi``, each metric of non-zero weight is its own objective
+    (mask IoU up, depth RMSE and distance down) and the Pareto front is reported."""
 
     mask_iou_weight: float = 1.0
     depth_rmse_weight: float = 1.0
+    fg_distance_weight: float = 1.0
     multi: bool = False
 
 
@@ -284,6 +285,10 @@ def load_raw(path: Path, seen: tuple = ()) -> dict:
     parent = data.pop("inherit", None)
     if parent is None:
         return data
+    if not isinstance(parent, str) or not parent.strip():  # one parent: a chain, not a list
+        raise ConfigError(
+            f"{path}: inherit: expected one experiment (a name or a YAML path), got {parent!r}"
+        )
     parent_path = path.parent / (parent if str(parent).endswith(".yaml") else f"{parent}.yaml")
     if not parent_path.exists():  # a user's file may inherit a shipped experiment by name
         parent_path = resolve_path(parent)

@@ -30,10 +30,20 @@ def ssim_window(size: int, largest: int = 11) -> int:
     return win
 
 
-def score(metrics, mask_iou_weight: float = 1.0, depth_rmse_weight: float = 1.0):
-    """One number to rank runs by, higher is better: weighted mask_iou - depth_rmse (floats,
-    or columns of a table)."""
-    return mask_iou_weight * metrics["mask_iou"] - depth_rmse_weight * metrics["depth_rmse"]
+SCORE_TERMS = ("mask_iou", "depth_rmse", "fg_distance_error")  # the headline, as scored
+
+
+def score(
+    metrics,
+    mask_iou_weight: float = 1.0,
+    depth_rmse_weight: float = 1.0,
+    fg_distance_weight: float = 1.0,
+):
+    """One number to rank runs by, higher is better: weighted mask_iou - depth_rmse -
+    fg_distance_error (floats, or columns of a table). A term of weight 0 is not read."""
+    weights = (mask_iou_weight, -depth_rmse_weight, -fg_distance_weight)
+    weights = dict(zip(SCORE_TERMS, weights, strict=True))
+    return sum(w * metrics[name] for name, w in weights.items() if w)
 
 
 def spread(values) -> tuple[float, float]:

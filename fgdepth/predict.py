@@ -40,21 +40,40 @@ def write_prediction(pred: Prediction, out: Path) -> dict[str, Path]:
     return files
 
 
-def read_pairs_manifest(path: Path) -> list[tuple[str, Path, Path]]:
-    """A CSV with columns ``bg`` and ``fg_bg`` (paths relative to the CSV): (name, bg, fg_bg),
-    one per data row (the CSV's line ``i + 2`` for row ``i``)."""
+def read_pairs_manifest(path: Path) -> list[tuple[int, str, Path, Path]]:
+    """A CSV with columns ``bg`` and ``fg_bg`` (paths relative to the CSV): (line, name, bg,
+    fg_bg) per data row, ``line`` the file's line the row starts on (blank lines are left out,
+    and counted)."""
     try:
         with open(path, newline="") as f:
-            rows = list(csv.DictReader(f))
+            records = _records(csv.reader(f))
     except FileNotFoundError:
         raise DataError(f"{path}: no such manifest") from None
+    except IsADirectoryError:
+        raise DataError(f"{path}: is a folder, not a manifest (CSV)") from None
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise DataError(f"{path}: not a readable CSV ({exc})") from None
-    if not rows or not {"bg", "fg_bg"} <= set(rows[0]):
+    if not records or not {"bg", "fg_bg"} <= set(records[0][1]):
         raise DataError(f"{path}: a prediction manifest needs the columns bg and fg_bg")
-    root = path.parent
-    return [(Path(r["fg_bg"]).stem or f"row{i}", root / r["bg"], root / r["fg_bg"])
-            for i, r in enumerate(rows)]  # fmt: skip
+    (_, header), *rows = records
+    if not rows:
+        raise DataError(f"{path}: no pairs to predict (a header and no rows)")
+    pairs = []
+    for i, (line, values) in enumerate(rows):
+        row = dict(zip(header, values, strict=False))  # a short row: the rest are empty
+        bg, fg_bg = row.get("bg", ""), row.get("fg_bg", "")
+        pairs.append((line, Path(fg_bg).stem or f"row{i}", path.parent / bg, path.parent / fg_bg))
+    return pairs
+
+
+def _records(reader) -> list[tuple[int, list[str]]]:
+    """(the line it starts on, its values) of each record of a CSV reader that is not blank."""
+    records, end = [], 0  # the line the previous record ended on
+    for values in reader:
+        if any(value.strip() for value in values):
+            records.append((end + 1, values))
+        end = reader.line_num
+    return records
 
 
 def distance_text(distance: float | None) -> str:
@@ -84,7 +103,7 @@ def predict_manifest(
     one predicted; with ``stop_on_error`` the first bad row raises DataError (naming its CSV
     line) once ``predictions.csv`` holds the rows before it."""
     rows = []
-    for i, (name, bg, fg_bg) in enumerate(read_pairs_manifest(manifest)):
+    for i, (line, name, bg, fg_bg) in enumerate(read_pairs_manifest(manifest)):
         folder = f"{i:05d}_{name}"
         try:
             row = {"name": folder, **predict_files(model, size, bg, fg_bg, out / folder)}
@@ -92,10 +111,10 @@ def predict_manifest(
         except DataError as exc:
             row = {"name": folder, "bg": str(bg), "fg_bg": str(fg_bg), "status": str(exc),
                    "distance": None, "out": ""}  # fmt: skip
-            say(f"{manifest} line {i + 2}: {exc}")
+            say(f"{manifest} line {line}: {exc}")
             if stop_on_error:
                 _write_table(rows + [row], out)
-                raise DataError(f"{manifest} line {i + 2}: {exc}") from None
+                raise DataError(f"{manifest} line {line}: {exc}") from None
         rows.append(row)
     _write_table(rows, out)
     return rows

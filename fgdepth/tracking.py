@@ -31,6 +31,7 @@ from mlflow.tracking import MlflowClient
 from fgdepth.config import Config, ConfigError
 from fgdepth.data.preview import prediction_grid
 from fgdepth.engine.callbacks import Callback, EpochResult, FitResult, StageResult, data_modes
+from fgdepth.errors import NotFound
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = Path(__file__).resolve().parent / "mlruns_config"  # shipped in the package
@@ -52,13 +53,43 @@ def tracking_uri() -> str:
     return mlflow.get_tracking_uri()
 
 
-def read_tracking_config(name_or_path: str = "local") -> dict:
+TRACKING_KEYS = ("tracking_uri", "artifact_root")
+
+
+def tracking_config_path(name_or_path: str) -> Path:
+    """``--tracking``: a shipped ``mlruns_config/NAME.yaml`` by its bare name (a file called
+    ``local`` where fgdepth runs does not replace the default), else a YAML file."""
     path = Path(name_or_path)
-    if not path.exists():
-        path = CONFIG_DIR / f"{name_or_path}.yaml"
-    with open(path) as f:
-        data = yaml.safe_load(f) or {}
-    return {k: os.path.expandvars(str(v)) if v is not None else None for k, v in data.items()}
+    shipped = CONFIG_DIR / f"{name_or_path}.yaml"
+    if path.name == name_or_path and not path.suffix and shipped.is_file():
+        return shipped
+    if path.is_file():
+        return path
+    if path.exists():
+        raise ConfigError(f"--tracking {name_or_path}: is a folder, not a tracking config (YAML)")
+    names = ", ".join(sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")))
+    raise NotFound(f"--tracking {name_or_path}: no such file nor tracking config; valid: {names}")
+
+
+def read_tracking_config(name_or_path: str = "local") -> dict:
+    """The settings of ``--tracking`` (``tracking_uri``, ``artifact_root``), checked: one line
+    (ConfigError) for a file that is not such a mapping of strings."""
+    path = tracking_config_path(name_or_path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(f"{path}: not a readable tracking config ({first})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a tracking config is a mapping of {', '.join(TRACKING_KEYS)}")
+    for key, value in data.items():
+        if key not in TRACKING_KEYS:
+            raise ConfigError(f"{path}: unknown key '{key}'; valid: {', '.join(TRACKING_KEYS)}")
+        if value is not None and not isinstance(value, str):
+            raise ConfigError(f"{path}: {key}: expected a string, got {value!r}")
+    if not data.get("tracking_uri") and not os.environ.get("MLFLOW_TRACKING_URI"):
+        raise ConfigError(f"{path}: no tracking_uri (nor MLFLOW_TRACKING_URI in the environment)")
+    return {k: data.get(k) and os.path.expandvars(data[k]) for k in TRACKING_KEYS}
 
 
 def setup_tracking(config_name: str = "local") -> dict:
@@ -437,13 +468,13 @@ def load_logged_model(spec: str):
     """A model from an MLflow model URI (``runs:/ID/model``, ``models:/name@alias``); returns
     (model in eval mode, the size it was trained at)."""
     if "://" not in spec and not spec.startswith(("runs:/", "models:/")):
-        raise FileNotFoundError(f"{spec}: no such checkpoint file or MLflow model URI")
+        raise NotFound(f"{spec}: no such checkpoint file or MLflow model URI")
     import mlflow.pyfunc
 
     try:
         info = mlflow.models.get_model_info(spec)
     except (mlflow.exceptions.MlflowException, OSError) as exc:
-        raise FileNotFoundError(f"{spec}: no such MLflow model ({exc})") from None
+        raise NotFound(f"{spec}: no such MLflow model ({exc})") from None
     if "pytorch" in info.flavors:  # a model logged with mlflow.pytorch (earlier runs)
         import mlflow.pytorch
 
@@ -461,7 +492,7 @@ def download_checkpoint(spec: str) -> Path:
             mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="checkpoint/model.pt")
         )
     except mlflow.exceptions.MlflowException as exc:
-        raise FileNotFoundError(f"{spec}: no checkpoint found in that run ({exc})") from None
+        raise NotFound(f"{spec}: no checkpoint found in that run ({exc})") from None
 
 
 def run_of_model(spec: str) -> str:
@@ -471,7 +502,7 @@ def run_of_model(spec: str) -> str:
     try:
         return mlflow.models.get_model_info(spec).run_id
     except (mlflow.exceptions.MlflowException, OSError) as exc:
-        raise FileNotFoundError(f"{spec}: no such MLflow model ({exc})") from None
+        raise NotFound(f"{spec}: no such MLflow model ({exc})") from None
 
 
 def logged_config(run_id: str) -> dict:
@@ -479,7 +510,7 @@ def logged_config(run_id: str) -> dict:
     try:
         path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="config.yaml")
     except mlflow.exceptions.MlflowException as exc:
-        raise FileNotFoundError(f"run {run_id}: no config.yaml logged ({exc})") from None
+        raise NotFound(f"run {run_id}: no config.yaml logged ({exc})") from None
     return yaml.safe_load(Path(path).read_text())
 
 

@@ -131,7 +131,7 @@ class Postgres:
 
 
 def auth_ini(database_url: str) -> str:
-    """The sign-in settings of a team's MLflow server (the README's ``auth.ini``): users in
+    """The sign-in settings of a team's MLflow server (docs/team-server.md): users in
     ``database_url``; every signed-in user may log to every experiment (EDIT); the admin's
     password comes from ``MLFLOW_AUTH_ADMIN_PASSWORD`` on the first start. A password check
     (PBKDF2) is costly and a training run makes hundreds of requests: each user's is cached

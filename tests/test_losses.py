@@ -8,6 +8,7 @@ from fgdepth.losses import (
     HeadLoss,
     bce_loss,
     dice_loss,
+    fg_l1_loss,
     l1_loss,
     lovasz_loss,
     ssim_loss,
@@ -81,7 +82,40 @@ def test_head_loss_is_a_weighted_sum():
     assert combined.item() == pytest.approx(2 * math.log(2) + 0.25)
 
 
+def test_fg_l1_weighs_each_object_the_same_whatever_its_size():
+    target = torch.full((2, 1, 8, 8), 0.5)
+    fg = torch.zeros(2, 1, 8, 8)
+    fg[0, :, :4, :] = 1  # a large object: 32 pixels
+    fg[1, :, 0, 0] = 1  # a one-pixel object
+    logits = torch.zeros(2, 1, 8, 8)  # sigmoid 0.5: right everywhere ...
+    logits[0, :, :4, :] = math.log(0.7 / 0.3)  # ... but 0.2 off on the large object
+    logits[1, :, 0, 0] = math.log(0.9 / 0.1)  # and 0.4 off on the small one
+    # per image, the mean error inside the mask, then the mean of the two: (0.2 + 0.4) / 2
+    assert fg_l1_loss(logits, target, fg).item() == pytest.approx(0.3, abs=1e-6)
+    # the whole-image L1 sees mostly the large object: (32 * 0.2 + 0.4) / 128
+    assert l1_loss(logits, target).item() == pytest.approx((32 * 0.2 + 0.4) / 128, abs=1e-6)
+
+
+def test_fg_l1_skips_images_without_a_foreground():
+    target, logits = torch.zeros(2, 1, 4, 4), torch.zeros(2, 1, 4, 4)  # 0.5 off everywhere
+    fg = torch.zeros(2, 1, 4, 4)
+    assert fg_l1_loss(logits, target, fg).item() == 0.0
+    fg[1, :, 1, 1] = 1
+    assert fg_l1_loss(logits, target, fg).item() == pytest.approx(0.5)
+
+
+def test_head_loss_passes_the_true_mask_to_the_losses_that_read_it():
+    logits, target = torch.zeros(1, 1, 4, 4), torch.ones(1, 1, 4, 4)
+    fg = torch.zeros(1, 1, 4, 4)
+    fg[..., 0, 0] = 1
+    assert HeadLoss({"l1": 1.0, "fg_l1": 2.0})(logits, target, fg=fg).item() == pytest.approx(
+        0.5 + 2 * 0.5
+    )
+    with pytest.raises(ValueError, match="needs the true mask"):
+        HeadLoss({"fg_l1": 1.0})(logits, target)
+
+
 def test_unknown_loss_lists_valid_names():
-    with pytest.raises(KeyError, match="valid: bce, dice, l1, lovasz, ssim"):
+    with pytest.raises(KeyError, match="valid: bce, dice, fg_l1, l1, lovasz, ssim"):
         HeadLoss({"focal": 1.0})
-    assert LOSSES.names() == ["bce", "dice", "l1", "lovasz", "ssim"]
+    assert LOSSES.names() == ["bce", "dice", "fg_l1", "l1", "lovasz", "ssim"]

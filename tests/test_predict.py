@@ -181,6 +181,16 @@ def test_stop_on_error_stops_at_the_bad_row_naming_its_line(
     assert list(table["status"] == "ok") == [True, False]  # the first row, then the bad one
 
 
+def test_a_bad_rows_line_counts_the_blank_lines_before_it(checkpoint, synth_dir, tmp_path, capsys):
+    pairs, out = _manifest_with_a_bad_second_row(synth_dir, tmp_path), tmp_path / "batch"
+    header, first, second, third = pairs.read_text().splitlines()
+    pairs.write_text("\n".join([header, first, "", " , ", second, third]) + "\n")
+    args = ["--model", str(checkpoint), "--manifest", str(pairs), "--out", str(out)]
+    assert main(["predict", *args, "--stop-on-error"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"fgdepth: {pairs} line 5: {tmp_path / 'missing.jpg'}: no such image file"]
+
+
 def test_no_distance_is_null_in_strict_json(tmp_path):
     model = KnownOutput()
     with torch.no_grad():

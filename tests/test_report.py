@@ -48,8 +48,16 @@ def test_the_report_compares_the_runs_beside_their_references(store, tmp_path):
         assert row["minutes"] == pytest.approx(logged["train_minutes"])
     assert "loss_weights" not in " ".join(runs["differs"])  # equal in both: not listed
     refs = frame[frame["kind"] == "reference"]
-    assert len(refs) == 2
+    assert len(refs) == 4
     assert refs["mask_iou"].notna().sum() == 1 and refs["depth_rmse"].notna().sum() == 1
+    distance = refs[refs["run"].str.endswith("(distance)")]
+    assert sorted(distance["run"]) == [
+        "reference: least squares on the true mask's lowest row and height (distance)",
+        "reference: train-median distance for every object (distance)",
+    ]
+    for _, row in distance.iterrows():  # the distance, and only the distance, for these two
+        assert math.isfinite(row["fg_distance_error"])
+        assert all(math.isnan(row[m]) for m in METRICS if m != "fg_distance_error")
 
     csv = pd.read_csv(report.files["report.csv"])
     best_iou = runs["mask_iou"].max()
@@ -61,6 +69,9 @@ def test_the_report_compares_the_runs_beside_their_references(store, tmp_path):
         src.startswith("data:image/png;base64,") for src in re.findall(r"src='([^']*)'", page)
     )  # self-contained
     assert f"<b>{best_iou:.4f}</b>" in page and "reference: dataset-mean depth" in page
+    for _, row in distance.iterrows():
+        assert f"{html.escape(row['run'])}</td>" in page
+        assert f"<td>{row['fg_distance_error']:.4f}</td>" in page
     picture = Image.open(report.files["predictions.png"])
     assert picture.width > 7 * 32  # fg_bg, mask, depth, then two columns per run
     logged = {a.path for a in client.list_artifacts(report.run_id, "report")}
@@ -158,7 +169,7 @@ def test_report_entry_point_and_an_empty_experiment(store, tmp_path):
     assert "<title>fgdepth report: compare</title>" in page
     rows = {row["run"]: row for row in table_rows(page)}
     client = MlflowClient()
-    assert len(rows) == 4 and set(store.runs) < set(rows)  # the two runs, the two references
+    assert len(rows) == 6 and set(store.runs) < set(rows)  # the two runs, the four references
     for name, run_id in store.runs.items():
         logged = client.get_run(run_id).data.metrics
         row = rows[name]

@@ -2,7 +2,9 @@
 floors), MLflow and Optuna where they belong, and functions that fit on a screen.
 
 A unit is a module, a sub-package counting as one (``fgdepth.engine``, ``fgdepth.app``); the
-graph is read from every import statement, including those inside functions.
+graph is read from every import statement, including those inside functions. The error family
+(``fgdepth.errors``) is the ground the floors stand on, like the package itself: every layer
+raises its errors, so it imports nothing and counts as no floor.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ MLFLOW_ALLOWED = ("fgdepth.tracking", "fgdepth.serving", "fgdepth.app.report")
 OPTUNA_ALLOWED = ("fgdepth.tuning",)
 CORE = {"fgdepth.config", "fgdepth.data", "fgdepth.engine", "fgdepth.losses", "fgdepth.metrics"}
 ADAPTERS = {"fgdepth.tracking", "fgdepth.tuning", "fgdepth.serving", "fgdepth.predict"}
+GROUND = {"fgdepth.errors"}  # imported by every layer, importing nothing
 
 
 def _module(path: Path) -> str:
@@ -69,7 +72,9 @@ def _graph() -> dict[str, frozenset[str]]:
         unit = _unit(module)
         deps = graph.setdefault(unit, set())
         deps.update(
-            u for n in names if n.startswith("fgdepth.") and (u := _unit(n)) not in ("", unit)
+            u
+            for n in names
+            if n.startswith("fgdepth.") and (u := _unit(n)) not in ("", unit, *GROUND)
         )
     return {u: frozenset(d) for u, d in graph.items()}
 
@@ -105,6 +110,13 @@ def _longest_chain() -> list[str]:
 
 def test_no_import_circle():
     assert _cycles() == []
+
+
+def test_the_ground_imports_nothing():
+    """The error family may be imported by every layer because it imports nothing at all."""
+    for unit in GROUND:
+        names = _files()[unit]
+        assert names <= {"__future__", "__future__.annotations"}, sorted(names)
 
 
 def test_the_house_is_at_most_six_floors():

@@ -1,6 +1,8 @@
 """``fgdepth.tracking`` against a temporary SQLite store: runs and how they end, params,
 metrics, pictures, the logged model and its config, lost runs."""
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -10,6 +12,7 @@ from fgdepth import tracking as trk
 from fgdepth.config import load_config
 from fgdepth.engine.callbacks import EpochResult, FitResult, StageResult
 from fgdepth.engine.stopping import Interrupted
+from fgdepth.errors import ConfigError
 
 
 @pytest.fixture
@@ -136,3 +139,31 @@ def test_flatten_and_masked_uri():
     }
     assert trk.masked_uri("http://u:secret@host:5000/x") == "http://u:***@host:5000/x"
     assert trk.masked_uri("sqlite:///a.db") == "sqlite:///a.db"
+
+
+def test_a_bare_tracking_name_is_the_shipped_config(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    (tmp_path / "local").write_text("a file that happens to be called local\n")
+    assert trk.read_tracking_config("local")["tracking_uri"] == "sqlite:///mlflow.db"
+    (tmp_path / "mine.yaml").write_text("tracking_uri: sqlite:///mine.db\n")
+    assert trk.read_tracking_config("mine.yaml") == {
+        "tracking_uri": "sqlite:///mine.db",
+        "artifact_root": None,
+    }
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("tracking_uri: [sqlite:///a.db, sqlite:///b.db]\n", "tracking_uri: expected a string"),
+        ("just a sentence\n", "a tracking config is a mapping of tracking_uri, artifact_root"),
+        ("tracking_url: sqlite:///a.db\n", "unknown key 'tracking_url'"),
+        ("artifact_root: art\n", "no tracking_uri (nor MLFLOW_TRACKING_URI in the environment)"),
+    ],
+)
+def test_a_bad_tracking_config_is_one_line(tmp_path, monkeypatch, text, message):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    (tmp_path / "t.yaml").write_text(text)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        trk.read_tracking_config(str(tmp_path / "t.yaml"))

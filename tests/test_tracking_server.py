@@ -46,7 +46,7 @@ def server(postgres, synth_dir, tmp_path_factory):
     passwords = {name: secrets.token_urlsafe(16) for name in ("admin", "alice", "bob")}
     backend, users = postgres.url(postgres.database()), postgres.url(postgres.database())
     with mlflow_server(backend, users, folder, passwords["admin"]) as base:
-        for name in ("alice", "bob"):  # the README's user commands, over the REST API
+        for name in ("alice", "bob"):  # docs/team-server.md's user commands, over the REST API
             request(base, "/api/2.0/mlflow/users/create", ("admin", passwords["admin"]),
                     {"username": name, "password": passwords[name]})  # fmt: skip
         env = {

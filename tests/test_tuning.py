@@ -16,12 +16,17 @@ from fgdepth.tuning import (
     PRUNERS,
     PruningCallback,
     apply_params,
+    best_config,
     best_experiment,
     check_space,
     create_study,
+    formula,
     masked,
+    objective_values,
+    objectives,
     schedule_label,
     score,
+    study_params,
     trials_to_go,
 )
 
@@ -88,11 +93,97 @@ def test_a_bad_search_space_fails_with_one_line_before_any_trial(sets, message):
     assert "\n" not in str(err.value)
 
 
-def test_the_score_rewards_iou_and_penalises_depth_error():
+VAL = {"mask_iou": 0.9, "depth_rmse": 0.1, "fg_distance_error": 0.05}
+
+
+def test_the_score_rewards_iou_and_penalises_depth_and_distance_error():
     objective = smoke().tune.objective
-    assert score({"mask_iou": 0.9, "depth_rmse": 0.1}, objective) == pytest.approx(0.8)
+    assert score(VAL, objective) == pytest.approx(0.75)
     heavy = dataclasses.replace(objective, depth_rmse_weight=4.0)
-    assert score({"mask_iou": 0.9, "depth_rmse": 0.1}, heavy) == pytest.approx(0.5)
+    assert score(VAL, heavy) == pytest.approx(0.45)
+
+
+@pytest.mark.parametrize(
+    ("weight", "value", "text"),
+    [
+        ("1", 0.75, "1 * mask_iou - 1 * depth_rmse - 1 * fg_distance_error"),
+        ("2", 0.70, "1 * mask_iou - 1 * depth_rmse - 2 * fg_distance_error"),
+        ("0", 0.80, "1 * mask_iou - 1 * depth_rmse"),
+    ],
+)
+def test_the_distance_weight_set_on_the_command_line_changes_the_score(weight, value, text):
+    config = smoke(f"tune.objective.fg_distance_weight={weight}")  # as --set passes it
+    objective = config.tune.objective
+    assert score(VAL, objective) == pytest.approx(value)
+    assert formula(objective) == text
+    assert objectives(objective) == {text: "maximize"}  # one objective, named by its formula
+    assert study_params(config, "e", "s", "x", 1)["objective"] == f"{text} (validation)"
+
+
+def test_the_formula_writes_each_sign_once_and_leaves_out_weights_of_zero():
+    objective = dataclasses.replace(
+        smoke().tune.objective, mask_iou_weight=0.0, depth_rmse_weight=0.5, fg_distance_weight=-2
+    )
+    assert formula(objective) == "-0.5 * depth_rmse + 2 * fg_distance_error"
+    assert score(VAL, objective) == pytest.approx(-0.05 + 0.1)  # mask_iou is not read
+
+
+def test_every_weight_zero_is_refused_before_any_trial():
+    sets = [f"tune.objective.{k}=0" for k in ("mask_iou_weight", "depth_rmse_weight",
+                                             "fg_distance_weight")]  # fmt: skip
+    with pytest.raises(ConfigError, match="every weight is 0"):
+        check_space(smoke(*sets))
+
+
+@pytest.mark.parametrize(
+    ("sets", "names", "directions"),
+    [
+        ([], ["mask_iou", "depth_rmse", "fg_distance_error"], ["maximize", "minimize", "minimize"]),
+        (["tune.objective.fg_distance_weight=0"], ["mask_iou", "depth_rmse"],
+         ["maximize", "minimize"]),
+    ],
+)  # fmt: skip
+def test_several_objectives_are_the_metrics_of_non_zero_weight(tmp_path, sets, names, directions):
+    config = smoke("tune.objective.multi=true", *sets)
+    study = create_study(config, "mo", f"sqlite:///{tmp_path}/optuna.db")
+    assert [d.name.lower() for d in study.directions] == directions
+    assert study.metric_names == names
+    values = objective_values({**VAL, "depth_ssim": 0.7}, config.tune.objective)
+    assert values == tuple(VAL[n] for n in names)
+    label = study_params(config, "e", "s", "x", 1)["objective"]
+    assert label.startswith("mask_iou up, depth_rmse down")
+    assert label.endswith(f"by {formula(config.tune.objective)})")
+
+
+def test_a_study_made_for_another_objective_is_refused_with_one_line(tmp_path):
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    create_study(smoke("tune.objective.multi=true"), "mo", storage)  # three objectives
+    two = smoke("tune.objective.multi=true", "tune.objective.fg_distance_weight=0")
+    with pytest.raises(ConfigError, match="exists with directions") as err:
+        create_study(two, "mo", storage)
+    assert "\n" not in str(err.value)
+    create_study(two, "two", storage)
+    same_directions = smoke(
+        "tune.objective.multi=true", "tune.objective.depth_rmse_weight=0",
+        "tune.objective.fg_distance_weight=1",
+    )  # fmt: skip
+    with pytest.raises(ConfigError, match="exists with objectives"):  # mask_iou, distance
+        create_study(same_directions, "two", storage)
+    single = create_study(smoke(), "one", storage)
+    assert single.metric_names == ["1 * mask_iou - 1 * depth_rmse - 1 * fg_distance_error"]
+    assert create_study(smoke(), "one", storage).study_name == "one"  # continued
+
+
+def test_the_best_of_three_objectives_is_the_pareto_trial_with_the_best_score():
+    config = smoke("tune.objective.multi=true", "tune.objective.fg_distance_weight=4")
+    study = optuna.create_study(directions=["maximize", "minimize", "minimize"])
+    label = schedule_label(config.tune.schedules[0])
+    dist = {"schedule": optuna.distributions.CategoricalDistribution([label])}
+    for values in ([0.9, 0.1, 0.10], [0.8, 0.1, 0.01], [0.7, 0.2, 0.02]):  # scores .4, .66, .42
+        study.add_trial(optuna.create_trial(params={"schedule": label}, distributions=dist,
+                                            values=values))  # fmt: skip
+    _, trial = best_config(config, study)
+    assert trial.number == 1
 
 
 def test_every_pruner_builds():
@@ -113,7 +204,7 @@ def test_the_pruning_callback_reports_each_epoch_and_stops_when_told():
             return len(self.reported) > self.prune_at
 
     def epoch(step, iou):
-        val = {"mask_iou": iou, "depth_rmse": 0.1}
+        val = {"mask_iou": iou, "depth_rmse": 0.1, "fg_distance_error": 0.05}
         return EpochResult(0, "s", step, step, {}, val, 0.01, 1.0, 1.0)
 
     trial = Trial(prune_at=1)
@@ -121,7 +212,7 @@ def test_the_pruning_callback_reports_each_epoch_and_stops_when_told():
     cb.on_epoch_end(epoch(0, 0.5), None)
     with pytest.raises(optuna.TrialPruned, match="pruned at epoch 1"):
         cb.on_epoch_end(epoch(1, 0.6), None)
-    assert trial.reported == [(0, pytest.approx(0.4)), (1, pytest.approx(0.5))]
+    assert trial.reported == [(0, pytest.approx(0.35)), (1, pytest.approx(0.45))]
 
 
 def test_database_passwords_are_masked():
@@ -195,6 +286,8 @@ def test_a_study_is_one_parent_run_with_a_child_run_per_trial(stores, tmp_path):
     assert parent.data.metrics["trials_complete"] == 3
     assert parent.data.metrics["best_value"] == pytest.approx(outcome.best_value)
     assert {f"best.{k}" for k in outcome.best_params} <= set(parent.data.params)
+    objective = "1 * mask_iou - 1 * depth_rmse - 1 * fg_distance_error (validation)"
+    assert parent.data.params["objective"] == parent.data.tags["fgdepth.objective"] == objective
     logged = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"best.yaml", "trials.csv", "trials.html", "optimization_history.png"} <= logged
     assert "param_importances.png" in logged
@@ -309,7 +402,7 @@ def test_optuna_dashboard_serves_the_study_on_loopback(tmp_path):
 
 
 @pytest.mark.slow
-def test_two_objectives_report_a_pareto_front_and_the_best_trains_as_a_normal_run(stores):
+def test_several_objectives_report_a_pareto_front_and_the_best_trains_as_a_normal_run(stores):
     import subprocess
     import sys
 
@@ -322,12 +415,18 @@ def test_two_objectives_report_a_pareto_front_and_the_best_trains_as_a_normal_ru
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     study = optuna.load_study(study_name="mo", storage=storage)
-    assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"]
+    assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE", "MINIMIZE"]
+    assert study.metric_names == ["mask_iou", "depth_rmse", "fg_distance_error"]
     assert all(t.state == TrialState.COMPLETE for t in study.trials)  # no pruning here
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name("fgdepth").experiment_id
     parent = client.search_runs([exp], "tags.`fgdepth.kind` = 'tune'")[0]
-    assert {"best_mask_iou", "best_depth_rmse"} <= set(parent.data.metrics)
+    assert {"best_mask_iou", "best_depth_rmse", "best_fg_distance_error"} <= set(
+        parent.data.metrics
+    )
+    assert parent.data.tags["fgdepth.objective"].startswith(
+        "mask_iou up, depth_rmse down, fg_distance_error down (validation"
+    )
     assert "pareto_front.png" in {a.path for a in client.list_artifacts(parent.info.run_id)}
     best = client.search_runs([exp], "tags.`fgdepth.tuned` = 'best'")
     assert len(best) == 1 and best[0].info.status == "FINISHED"

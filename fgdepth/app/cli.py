@@ -1,4 +1,7 @@
-"""The ``fgdepth`` command: argument parsing and dispatch; the work happens in ``fgdepth.app``."""
+"""The ``fgdepth`` command: argument parsing and dispatch; the work happens in ``fgdepth.app``.
+
+Bad input of any kind (``fgdepth.errors.UserError``, and argparse's usage errors) is one line
+on stderr and exit status 2; anything else is a bug and keeps its traceback."""
 
 from __future__ import annotations
 
@@ -7,9 +10,15 @@ import json
 import sys
 from pathlib import Path
 
-from fgdepth.data.disk import DiskFull, OutputRefused
-from fgdepth.data.format import DataError
+from fgdepth.config import PRECISIONS
+from fgdepth.data.disk import DiskFull
+from fgdepth.errors import ConfigError, DataError, UserError
 from fgdepth.parallel import default_workers
+
+DESCRIPTION = (
+    "Foreground mask and depth from a background image and the same scene with the foreground."
+)
+PROFILES = ["smoke", "cpu", "full"]
 
 
 def _synth(args) -> int:
@@ -29,13 +38,14 @@ def _synth(args) -> int:
 
         dataset = open_dataset(out)
         step = max(1, len(dataset) // 6)
+        Path(args.preview).parent.mkdir(parents=True, exist_ok=True)
         preview(dataset, range(0, min(len(dataset), 6 * step), step)).save(args.preview)
         print(f"preview: {args.preview}")
     return 0
 
 
 def _check_synth_args(args) -> None:
-    from fgdepth.config import SEED_MAX, ConfigError
+    from fgdepth.config import SEED_MAX
 
     for name, value, low in (
         ("n", args.n, 1),
@@ -48,11 +58,18 @@ def _check_synth_args(args) -> None:
         raise ConfigError(f"--backgrounds: {args.backgrounds} is not allowed (1 or more)")
     if not 0 <= args.seed <= SEED_MAX:
         raise ConfigError(f"--seed: {args.seed} is not allowed (a seed from 0 to {SEED_MAX})")
+    if args.preview is not None:  # found now, not once the data is made
+        from PIL import Image
+
+        if Path(args.preview).suffix.lower() not in Image.registered_extensions():
+            raise ConfigError(f"--preview {args.preview}: not an image file name (.png, .jpg)")
 
 
 def _inspect(args) -> int:
     from fgdepth.data.inspect import inspect_dataset
 
+    if args.workers < 1:
+        raise ConfigError(f"--workers: {args.workers} is not allowed (1 or more)")
     summary, problems = inspect_dataset(args.path, workers=args.workers, quiet=False)
     if problems:
         for problem in problems:
@@ -75,7 +92,6 @@ def _pack(args) -> int:
 
 def _config_from_args(args):
     from fgdepth.app.datasets import data_path
-    from fgdepth.config import ConfigError
     from fgdepth.engine.checks import load_experiment
 
     extra: dict = {}
@@ -100,6 +116,8 @@ def _plan(args) -> int:
     from fgdepth.app.plan import plan_report, plan_text
     from fgdepth.tracking import quiet_libraries
 
+    if args.plan_steps < 0:
+        raise ConfigError(f"--plan-steps: {args.plan_steps} is not allowed (0 or more)")
     quiet_libraries()
     plan = plan_report(_config_from_args(args), args.plan_steps)
     print(json.dumps(plan, indent=2) if args.json else plan_text(plan))
@@ -238,7 +256,7 @@ def _seed_list(text: str) -> list[int]:
 def _add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--profile",
-        choices=["smoke", "cpu", "full"],
+        choices=PROFILES,
         default=None,
         help="scale: smoke (seconds), cpu (minutes on a laptop), full (original)",
     )
@@ -256,8 +274,16 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-system-metrics", action="store_true")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's usage errors in one line, as every other user error (not the whole usage,
+    which wraps over many lines)."""
+
+    def error(self, message: str):
+        self.exit(2, f"fgdepth: {_one_line(message)} (see: {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fgdepth", description=__doc__)
+    parser = _Parser(prog="fgdepth", description=DESCRIPTION)
     sub = parser.add_subparsers(dest="command", required=True)
 
     synth = sub.add_parser("synth", help="write the built-in procedural dataset")
@@ -351,7 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
     tn.add_argument("--workers", type=_whole, default=1, help="processes")
     tn.add_argument("--pruner", default=None, help="median (default), hyperband, none")
     tn.add_argument("--sampler", default=None, help="tpe (default), random")
-    tn.add_argument("--multi-objective", action="store_true", help="mask IoU and depth RMSE")
+    tn.add_argument("--multi-objective", action="store_true", help="mask IoU, depth RMSE, distance")
     tn.add_argument(
         "--heartbeat", type=int, default=60, help="seconds between a trial's heartbeats (RDB)"
     )
@@ -359,6 +385,7 @@ def build_parser() -> argparse.ArgumentParser:
     tn.add_argument(
         "--train-best",
         metavar="PROFILE",
+        choices=PROFILES,
         default=None,
         help="then train the best configuration at this profile",
     )
@@ -386,7 +413,7 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--no-references", action="store_true")
     rp.add_argument("--register", metavar="NAME", help="register the best run's model")
     rp.add_argument("--alias", default="champion")
-    rp.add_argument("--rank-by", default="score", help="score (mask_iou - depth_rmse) or a metric")
+    rp.add_argument("--rank-by", default="score", help="score (the tuning formula) or a metric")
     rp.add_argument("--tracking", default="local")
     rp.set_defaults(run=_report)
 
@@ -402,23 +429,32 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--test", type=float, default=None, help="default: the run's data.test")
     ev.add_argument("--val", type=float, default=None, help="default: the run's data.val")
     ev.add_argument("--size", type=int, default=None, help="default: the model's training size")
-    ev.add_argument("--precision", default=None, help="default: the run's (auto: fp32, bf16)")
+    ev.add_argument(
+        "--precision", choices=PRECISIONS, default=None,
+        help="default: the run's (auto: fp32, bf16)",
+    )  # fmt: skip
     ev.add_argument("--skip-bad", action="store_true")
     ev.add_argument("--tracking", default="local")
     ev.set_defaults(run=_evaluate)
     return parser
 
 
+def _one_line(message: str) -> str:
+    """A message as one line (a library's text inside it may hold line breaks)."""
+    return " ".join(line.strip() for line in message.splitlines() if line.strip())
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help (0), or a usage error, already printed in one line (2)
+        return exc.code if isinstance(exc.code, int) else 2
     args.argv = argv
-    from fgdepth.config import ConfigError
-
     try:
         return args.run(args)
-    except (DataError, ConfigError, OutputRefused, FileNotFoundError) as exc:
-        print(f"fgdepth: {exc}", file=sys.stderr)
+    except UserError as exc:
+        print(f"fgdepth: {_one_line(str(exc))}", file=sys.stderr)
         return 2
     except DiskFull as exc:  # a cache, state or model that did not fit: nothing half-written
         print(f"fgdepth: {exc}", file=sys.stderr)

@@ -10,7 +10,7 @@ import numpy as np
 
 from fgdepth import tracking as trk
 from fgdepth.app.datasets import resolve_dataset
-from fgdepth.config import Config, ConfigError, build
+from fgdepth.config import PRECISIONS, Config, ConfigError, build, check_values
 from fgdepth.data import DataError, Dataset, build_model_cache
 
 
@@ -78,10 +78,15 @@ def scoring_data(config: Config, data: str | Path | None = None) -> ScoringData:
 
 
 def with_split(config: Config, seed=None, test=None, val=None, skip_bad=None) -> Config:
-    """``config`` with the split settings given explicitly (None: as logged)."""
+    """``config`` with the split settings given explicitly (None: as logged), checked as a
+    config's (``data.test``: a fraction, ...; ConfigError)."""
     given = {"split_seed": seed, "test": test, "val": val, "skip_bad": skip_bad}
     changes = {k: v for k, v in given.items() if v is not None}
-    return replace(config, data=replace(config.data, **changes)) if changes else config
+    if not changes:
+        return config
+    config = replace(config, data=replace(config.data, **changes))
+    check_values(config)
+    return config
 
 
 def evaluate_logged_model(
@@ -102,6 +107,8 @@ def evaluate_logged_model(
     from fgdepth.engine.fit import default_device
     from fgdepth.engine.precision import resolve_precision
 
+    if precision is not None and precision not in PRECISIONS:  # not quietly another precision
+        raise ConfigError(f"--precision: '{precision}' is not one of {', '.join(PRECISIONS)}")
     model, trained = load_model(spec)
     size = checked_size(model, size) or trained or 64
     default = Config() if data is not None else None  # the default splits, on --data

@@ -3,11 +3,13 @@
 From the finished training runs of an MLflow experiment (or all): a row per run with its loss
 combination, model, profile, the params that differ between runs, the test metrics, minutes
 and samples/s; the best value per column marked. Beside them, reference rows computed on the
-same test split (background subtraction for the mask, the dataset-mean depth map for depth), so
-that every number has its floor next to it. Written as ``report.csv`` and one self-contained
-``report.html`` (table, a bar chart per metric, learning curves, the same test samples as
-predicted by each run), and logged to MLflow as a run of its own. Runs that share an experiment
-and a profile and differ only by the seed are also pooled: mean ± std per metric, in
+same test split (background subtraction for the mask, the dataset-mean depth map for depth,
+the train split's median distance and a least-squares fit on the true silhouette for the
+foreground's distance), so that every number has its floor next to it. Written as
+``report.csv`` and one self-contained ``report.html`` (table, a bar chart per metric with a
+dashed line per reference, learning curves, the same test samples as predicted by each run),
+and logged to MLflow as a run of its own. Runs that share an experiment and a profile and
+differ only by the seed are also pooled: mean ± std per metric, in
 ``report_spread.csv`` and a second table of the page.
 """
 
@@ -16,6 +18,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import itertools
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +31,7 @@ from mlflow.tracking import MlflowClient
 from fgdepth import tracking as trk
 from fgdepth.app.evaluate import ScoringData, load_model, scoring_data
 from fgdepth.config import Config, build
+from fgdepth.errors import ConfigError, NotFound
 from fgdepth.metrics import LOWER_IS_BETTER, spread_text
 from fgdepth.metrics import score as weighted_score
 from fgdepth.metrics import spread as mean_std
@@ -52,7 +56,7 @@ def find_runs(experiments: list[str] | None, include_trials: bool = False) -> pd
         found = [client.get_experiment_by_name(name) for name in experiments]
         missing = [n for n, e in zip(experiments, found, strict=True) if e is None]
         if missing:
-            raise FileNotFoundError(f"no MLflow experiment named {', '.join(missing)}")
+            raise NotFound(f"no MLflow experiment named {', '.join(missing)}")
         ids = [e.experiment_id for e in found]
     else:
         ids = [e.experiment_id for e in client.search_experiments()]
@@ -189,6 +193,9 @@ def reference_rows(data: TestData) -> list[dict]:
     names = {
         "background_subtraction": "reference: |fg_bg − bg|, Otsu, opening/closing (mask)",
         "mean_depth": "reference: dataset-mean depth map (depth)",
+        "constant_distance": "reference: train-median distance for every object (distance)",
+        "silhouette_geometry": "reference: least squares on the true mask's lowest row and "
+        "height (distance)",
     }
     return [
         {"run": names[key], "kind": "reference", **{m: refs[key].get(m, math.nan) for m in METRICS}}
@@ -222,8 +229,19 @@ def _png(fig) -> bytes:
     return buffer.getvalue()
 
 
+REFERENCE_COLOURS = ("#c44", "#e08a1e", "#7b3fa0", "#2a9d8f")
+
+
+def reference_lines(refs: pd.DataFrame, metric: str) -> list[tuple[str, float]]:
+    """(label, value) of every reference row with a value for ``metric``: a metric may have
+    several references (the distance has three), and each gets a line of its own."""
+    rows = refs.dropna(subset=[metric])
+    names = rows["run"].astype(str).str.removeprefix("reference: ")
+    return list(zip(names, rows[metric].astype(float), strict=True))
+
+
 def bar_charts(frame: pd.DataFrame) -> bytes:
-    """A bar per run for each metric; a dashed line at the reference value."""
+    """A bar per run for each metric; a dashed line at each reference value."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -239,10 +257,11 @@ def bar_charts(frame: pd.DataFrame) -> bytes:
         ax.bar(range(len(runs)), runs[m], color="#4878a8")
         ax.set_xticks(range(len(runs)), labels, rotation=45, ha="right", fontsize=7)
         ax.set_title(m + (" (lower is better)" if m in LOWER_IS_BETTER else ""), fontsize=9)
-        ref = refs[m].dropna()
-        if len(ref):
-            ax.axhline(float(ref.iloc[0]), color="#c44", linestyle="--", label="reference")
-            ax.legend(fontsize=7)
+        lines = reference_lines(refs, m)
+        for (label, value), colour in zip(lines, itertools.cycle(REFERENCE_COLOURS)):
+            ax.axhline(value, color=colour, linestyle="--", label=label)
+        if lines:
+            ax.legend(fontsize=6)
     for ax in list(axes.flat)[len(METRICS) :]:
         ax.axis("off")
     fig.tight_layout()
@@ -390,7 +409,7 @@ def make_report(
     if runs.empty:
         where = ", ".join(experiments) if experiments else "any experiment"
         store = mlflow.get_tracking_uri()
-        raise FileNotFoundError(f"no finished training run in {where} at {store}")
+        raise NotFound(f"no finished training run in {where} at {store}")
     frame = table(runs)
     frame.insert(0, "kind", "run")
     # the references and the picture use the newest run's dataset and size
@@ -422,14 +441,21 @@ def _log(files: dict[str, Path], experiments: list[str] | None, n_runs: int) -> 
         return mlflow.active_run().info.run_id
 
 
+def check_rank_by(rank_by: str) -> None:
+    """``--rank-by``: the score or one of the table's metrics; ConfigError for anything else."""
+    if rank_by != "score" and rank_by not in METRICS:
+        raise ConfigError(f"--rank-by: unknown '{rank_by}'; valid: score, {', '.join(METRICS)}")
+
+
 def register_best(frame: pd.DataFrame, name: str, alias: str, rank_by: str) -> str:
     """Register the best run's model as ``name`` and point ``alias`` at it; the model URI."""
+    check_rank_by(rank_by)
     runs = frame[frame["kind"] == "run"].copy()
     if rank_by == "score":
         runs["score"] = weighted_score(runs)
-    elif rank_by not in METRICS:
-        raise ValueError(f"--rank-by: unknown '{rank_by}'; valid: score, {', '.join(METRICS)}")
     runs = runs.dropna(subset=[rank_by])
+    if runs.empty:
+        raise ConfigError(f"--rank-by {rank_by}: no run has this metric; nothing registered")
     best = runs.loc[runs[rank_by].map(lambda v: _rank_value(rank_by, v)).idxmax()]
     version = mlflow.register_model(f"runs:/{best['run_id']}/model", name)
     MlflowClient().set_registered_model_alias(name, alias, version.version)
@@ -449,6 +475,7 @@ def spread_console(spread: pd.DataFrame) -> str:
 def report_command(experiments, out, include_trials, references, tracking, register=None,
                    alias="champion", rank_by="score") -> int:  # fmt: skip
     """``fgdepth report``: the report, its table on the console, and the best run registered."""
+    check_rank_by(rank_by)  # before the report is built, with or without --register
     trk.quiet_libraries()
     trk.setup_tracking(tracking)
     report = make_report(

@@ -17,7 +17,7 @@ from pathlib import Path
 from fgdepth import tracking as trk
 from fgdepth.app.datasets import builtin_exists, data_path, is_builtin, resolve_dataset
 from fgdepth.app.train import RunSpec, train
-from fgdepth.config import Config, scaled_stages
+from fgdepth.config import Config, ConfigError, scaled_stages
 from fgdepth.data.preview import prediction_grid
 from fgdepth.engine.checks import load_experiment
 from fgdepth.metrics import LOWER_IS_BETTER, spread, spread_text
@@ -75,7 +75,8 @@ class Rates:
         key = (config.model.name, options, stage.size, stage.batch_size or config.batch_size,
                tuple(stage.freeze), config.precision, config.channels_last)  # fmt: skip
         if key not in self.known:
-            precision = resolve_precision(config.precision, self.device)
+            stages = scaled_stages(config)  # a run's measured precision, where one was cached
+            precision = resolve_precision(config.precision, self.device, config, stages)
             self.known[key] = training_rate(config, stage, self.device, precision, self.steps)
         return self.known[key]
 
@@ -118,9 +119,10 @@ def plan_study(names, seeds, profile, data, overrides=(), minutes=None) -> list[
     if data is not None:
         extra["data"] = {"path": data_path(data)}
     budgeted = [*BUDGET_OVERRIDES, *overrides] if minutes else list(overrides)
+    # every experiment is checked before any is timed: a bad name is found at once
+    bases = [load_experiment(name, profile, budgeted, extra) for name in names]
     rates, runs = Rates(), []
-    for name in names:
-        base = load_experiment(name, profile, budgeted, extra)
+    for name, base in zip(names, bases, strict=True):
         if minutes:
             base = fit_to_budget(base, minutes * 60, rates)
             if not any(o.startswith("max_minutes=") for o in overrides):  # a safety stop
@@ -250,6 +252,14 @@ def _write(out: Path, table: str, rows) -> None:
     print(f"\ntable and picture: {out}/comparison.md, {out}/comparison.png")
 
 
+def check_minutes(minutes: float | None) -> None:
+    """``--minutes-per-run``: None (the profile's budget), 0 (the recipes as written) or more."""
+    if minutes is not None and not (math.isfinite(minutes) and minutes >= 0):
+        raise ConfigError(
+            f"--minutes-per-run: {minutes} is not allowed (0 or more; 0: the recipes as written)"
+        )
+
+
 def study_command(names, profile, data, seeds, tracking, experiment_name, out,
                   system_metrics=True, overrides=(), minutes=None) -> int:  # fmt: skip
     """``fgdepth study``: plan and time every run, say how long the study should take, train,
@@ -257,7 +267,9 @@ def study_command(names, profile, data, seeds, tracking, experiment_name, out,
     minutes per run (None: the profile's budget, 0: the recipes as written)."""
     from fgdepth.data.modes import decode_workers
 
+    check_minutes(minutes)
     trk.quiet_libraries()
+    trk.read_tracking_config(tracking)  # a bad --tracking is found before the study starts
     start = time.monotonic()
     minutes = BUDGET_MINUTES.get(profile) if minutes is None else minutes or None
     runs = plan_study(names or STUDY, seeds or [0], profile, data, overrides, minutes)

@@ -28,6 +28,7 @@ from fgdepth.engine.checkpoint import (
 from fgdepth.engine.distributed import current_world
 from fgdepth.engine.plan import check_against_data
 from fgdepth.engine.stopping import Interrupted
+from fgdepth.errors import NotFound
 
 
 @dataclass
@@ -141,7 +142,7 @@ def _state_path(spec: str, root: Path) -> Path:
     if spec == "latest":
         found = sorted(root.glob("*/state*.pt"), key=lambda p: p.stat().st_mtime)
         if not found:
-            raise FileNotFoundError(f"no training state under {root} to resume")
+            raise NotFound(f"no training state under {root} to resume")
         folder = found[-1].parent
     elif RUN_ID.fullmatch(spec):
         folder = root / spec
@@ -230,6 +231,9 @@ def train_command(spec: RunSpec, resume: str | None = None, workers: int = 1, ar
 
     if workers < 1:
         raise ConfigError(f"--workers: {workers} is not a number of processes (1 or more)")
+    trk.read_tracking_config(spec.tracking)  # a bad --tracking or --resume: one line, before
+    if resume is not None:  # any process starts or any data is made
+        _state_path(resume, Path(spec.checkpoint_dir))
     if workers > 1 and not launched_by_torchrun():
         import torch
 

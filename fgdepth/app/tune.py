@@ -11,7 +11,7 @@ from fgdepth import tracking as trk
 from fgdepth import tuning
 from fgdepth.app.datasets import resolve_dataset
 from fgdepth.app.train import RunSpec, train
-from fgdepth.config import Config
+from fgdepth.config import Config, ConfigError
 from fgdepth.data import Dataset
 from fgdepth.engine.checks import load_experiment
 
@@ -69,9 +69,13 @@ def tune(
 ) -> tuning.TuneOutcome:
     """Run (or continue) a study over ``config``'s search space with ``workers`` processes,
     tracked as one MLflow parent run with a child run per trial."""
+    for option, value in (("--workers", workers), ("--heartbeat", heartbeat)):
+        if value < 1:
+            raise ConfigError(f"{option}: {value} is not allowed (1 or more)")
     name = tuning.study_name(config, study_name)
     storage = storage or tuning.DEFAULT_STORAGE
-    tuning.open_study(config, name, storage, heartbeat)  # every choice checked before any work
+    trk.read_tracking_config(tracking)  # every choice checked before any work: --tracking,
+    tuning.open_study(config, name, storage, heartbeat)  # the search space and the storage
     resolve_dataset(config)  # generated once here, before workers start
     settings = trk.setup_tracking(tracking)
     experiment_name = experiment_name or trk.DEFAULT_EXPERIMENT
@@ -79,6 +83,7 @@ def tune(
     tags = {
         "fgdepth.kind": "tune", "optuna.study": name, "optuna.storage": tuning.masked(storage),
         "fgdepth.process": tuning.here(),
+        "fgdepth.objective": tuning.objective_label(config.tune.objective),
     }  # fmt: skip
     with trk.tracked_run(
         experiment_name, f"tune {name}", settings.get("artifact_root"), tags=tags
@@ -88,17 +93,16 @@ def tune(
             config, experiment, trainer, name=name, storage=storage, workers=workers, out=out,
             heartbeat=heartbeat, print_fn=print_fn,
         )  # fmt: skip
-        _log_outcome(outcome, tuning.study_params(config, experiment, name, storage, workers))
+        params = tuning.study_params(config, experiment, name, storage, workers)
+        _log_outcome(outcome, params, list(tuning.objectives(config.tune.objective)))
     return outcome
 
 
-def _log_outcome(outcome: tuning.TuneOutcome, params: dict) -> None:
-    multi = isinstance(outcome.best_value, list)
-    best = (
-        {"best_mask_iou": outcome.best_value[0], "best_depth_rmse": outcome.best_value[1]}
-        if multi
-        else {"best_value": outcome.best_value}
-    )
+def _log_outcome(outcome: tuning.TuneOutcome, params: dict, objectives: list[str]) -> None:
+    if isinstance(outcome.best_value, list):  # a value per objective
+        best = {f"best_{n}": v for n, v in zip(objectives, outcome.best_value, strict=True)}
+    else:
+        best = {"best_value": outcome.best_value}
     trk.log_summary(
         outcome.parent_run_id,
         {**params, **{f"best.{k}": v for k, v in outcome.best_params.items()}},
@@ -114,7 +118,8 @@ def tune_command(config: Config, experiment: str, train_best: str | None, **opti
     trk.quiet_libraries()
     outcome = tune(config, experiment, **options)
     print(f"\ntrials: {outcome.counts}")
-    print(f"best trial {outcome.best_trial}: value {outcome.best_value}")
+    names = ", ".join(outcome.study.metric_names or ["value"])
+    print(f"best trial {outcome.best_trial}: {names} = {outcome.best_value}")
     for key, value in outcome.best_params.items():
         print(f"  {key}: {value}")
     print(f"best configuration: {outcome.best_yaml}")

@@ -208,7 +208,7 @@ def _decode_rows(chunk: range) -> list[Problem]:
         try:
             samples = read_sample_sizes(source, rows[i], sizes, False, inputs, targets)
         except DataError as exc:
-            problems.append(Problem(str(exc), i))
+            problems.append(Problem(str(exc), i, line=source.line_of(i)))
             continue
         for key in keys:
             out, sample = arrays[key], samples[key[0]]
@@ -229,7 +229,7 @@ def _load(folder: Path, size: int, part: str) -> ArrayCache:
     decoded = _decoded(folder)  # before meta.json, which a build replaces first (_finish)
     meta = json.loads((folder / "meta.json").read_text())
     arrays = dict.fromkeys(PARTS["all"]) | _open_arrays(folder, "r", part)
-    bad = [Problem(p["message"], p["row"]) for p in meta["bad"]]
+    bad = [Problem(p["message"], p["row"], line=p.get("line")) for p in meta["bad"]]
     bg_index = np.load(folder / "bg_index.npy")
     return ArrayCache(
         size, bg_index=bg_index, bad=bad, path=folder, part=part, decoded=decoded, **arrays
@@ -471,7 +471,9 @@ def _build_into(dataset, folders, tmps, want, held, workers, skip_bad, quiet) ->
             bg_failed.update(found)
         else:
             problems += found
-    problems += [Problem(bg_failed[b], int(i)) for i, b in enumerate(bg_index) if b in bg_failed]
+    line_of = dataset.source.line_of
+    problems += [Problem(bg_failed[b], int(i), line=line_of(int(i)))
+                 for i, b in enumerate(bg_index) if b in bg_failed]  # fmt: skip
     problems.sort(key=lambda p: p.row)
     if problems and not skip_bad:
         more = f" ({len(problems)} bad rows; pass --skip-bad to train without them)"
@@ -494,7 +496,7 @@ def _finish(dataset, key, folder: Path, rows: np.ndarray, held, problems: list[P
     old = [] if new else json.loads((folder / "meta.json").read_text())["bad"]
     known = {b["row"] for b in old}
     found = [p for p in problems if (new or rows[p.row]) and p.row not in known]
-    bad = sorted(old + [{"row": p.row, "message": p.message} for p in found],
+    bad = sorted(old + [{"row": p.row, "message": p.message, "line": p.line} for p in found],
                  key=lambda b: b["row"])  # fmt: skip
     decoded = rows.copy() if new else rows | held
     decoded[[p.row for p in found]] = True  # tried: not decoded again

@@ -17,6 +17,7 @@ from fgdepth.config import DataConfig
 from fgdepth.data.format import (
     COLUMNS,
     MANIFEST,
+    UNREADABLE,
     DataError,
     Problem,
     Sample,
@@ -24,6 +25,7 @@ from fgdepth.data.format import (
     read_manifest,
     read_sample,
     structural_problems,
+    unreadable,
 )
 from fgdepth.data.splits import assign_splits, group_key
 
@@ -71,8 +73,8 @@ class Dataset:
             rel = self.rows["fg_bg"].iloc[0]
             try:
                 width, height = Image.open(io.BytesIO(self.source.read(rel))).size
-            except (OSError, SyntaxError, ValueError, KeyError) as exc:
-                raise DataError(f"{rel}: not a readable image ({exc})") from exc
+            except UNREADABLE as exc:
+                raise unreadable(rel, exc) from exc
             self._side = int(math.isqrt(width * height))
         return self._side
 

@@ -13,6 +13,8 @@ import os
 import shutil
 from pathlib import Path
 
+from fgdepth.errors import UserError
+
 # kept free beyond what a write needs: the system and other programs need room too
 MARGIN_BYTES = 1 << 30
 
@@ -30,7 +32,7 @@ class DiskFull(OSError):
         return self.strerror
 
 
-class OutputRefused(ValueError):
+class OutputRefused(UserError):
     """A place a command would write to that would mix with, or replace, what is there; one
     line for the user (the CLI prints it and exits 2)."""
 

@@ -2,14 +2,16 @@
 
 A manifest row names four files relative to the dataset root: ``fg_bg`` (the scene with the
 foreground), ``bg`` (the same scene without it), ``mask`` (foreground where > 127) and ``depth``
-(single channel, 8- or 16-bit, brighter = nearer). Extra columns are kept. See README.md.
+(single channel, 8- or 16-bit, brighter = nearer). Extra columns are kept. See docs/datasets.md.
 """
 
 from __future__ import annotations
 
+import csv
 import io
 import os
 import posixpath
+import re
 import zipfile
 import zlib
 from collections import Counter
@@ -21,28 +23,27 @@ import pandas as pd
 from PIL import Image
 
 from fgdepth.data.pack import PackReader, is_pack
+from fgdepth.errors import DataError
 
 COLUMNS = ("fg_bg", "bg", "mask", "depth")
 MANIFEST = "manifest.csv"
 
 
-class DataError(ValueError):
-    """A dataset that cannot be used as it is; the message is meant for the user."""
-
-
 @dataclass(frozen=True)
 class Problem:
     """One thing wrong with a dataset, located by manifest row (0-based data row) and file;
-    shown with the manifest's line number (its header is line 1, so row 0 is line 2)."""
+    shown with the manifest's line number: ``line`` (``Source.line_of``), else ``row + 2`` (a
+    header on line 1 and no blank line)."""
 
     message: str
     row: int | None = None
     file: str | None = None
+    line: int | None = None
 
     def __str__(self) -> str:
         where = []
         if self.row is not None:
-            where.append(f"{MANIFEST} line {self.row + 2}")
+            where.append(f"{MANIFEST} line {self.line or self.row + 2}")
         if self.file:
             where.append(self.file)
         return f"{': '.join(where)}: {self.message}" if where else self.message
@@ -66,6 +67,7 @@ class Source:
         self._dirs: dict[str, Path] = {}  # resolved folders: datasets hold 10^5 files
         self._listings: dict[str, dict[str, os.DirEntry]] = {}  # one scan per folder
         self._folder_outside: dict[str, bool] = {}
+        self.row_lines: np.ndarray | None = None  # set by read_manifest (None: row + 2)
         self.prefix = ""
         if self.is_zip:
             self.prefix = self._find_prefix()
@@ -103,6 +105,10 @@ class Source:
             return []
         counts = Counter(self._zipfile().namelist())
         return sorted(n for n, c in counts.items() if c > 1)
+
+    def line_of(self, row: int) -> int:
+        """The manifest's line that holds data row ``row`` (its header is line 1)."""
+        return int(self.row_lines[row]) if self.row_lines is not None else row + 2
 
     def exists(self, rel: str) -> bool:
         if self.pack is not None:
@@ -205,10 +211,12 @@ def read_manifest(source: Source) -> pd.DataFrame:
     """The manifest as strings, with its header checked; raises DataError."""
     if not source.exists(MANIFEST):
         raise DataError(f"{source.path}: {MANIFEST} not found at the dataset root")
+    data = source.read(MANIFEST)
     try:
-        frame = pd.read_csv(io.BytesIO(source.read(MANIFEST)), dtype=str, keep_default_na=False)
+        frame = pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise DataError(f"{source.path}: {MANIFEST} is not a readable CSV ({exc})") from exc
+    source.row_lines = data_lines(data, len(frame))
     frame.columns = [c.strip() for c in frame.columns]
     missing = [c for c in COLUMNS if c not in frame.columns]
     if missing:
@@ -223,6 +231,26 @@ def read_manifest(source: Source) -> pd.DataFrame:
     return frame.reset_index(drop=True)
 
 
+BLANK_LINE = re.compile(rb"(^|\n)[ \t\r]*(\n|$)")
+
+
+def data_lines(data: bytes, rows: int) -> np.ndarray | None:
+    """The line of each data row of a CSV, counting the blank lines that the reader skips and
+    the line breaks inside quoted values; None when every row ``i`` is on line ``i + 2``."""
+    if not BLANK_LINE.search(data.rstrip(b"\r\n")) and b'"' not in data:
+        return None
+    reader = csv.reader(io.StringIO(data.decode("utf-8", errors="replace"), newline=""))
+    lines, end = [], 0  # the line the previous record ended on
+    for record in reader:
+        if len(record) > 1 or (record and record[0].strip()):  # a line of spaces is skipped
+            lines.append(end + 1)
+        end = reader.line_num
+    lines = lines[1:]  # the header's
+    if len(lines) != rows:  # read otherwise than pandas did: the plain count is the guess
+        return None
+    return np.asarray(lines, dtype=np.int64)
+
+
 def structural_problems(source: Source, frame: pd.DataFrame) -> list[Problem]:
     """Problems found without decoding images: paths, missing files, zip duplicates."""
     problems = [Problem(f"zip holds '{n}' more than once") for n in source.duplicate_names()]
@@ -234,11 +262,24 @@ def structural_problems(source: Source, frame: pd.DataFrame) -> list[Problem]:
             if why is None and not source.exists(rel):
                 why = "file not found"
             if why:
-                problems.append(Problem(why, row, rel or None))
+                problems.append(Problem(why, row, rel or None, source.line_of(row)))
     return problems
 
 
 # --- decoding -----------------------------------------------------------------------------
+
+# What decoding a bad file raises: PIL's errors, a stream cut short, a name not in a zip or a
+# pack, and an image with more pixels than PIL.Image.MAX_IMAGE_PIXELS allows (PIL's guard
+# against decompression bombs, which is no OSError). Each makes a bad row, as DataError.
+UNREADABLE = (OSError, SyntaxError, ValueError, KeyError, Image.DecompressionBombError)
+_BUFFER = re.compile(r"\s*<_io\.BytesIO object at 0x[0-9a-fA-F]+>")
+
+
+def unreadable(name: str | os.PathLike, exc: BaseException) -> DataError:
+    """DataError for an image ``name`` (a file, or a member of a zip or pack) that cannot be
+    decoded: PIL's message names the in-memory buffer it read, not the file; left out."""
+    reason = _BUFFER.sub("", str(exc)).strip() or type(exc).__name__
+    return DataError(f"{name}: not a readable image ({reason})")
 
 
 def _decoded_rgb(image: Image.Image, size: int | None) -> Image.Image:
@@ -312,8 +353,8 @@ def read_rgb_sizes(source: Source, rel: str, sizes: list[int | None]) -> dict:
     """``read_rgb`` at each of ``sizes``: the file read once, decoded once per JPEG scale."""
     try:
         return _rgb_sizes(source.read(rel), sizes)
-    except (OSError, SyntaxError, ValueError, KeyError) as exc:
-        raise DataError(f"{rel}: not a readable image ({exc})") from exc
+    except UNREADABLE as exc:
+        raise unreadable(rel, exc) from exc
 
 
 def _depth_scale(image: Image.Image) -> float:
@@ -402,8 +443,8 @@ def read_sample_sizes(
         try:
             data[col] = source.read(rel)
             images[col] = Image.open(io.BytesIO(data[col]))
-        except (OSError, SyntaxError, ValueError, KeyError) as exc:
-            raise DataError(f"{rel}: not a readable image ({exc})") from exc
+        except UNREADABLE as exc:
+            raise unreadable(rel, exc) from exc
     if images["fg_bg"].size != images["bg"].size:
         raise DataError(
             f"{row['bg']}: size {images['bg'].size} differs from fg_bg {row['fg_bg']}"
@@ -420,8 +461,8 @@ def read_sample_sizes(
                 out[col] = _single_channel(images[col], depth=col == "depth")
         except DataError as exc:
             raise DataError(f"{row[col]}: {exc}") from exc
-        except (OSError, SyntaxError, ValueError) as exc:
-            raise DataError(f"{row[col]}: not a readable image ({exc})") from exc
+        except UNREADABLE as exc:
+            raise unreadable(row[col], exc) from exc
     samples = {}
     for size in sizes:
         mask = depth = None

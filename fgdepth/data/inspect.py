@@ -37,7 +37,8 @@ def _decode_chunk(chunk: range) -> dict:
         try:
             s = read_sample(_job["source"], row)
         except DataError as exc:
-            problems.append(Problem(str(exc).split(": ", 1)[-1], i, str(exc).split(": ", 1)[0]))
+            file, message = str(exc).split(": ", 1)[0], str(exc).split(": ", 1)[-1]
+            problems.append(Problem(message, i, file, _job["source"].line_of(i)))
             continue
         h, w = s.fg_bg.shape[:2]
         sizes[f"{w}x{h}"] += 1

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from fgdepth.data.disk import OutputRefused, check_new_folder
+from fgdepth.errors import DataError
 
 PACK_FORMAT = "fgdepth-pack-1"
 PACK_FILE = "pack.json"
@@ -111,18 +112,41 @@ def _write_index(out: Path, shards: list[str], rows: int, backgrounds: int) -> N
     np.save(out / "index" / "backgrounds.npy", bg_index)
 
 
+def _read_meta(root: Path) -> dict:
+    """``pack.json``, checked: DataError for a file that is not JSON, and for a pack written in
+    another format than this code's (naming both)."""
+    try:
+        meta = json.loads((root / PACK_FILE).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(
+            f"{root / PACK_FILE}: not readable as a pack's description ({exc})"
+        ) from None
+    found = meta.get("format") if isinstance(meta, dict) else None
+    if found != PACK_FORMAT:
+        raise DataError(
+            f"{root}: a packed dataset of format {found!r}; this fgdepth reads {PACK_FORMAT!r} "
+            "(pack the original dataset again with `fgdepth data pack`)"
+        )
+    if not isinstance(meta.get("shards"), list):
+        raise DataError(f"{root / PACK_FILE}: no list of shards")
+    return meta
+
+
 class PackReader:
     """Reads the members of a packed dataset by name, one positioned read each. Shard files
     are opened once per process (file descriptors do not survive a fork server)."""
 
     def __init__(self, root: Path):
         self.root = root
-        meta = json.loads((root / PACK_FILE).read_text())
-        if meta.get("format") != PACK_FORMAT:
-            raise ValueError(f"{root}: not a packed dataset of this fgdepth version")
+        meta = _read_meta(root)
         self.shards = meta["shards"]
-        self._rows = np.load(root / "index" / "rows.npy", mmap_mode="r")
-        self._bgs = np.load(root / "index" / "backgrounds.npy", mmap_mode="r")
+        try:
+            self._rows = np.load(root / "index" / "rows.npy", mmap_mode="r")
+            self._bgs = np.load(root / "index" / "backgrounds.npy", mmap_mode="r")
+        except (OSError, ValueError) as exc:
+            raise DataError(
+                f"{root}: a packed dataset whose index cannot be read ({exc})"
+            ) from None
         self._fds: dict[int, int] = {}
         self._pid = os.getpid()
 

@@ -55,9 +55,10 @@ class _Decoder(TorchDataset):
             try:
                 sample = self._decode(int(row))
             except DataError as exc:
+                line = self.source.line_of(int(row))
                 if not self.skip_bad:
-                    return {"error": str(Problem(str(exc), int(row)))}
-                bad.append((int(row), str(exc)))
+                    return {"error": str(Problem(str(exc), int(row), line=line))}
+                bad.append((int(row), str(exc), line))
                 continue
             for key, value in sample.items():
                 out[key].append(value)
@@ -141,8 +142,8 @@ class LoadedData:
         for batch in self._loader:
             if "error" in batch:
                 raise DataError(f"{self.path}: {batch['error']}")
-            for row, message in batch.pop("bad"):
-                self.bad.append(Problem(message, row))
+            for row, message, line in batch.pop("bad"):
+                self.bad.append(Problem(message, row, line=line))
             yield batch
 
     def raw(self, indices: np.ndarray) -> dict[str, torch.Tensor]:

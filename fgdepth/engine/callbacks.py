@@ -141,8 +141,8 @@ class ConsoleCallback(Callback):
         self.print(
             f"  stage {r.stage} {r.stage_name} epoch {r.epoch + 1}: "
             f"loss {r.train['loss']:.4f}  val mask_iou {r.val['mask_iou']:.4f} "
-            f"depth_rmse {r.val['depth_rmse']:.4f}  ({r.samples_per_s:.0f} samples/s, "
-            f"{r.seconds:.0f}s)"
+            f"depth_rmse {r.val['depth_rmse']:.4f} dist {r.val['fg_distance_error']:.4f}  "
+            f"({r.samples_per_s:.0f} samples/s, {r.seconds:.0f}s)"
         )
 
     def on_stage_end(self, r: StageResult, model):

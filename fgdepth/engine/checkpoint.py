@@ -12,8 +12,8 @@ import torch
 from torch import nn
 
 from fgdepth.data.disk import disk_full_as
-from fgdepth.data.format import DataError
 from fgdepth.engine.callbacks import Callback
+from fgdepth.errors import DataError, NotFound
 from fgdepth.models import build_model
 
 FORMAT = "fgdepth-checkpoint-1"
@@ -79,7 +79,7 @@ def _torch_load(path: str | Path, what: str):
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: no such {what}") from None
+        raise NotFound(f"{path}: no such {what}") from None
     except pickle.UnpicklingError as exc:
         code = re.search(r"GLOBAL (\S+) was not an allowed global", str(exc))
         if code:

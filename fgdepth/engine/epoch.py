@@ -110,7 +110,8 @@ def step_starts(n_rows: int, offset: int, step: int, ranks: int) -> range:
 
 def _loss(run: StageRun, mask_logits, depth_logits, batch) -> torch.Tensor:
     outputs = {"mask": mask_logits, "depth": depth_logits}
-    return sum(w * fn(outputs[h], batch[h]) for h, (fn, w) in run.losses.items() if w)
+    fg = batch["mask"]  # the true mask, for losses that weigh the object's own pixels
+    return sum(w * fn(outputs[h], batch[h], fg=fg) for h, (fn, w) in run.losses.items() if w)
 
 
 def _train_step(run: StageRun, batch: dict, at: int):

@@ -21,14 +21,15 @@ from fgdepth.config import Config
 from fgdepth.data import Dataset, build_caches
 from fgdepth.data.modes import decode_workers, open_stage_data
 from fgdepth.engine.callbacks import Callback, CallbackList, EpochResult, FitResult, StageResult
-from fgdepth.engine.distributed import current_world, device_for, sync_buffers
+from fgdepth.engine.distributed import current_world, device_for, share, sync_buffers
 from fgdepth.engine.epoch import DivergenceError, StageRun, prepare_stage, train_epoch
 from fgdepth.engine.evaluate import evaluate, sample_predictions
 from fgdepth.engine.plan import RunPlan, check_against_data, plan_run, without_bad_rows
-from fgdepth.engine.precision import choose_precision
+from fgdepth.engine.precision import training_precision
 from fgdepth.engine.stages import freeze_groups, steps_per_epoch
 from fgdepth.engine.state import Generators, Position, capture, position_of
 from fgdepth.engine.stopping import Interrupted, StopPolicy
+from fgdepth.engine.timing import training_rate
 from fgdepth.models import build_model
 
 __all__ = ["DivergenceError", "Interrupted", "check_against_data", "fit", "position_of"]
@@ -82,9 +83,16 @@ class _Fit:
         seed_everything(config.seed, config.deterministic)
         self.config, self.dataset, self.resume = config, dataset, resume
         self.cb = CallbackList(callbacks if world.main else [])
-        self.precision, self.precision_reason = choose_precision(config.precision, self.device)
         self.model = _build_model(config, self.device)
         self.plan: RunPlan = plan_run(config, dataset, self.model.input_scale)
+        # timed (where ``auto`` needs it) on rank 0 alone, so that every rank trains in the same
+        # precision
+        chosen = (
+            training_precision(config, self.plan.stages, self.device, training_rate)
+            if world.main
+            else None
+        )
+        self.precision, self.precision_reason = share(chosen, world)
         self.splits = self.plan.splits
         # the epochs' rows: the same on every rank; augmentation: a stream per rank
         self.gens = Generators(

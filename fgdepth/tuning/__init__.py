@@ -22,6 +22,7 @@ from typing import Any
 import optuna
 
 from fgdepth.config import Config
+from fgdepth.errors import UserError
 from fgdepth.tuning.space import (
     PRUNERS,
     SAMPLERS,
@@ -29,6 +30,10 @@ from fgdepth.tuning.space import (
     TrialPruned,
     apply_params,
     check_space,
+    formula,
+    objective_label,
+    objective_values,
+    objectives,
     schedule_label,
     score,
     suggest,
@@ -56,9 +61,10 @@ from fgdepth.tuning.workers import Job, Trainer, TrialRun, run_worker, run_worke
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 __all__ = [
-    "DEFAULT_STORAGE", "PRUNERS", "SAMPLERS", "Job", "PruningCallback", "Trainer", "TrialPruned",
-    "TrialRun", "TuneOutcome", "apply_params", "artifact_dir", "best_config", "best_experiment",
-    "check_space", "counts", "create_study", "masked", "open_storage", "open_study",
+    "DEFAULT_STORAGE", "PRUNERS", "SAMPLERS", "Job", "NoTrialCompleted", "PruningCallback",
+    "Trainer", "TrialPruned", "TrialRun", "TuneOutcome", "apply_params", "artifact_dir",
+    "best_config", "best_experiment", "check_space", "counts", "create_study", "formula",
+    "masked", "objective_label", "objective_values", "objectives", "open_storage", "open_study",
     "schedule_label", "score", "study_params", "suggest", "trials_to_go", "tune",
 ]  # fmt: skip
 
@@ -120,9 +126,18 @@ def tune(
     return _finish(study, config, experiment, trainer.parent_run_id, out, codes)
 
 
+class NoTrialCompleted(UserError):
+    """A study none of whose trials completed (each failed, diverged or was pruned): there is
+    no best trial to summarise; one line for the user."""
+
+
 def _finish(study, config, experiment, parent, out, codes) -> TuneOutcome:
     if not any(t.state == optuna.trial.TrialState.COMPLETE for t in study.get_trials()):
-        raise RuntimeError(f"study '{study.study_name}': no trial completed")
+        states = ", ".join(f"{n} {state}" for state, n in counts(study).items() if n)
+        raise NoTrialCompleted(
+            f"study '{study.study_name}': no trial completed ({states or 'no trials'}); "
+            "no best configuration"
+        )
     out = Path(out or Path("outputs") / "tune" / study.study_name)
     files = write_summary(study, config, out)
     best_yaml, trial, value = write_best(study, config, experiment, out)

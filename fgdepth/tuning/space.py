@@ -12,6 +12,7 @@ from fgdepth.config import Config, ConfigError, ObjectiveConfig, StageConfig, bu
 from fgdepth.engine.callbacks import Callback, EpochResult
 from fgdepth.engine.checks import check
 from fgdepth.engine.stopping import Interrupted
+from fgdepth.metrics import LOWER_IS_BETTER, SCORE_TERMS
 from fgdepth.metrics import score as weighted_score
 from fgdepth.registry import Registry
 
@@ -126,6 +127,8 @@ def _check_ranges(config: Config) -> None:
         )
     if tune.trials < 1:
         raise ConfigError(f"tune.trials: must be at least 1, got {tune.trials}")
+    if not any(weights(tune.objective).values()):
+        raise ConfigError("tune.objective: every weight is 0, nothing to optimise")
     ranges = [("lr", tune.lr), *((f"loss_weights.{h}", r) for h, r in tune.loss_weights.items())]
     for key, r in ranges:
         if r is not None and not (0 < r.low < r.high if r.log else r.low < r.high):
@@ -150,9 +153,54 @@ def check_space(config: Config) -> None:
         apply_params(config, params)
 
 
+def weights(objective: ObjectiveConfig) -> dict[str, float]:
+    """Each headline metric's weight, as the score uses it (subtracted where lower is better)."""
+    values = (objective.mask_iou_weight, objective.depth_rmse_weight, objective.fg_distance_weight)
+    return dict(zip(SCORE_TERMS, values, strict=True))
+
+
 def score(metrics: dict[str, float], objective: ObjectiveConfig) -> float:
     """The single objective: higher is better."""
-    return weighted_score(metrics, objective.mask_iou_weight, objective.depth_rmse_weight)
+    return weighted_score(metrics, *weights(objective).values())
+
+
+def formula(objective: ObjectiveConfig) -> str:
+    """The score as written: ``1 * mask_iou - 1 * depth_rmse - 1 * fg_distance_error``."""
+    text = ""
+    for name, weight in weights(objective).items():
+        if not weight:
+            continue  # not read by the score either
+        signed = -weight if name in LOWER_IS_BETTER else weight
+        sign = "-" if signed < 0 else "+"
+        text += f" {sign} {abs(signed):g} * {name}" if text else f"{signed:g} * {name}"
+    return text or "0"
+
+
+def objectives(objective: ObjectiveConfig) -> dict[str, str]:
+    """The study's objectives, name -> direction: the score (named by its formula), or with
+    ``multi`` each metric of non-zero weight on its own."""
+    if not objective.multi:
+        return {formula(objective): "maximize"}
+    return {
+        name: "minimize" if name in LOWER_IS_BETTER else "maximize"
+        for name, weight in weights(objective).items()
+        if weight
+    }
+
+
+def objective_values(metrics: dict[str, float], objective: ObjectiveConfig):
+    """What a trial returns to Optuna: the score, or with ``multi`` a value per objective."""
+    if not objective.multi:
+        return score(metrics, objective)
+    return tuple(float(metrics[name]) for name in objectives(objective))
+
+
+def objective_label(objective: ObjectiveConfig) -> str:
+    """The objective in one line, for the study's tracked run."""
+    if not objective.multi:
+        return f"{formula(objective)} (validation)"
+    ups = [f"{n} {'down' if d == 'minimize' else 'up'}" for n, d in objectives(objective).items()]
+    return f"{', '.join(ups)} (validation; best of the Pareto front by {formula(objective)})"
 
 
 class TrialPruned(optuna.TrialPruned, Interrupted):

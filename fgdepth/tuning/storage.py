@@ -18,6 +18,7 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback as RetryStale
 from optuna.trial import TrialState
 
 from fgdepth.config import Config, ConfigError
+from fgdepth.tuning.space import objectives
 
 DEFAULT_STORAGE = "sqlite:///optuna.db"
 MAX_RETRY = 2  # a trial whose worker died is run again at most this often
@@ -122,7 +123,8 @@ def create_study(
 ) -> optuna.Study:
     """Create (or load, to continue) the study: from this one process, before any worker."""
     storage = open_storage(storage_url, heartbeat, end_run)
-    directions = ["maximize", "minimize"] if config.tune.objective.multi else ["maximize"]
+    wanted = objectives(config.tune.objective)
+    directions = list(wanted.values())
     try:
         study = optuna.create_study(
             study_name=name, storage=storage, directions=directions, load_if_exists=True
@@ -134,6 +136,13 @@ def create_study(
             f"study '{name}' exists with directions {[d.name.lower() for d in study.directions]}; "
             f"this objective needs {directions}: choose another --study name"
         )
+    names = list(wanted)
+    if study.metric_names is not None and study.metric_names != names:  # same directions
+        raise ConfigError(
+            f"study '{name}' exists with objectives {study.metric_names}; this one has "
+            f"{names}: choose another --study name"
+        )
+    study.set_metric_names(names)
     return study
 
 

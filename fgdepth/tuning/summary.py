@@ -14,9 +14,9 @@ from pathlib import Path
 import optuna
 import yaml
 
-from fgdepth.config import Config, StageConfig
+from fgdepth.config import Config, ObjectiveConfig, StageConfig
 from fgdepth.data.preview import prediction_grid
-from fgdepth.tuning.space import apply_params, score
+from fgdepth.tuning.space import apply_params, formula, objective_label, objectives, score
 from fgdepth.tuning.storage import DEFAULT_STORAGE
 
 log = logging.getLogger("fgdepth.tune")
@@ -54,15 +54,16 @@ def upload_trial_files(trial: optuna.Trial, folder: str | Path, result, val: dic
 
 
 def best_config(config: Config, study: optuna.Study) -> tuple[Config, optuna.trial.FrozenTrial]:
-    """The experiment with the best trial's values (for two objectives: the Pareto trial
+    """The experiment with the best trial's values (for several objectives: the Pareto trial
     with the best single score)."""
-    if config.tune.objective.multi:
-        trial = max(
-            study.best_trials,
-            key=lambda t: score(
-                {"mask_iou": t.values[0], "depth_rmse": t.values[1]}, config.tune.objective
-            ),
-        )
+    objective = config.tune.objective
+    if objective.multi:
+        names = list(objectives(objective))
+
+        def weighted(t: optuna.trial.FrozenTrial) -> float:
+            return score(dict(zip(names, t.values, strict=True)), objective)
+
+        trial = max(study.best_trials, key=weighted)
     else:
         trial = study.best_trial
     return apply_params(config, trial.params), trial
@@ -102,12 +103,12 @@ def write_best(study: optuna.Study, config: Config, experiment: str, out: Path):
     best_cfg, trial = best_config(config, study)
     best_yaml = out / "best.yaml"
     doc = best_experiment(best_cfg, experiment_ref(experiment), trial.number, study.study_name)
-    multi = config.tune.objective.multi
-    value = list(trial.values) if multi else trial.value
+    objective = config.tune.objective
+    value = list(trial.values) if objective.multi else trial.value
+    what = ", ".join(objectives(objective)) if objective.multi else f"score {formula(objective)} ="
     header = (
         f"# Best trial {trial.number} of study '{study.study_name}' "
-        f"(validation {'mask_iou, depth_rmse' if multi else 'score'} "
-        f"{value}, profile {config.profile}).\n"
+        f"(validation {what} {value}, profile {config.profile}).\n"
         f"# Run it: fgdepth train --config {best_yaml} --profile {config.profile}\n"
     )
     best_yaml.write_text(header + yaml.safe_dump(doc, sort_keys=False))
@@ -137,11 +138,13 @@ def _html_table(frame, title: str) -> str:
     )
 
 
-def _plot_makers(study: optuna.Study, multi: bool) -> dict:
+def _plot_makers(study: optuna.Study, objective: ObjectiveConfig) -> dict:
     from optuna.visualization import matplotlib as vis
 
-    target = (lambda t: t.values[0]) if multi else None
-    name = "mask_iou" if multi else "score"
+    names = list(objectives(objective))
+    multi = len(names) > 1
+    target = (lambda t: t.values[0]) if multi else None  # the history of the first objective
+    name = names[0]
     plots = {
         "optimization_history.png": lambda: vis.plot_optimization_history(
             study, target=target, target_name=name
@@ -151,10 +154,8 @@ def _plot_makers(study: optuna.Study, multi: bool) -> dict:
         ),
         "intermediate_values.png": lambda: vis.plot_intermediate_values(study),
     }
-    if multi:
-        plots["pareto_front.png"] = lambda: vis.plot_pareto_front(
-            study, target_names=["mask_iou", "depth_rmse"]
-        )
+    if len(names) in (2, 3):  # drawn in 2 or 3 dimensions
+        plots["pareto_front.png"] = lambda: vis.plot_pareto_front(study, target_names=names)
     return plots
 
 
@@ -165,7 +166,7 @@ def _plots(study: optuna.Study, config: Config, out: Path) -> dict[str, Path]:
     import matplotlib.pyplot as plt
 
     files = {}
-    for name, make in _plot_makers(study, config.tune.objective.multi).items():
+    for name, make in _plot_makers(study, config.tune.objective).items():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             try:
@@ -195,10 +196,7 @@ def study_params(config: Config, experiment: str, name: str, storage: str, worke
         "trials": tune.trials,
         "workers": workers,
         "profile": config.profile,
-        "pruner": "none (two objectives)" if objective.multi else tune.pruner.name,
+        "pruner": "none (multi-objective)" if objective.multi else tune.pruner.name,
         "sampler": tune.sampler,
-        "objective": "mask_iou up, depth_rmse down"
-        if objective.multi
-        else f"{objective.mask_iou_weight} * mask_iou - "
-        f"{objective.depth_rmse_weight} * depth_rmse (validation)",
+        "objective": objective_label(objective),
     }

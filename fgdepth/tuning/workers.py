@@ -19,7 +19,15 @@ import optuna
 from fgdepth.config import Config
 from fgdepth.engine import DivergenceError
 from fgdepth.engine.callbacks import Callback, FitResult
-from fgdepth.tuning.space import PRUNERS, SAMPLERS, PruningCallback, apply_params, score, suggest
+from fgdepth.metrics import SCORE_TERMS
+from fgdepth.tuning.space import (
+    PRUNERS,
+    SAMPLERS,
+    PruningCallback,
+    apply_params,
+    objective_values,
+    suggest,
+)
 from fgdepth.tuning.storage import here, open_storage, running, trials_to_go
 
 
@@ -96,13 +104,11 @@ def objective(job: Job) -> Callable[[optuna.Trial], Any]:
         config = apply_params(job.config, params)
         result = job.trainer.train(config, _trial_run(job, trial, config, params))
         val = result.stages[-1].epochs[-1].val if result.stages[-1].epochs else result.metrics
-        for key in ("mask_iou", "depth_rmse", "fg_distance_error"):
+        for key in SCORE_TERMS:
             trial.set_user_attr(f"val_{key}", float(val[key]))
         if job.artifacts:
             upload_trial_files(trial, job.artifacts, result, val)
-        if config.tune.objective.multi:
-            return val["mask_iou"], val["depth_rmse"]
-        return score(val, config.tune.objective)
+        return objective_values(val, config.tune.objective)
 
     return run
 

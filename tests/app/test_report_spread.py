@@ -1,4 +1,5 @@
-"""``fgdepth report``'s mean ± std over the runs that differ only by the seed."""
+"""``fgdepth report``'s mean ± std over the runs that differ only by the seed; the reference
+lines of its charts."""
 
 import math
 
@@ -6,7 +7,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fgdepth.app.report import METRICS, html_page, spread_console, spread_table
+from fgdepth.app.report import (
+    METRICS,
+    bar_charts,
+    html_page,
+    reference_lines,
+    spread_console,
+    spread_table,
+)
 
 
 def run_row(experiment: str, seed: int, mask_iou: float, depth_rmse: float, differs="") -> dict:
@@ -80,3 +88,25 @@ def test_the_best_mean_is_bold_by_the_metric_direction():
     page = html_page(frame, {}, "t", spread_table(frame))
     assert "<b>0.9050 ± 0.0071</b>" in page and "<td>0.8050 ± 0.0071</td>" in page  # higher
     assert "<b>0.0550 ± 0.0071</b>" in page and "<td>0.1050 ± 0.0071</td>" in page  # lower
+
+
+def test_each_reference_with_a_value_gets_its_own_labelled_line(frame):
+    nan = {m: math.nan for m in METRICS}
+    distance = [
+        {"run": "reference: train-median distance for every object (distance)",
+         "kind": "reference", **nan, "fg_distance_error": 0.08},
+        {"run": "reference: least squares on the true mask's lowest row and height (distance)",
+         "kind": "reference", **nan, "fg_distance_error": 0.03},
+    ]  # fmt: skip
+    frame = pd.concat([frame, pd.DataFrame(distance)], ignore_index=True)
+    refs = frame[frame["kind"] == "reference"]
+    assert reference_lines(refs, "fg_distance_error") == [
+        ("dataset-mean depth map (depth)", 0.5),
+        ("train-median distance for every object (distance)", 0.08),
+        ("least squares on the true mask's lowest row and height (distance)", 0.03),
+    ]
+    assert reference_lines(refs, "mask_iou") == [("dataset-mean depth map (depth)", 0.5)]
+    assert reference_lines(refs[refs["run"].str.endswith("(distance)")], "mask_iou") == []
+    assert bar_charts(frame).startswith(b"\x89PNG")  # the chart draws them all
+    page = html_page(frame, {}, "t")
+    assert "<td>0.0800</td>" in page and "<td>0.0300</td>" in page

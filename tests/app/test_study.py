@@ -29,6 +29,15 @@ def test_the_table_gives_mean_and_std_over_seeds_and_marks_the_best_mean():
     assert default[-4:] == ["0,1", "1.5", "1,000", "2.0"]  # seeds, train min, samples, minutes
 
 
+def test_the_table_has_a_distance_column_where_lower_is_best():
+    rows = [row("default", 0, 0.9, 0.1), row("bce", 0, 0.9, 0.1)]
+    rows[0]["metrics"]["fg_distance_error"], rows[1]["metrics"]["fg_distance_error"] = 0.03, 0.02
+    header, _, default, bce = markdown_table(rows).splitlines()
+    column = [c.strip() for c in header.split("|")[1:-1]].index("fg_distance_error")
+    assert default.split("|")[1:-1][column].strip() == "0.0300"
+    assert bce.split("|")[1:-1][column].strip() == "**0.0200**"
+
+
 def test_the_clock_corrects_the_runs_left_by_how_the_finished_ones_went(monkeypatch):
     now = [1000.0]
     monkeypatch.setattr(study.time, "monotonic", lambda: now[0])

@@ -37,8 +37,8 @@ class Stop(Exception):
 def _epoch(**over) -> EpochResult:
     values = dict(
         stage=1, stage_name="s64", epoch=2, step=5, train={"loss": 0.123456},
-        val={"mask_iou": 0.87654, "depth_rmse": 0.04321}, lr=0.001, seconds=12.4,
-        samples_per_s=321.6,
+        val={"mask_iou": 0.87654, "depth_rmse": 0.04321, "fg_distance_error": 0.02468},
+        lr=0.001, seconds=12.4, samples_per_s=321.6,
     )  # fmt: skip
     return EpochResult(**(values | over))
 
@@ -86,7 +86,7 @@ def test_the_console_says_one_line_per_epoch_with_its_numbers():
     lines = []
     ConsoleCallback(lines.append).on_epoch_end(_epoch(), None)
     assert lines == [
-        "  stage 1 s64 epoch 3: loss 0.1235  val mask_iou 0.8765 depth_rmse 0.0432  "
+        "  stage 1 s64 epoch 3: loss 0.1235  val mask_iou 0.8765 depth_rmse 0.0432 dist 0.0247  "
         "(322 samples/s, 12s)"
     ]
 
