@@ -15,6 +15,17 @@ background subtraction for the mask and the mean depth map for depth.
                                                   # a variant: another row of the same table
     python benchmarks/quality.py --smoke          # seconds; prints only
     python benchmarks/quality.py --render         # the section again from the saved results
+    python benchmarks/quality.py --protocol --set loss.depth.fg_l1=2 --label "fg_l1 2"
+                                                  # a change against the default: every data
+                                                  # family x 2 seeds, a verdict per metric
+
+The protocol (``--protocol``) is how a recipe or model change is judged: the variant and the
+default are trained on each data family (``benchmarks/families.py``: built-in, street, room) with
+seeds 0 and 1, and each of mask IoU, depth RMSE and the foreground's distance error gets a
+verdict per family: *better* or *worse* when the means differ by more than the seeds' spread
+(the larger of the two recipes' ranges over the seeds), else *same*. A change is accepted when
+no family gets worse on any of the three. The default's runs are reused while the code and the
+experiments are unchanged (a digest of ``fgdepth/`` and ``experiments/``).
 
 Each variant is kept in OUT/PROFILE/LABEL/results.json; the section shows every variant
 measured into OUT, in the order they were measured (delete a folder to drop its row).
@@ -34,7 +45,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks import street_data  # noqa: E402
+from benchmarks import families, street_data  # noqa: E402
 from benchmarks.common import auto_precision, machine, publish, table  # noqa: E402
 from fgdepth.app.datasets import resolve_dataset  # noqa: E402
 from fgdepth.baselines import reference_metrics  # noqa: E402
@@ -196,6 +207,181 @@ def measure(data: Path | None, root: Path, profile: str, out: Path, variant: dic
             "data": description, "profile": profile}  # fmt: skip
 
 
+# --- the protocol: a variant against the default on every family, two seeds ------------------
+
+HEADLINE = {"mask_iou": "higher", "depth_rmse": "lower", "fg_distance_error": "lower"}
+FLOORS = {  # the reference rows each headline metric must beat, from ``reference_metrics``
+    "mask_iou": ["background_subtraction"],
+    "depth_rmse": ["mean_depth"],
+    "fg_distance_error": ["constant_distance", "silhouette_geometry"],
+}
+
+
+def code_digest() -> str:
+    """A digest of what a run's result depends on: the package and the experiments."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in sorted([*(ROOT / "fgdepth").rglob("*.py"), *(ROOT / "experiments").glob("*")]):
+        digest.update(path.relative_to(ROOT).as_posix().encode() + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def commit() -> str:
+    """The checked-out commit, marked ``+changes`` when the tree differs from it."""
+
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout
+
+    dirty = git("status", "--porcelain", "--", "fgdepth", "experiments").strip()
+    return git("rev-parse", "--short", "HEAD").strip() + ("+changes" if dirty else "")
+
+
+def verdict(default: list[float], variant: list[float], direction: str) -> tuple[float, str]:
+    """The seeds' spread and better / same / worse for the variant's mean against the
+    default's."""
+    spread = max(max(default) - min(default), max(variant) - min(variant))
+    gain = sum(variant) / len(variant) - sum(default) / len(default)
+    gain = gain if direction == "higher" else -gain
+    return spread, "better" if gain > spread else "worse" if gain < -spread else "same"
+
+
+def floors_of(refs: dict) -> dict[str, str]:
+    """The floors' values per headline metric, as text."""
+    out = {}
+    for metric, names in FLOORS.items():
+        found = [f"{name} {refs[name][metric]:.4f}" for name in names if name in refs]
+        out[metric] = "; ".join(found) or "-"
+    return out
+
+
+def protocol_run(family: str, data: Path, root: Path, profile: str, recipe: dict, seed: int,
+                 digest: str | None) -> dict | None:  # fmt: skip
+    """One recipe on one family and seed: the saved result when it was measured on this code,
+    else a fresh run (its test metrics, minutes and the reference rows on its test split).
+    With ``digest`` None, the saved result whatever its code, or None."""
+    folder = root / family / recipe["slug"] / f"seed{seed}"
+    saved_file = folder / "results.json"
+    if saved_file.exists():
+        saved_result = json.loads(saved_file.read_text())
+        same = saved_result["digest"] == digest and saved_result["set"] == recipe["set"]
+        if same or digest is None:
+            return saved_result
+    if digest is None:  # --render: what was measured, nothing new
+        return None
+    variant = {"config": recipe["config"], "seed": seed, "set": recipe["set"],
+               "max_minutes": recipe["max_minutes"]}  # fmt: skip
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    print(f"protocol: {recipe['label']} on {family}, seed {seed}", flush=True)
+    run = train(data, profile, folder, variant)
+    test = TestRows(data, profile, folder)
+    refs = reference_metrics(test.cache, test.rows["train"], test.rows["test"])
+    result = {"digest": digest, "commit": commit(), "set": recipe["set"], "metrics": run["metrics"],
+              "minutes": run["wall_minutes"], "references": refs, "test": len(test.rows["test"]),
+              "size": test.size}  # fmt: skip
+    shutil.rmtree(folder / "cache", ignore_errors=True)  # decoded arrays: GBs, not results
+    saved_file.write_text(json.dumps(result, indent=2))
+    return result
+
+
+def protocol_table(family: str, runs: dict, labels: tuple[str, str], command: str) -> str:
+    """One family's table: each headline metric per seed for both recipes, the spread, the
+    verdict and the floors."""
+    default, variant = (runs[label] for label in labels)
+    floors = floors_of(default[0]["references"])
+    rows, verdicts = [], {}
+    for metric, direction in HEADLINE.items():
+        a = [r["metrics"][metric] for r in default]
+        b = [r["metrics"][metric] for r in variant]
+        spread, said = verdict(a, b, direction)
+        verdicts[metric] = said
+        rows.append([metric, " / ".join(f"{v:.4f}" for v in a), " / ".join(f"{v:.4f}" for v in b),
+                     f"{spread:.4f}", said, floors[metric]])  # fmt: skip
+    minutes = [
+        f"{sum(r['minutes'] for r in runs[label]) / len(runs[label]):.2f}" for label in labels
+    ]
+    rows.append(["minutes (mean)", *minutes, "", "", ""])
+    first = default[0]
+    commits = sorted({r.get("commit", "?") for rs in runs.values() for r in rs})
+    return "\n".join(
+        [
+            f"### {family}: {first['test']} test rows at {first['size']} px",
+            "",
+            f"Data: `{command}`. Code: {', '.join(commits)}.",
+            "",
+            table(
+                [
+                    "metric",
+                    f"{labels[0]} (seeds)",
+                    f"{labels[1]} (seeds)",
+                    "spread",
+                    "verdict",
+                    "floors",
+                ],
+                rows,
+            ),  # fmt: skip
+        ]
+    ), verdicts
+
+
+def protocol(args, profile: str) -> int:
+    """Train the default and the variant on every family with each seed; print and publish
+    the verdicts."""
+    data_root = args.out.resolve()
+    root = data_root / profile / "protocol"
+    n = 60 if profile == "smoke" else 12000
+    digest = None if args.render else code_digest()
+    default_label = " ".join(["default", *args.baseline_set])
+    baseline = {"config": "default", "set": args.baseline_set, "max_minutes": args.max_minutes,
+                "label": args.baseline_label or default_label}  # fmt: skip
+    variant = {"config": args.config, "set": args.set, "max_minutes": args.max_minutes,
+               "label": args.label or f"{args.config} {' '.join(args.set)}".strip()}  # fmt: skip
+    for recipe in (baseline, variant):
+        recipe["slug"] = "".join(c if c.isalnum() else "-" for c in recipe["label"].lower())
+    if baseline["slug"] == variant["slug"]:
+        raise SystemExit("quality: the variant is the baseline: give --set, --config or --label")
+    sections, verdicts = [], {}
+    for family in args.families.split(","):
+        workers = 1 if profile == "smoke" else 2
+        data = (families.folder(data_root, family, n) if args.render else
+                families.dataset(data_root, family, n, workers))  # fmt: skip
+        runs = {baseline["label"]: [], variant["label"]: []}
+        for seed in args.seeds:  # seed by seed: a stopped protocol leaves pairs to compare
+            for recipe in (baseline, variant):
+                result = protocol_run(family, data, root, profile, recipe, seed, digest)
+                if result is not None:
+                    runs[recipe["label"]].append(result)
+        if not all(runs.values()):
+            print(f"protocol: nothing measured yet on {family}")
+            continue
+        text, verdicts[family] = protocol_table(
+            family,
+            runs,
+            (baseline["label"], variant["label"]),
+            families.command(data_root, family, n),
+        )
+        sections.append(text)
+    worse = [f"{m} on {f}" for f, v in verdicts.items() for m, said in v.items() if said == "worse"]
+    decision = ("accepted: no family gets worse on a headline metric" if not worse
+                else "not accepted: worse on " + ", ".join(worse))  # fmt: skip
+    command = " ".join(a if " " not in a else repr(a) for a in (args.argv or sys.argv[1:]))
+    body = "\n".join([
+        f"## Protocol: {variant['label']} against {baseline['label']}",
+        "",
+        f"Machine: {machine(auto_precision(), threads())}. Command: "
+        f"`python benchmarks/quality.py {command}`; each run is the whole `fgdepth train "
+        f"--profile {profile} --data PATH` command, seeds {', '.join(map(str, args.seeds))}.",
+        f"Verdict: **{decision}**. A metric is better or worse when the means differ by more "
+        "than the spread (the larger range over the seeds of the two recipes).",
+        "",
+        "\n\n".join(sections),
+    ])  # fmt: skip
+    # each change judged keeps a section of its own in BENCHMARKS.md
+    publish(f"protocol-{variant['slug']}", body, write=not args.smoke and bool(sections))
+    return 0 if not worse else 1
+
+
 def threads() -> int:
     """The threads the training subprocess uses: torch's default, one per core it may run on."""
     return len(os.sched_getaffinity(0))
@@ -224,8 +410,20 @@ def main(argv=None) -> int:
         "--max-minutes", type=float,
         help="the run's time limit (default: the profile's; 0: none, for a slower machine)",
     )  # fmt: skip
+    parser.add_argument("--protocol", action="store_true",
+                        help="the variant against the default on each family")  # fmt: skip
+    parser.add_argument("--families", default=",".join(families.NAMES),
+                        help="with --protocol: the data families (comma-separated)")  # fmt: skip
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1],
+                        help="with --protocol: the seeds (default: 0 1)")  # fmt: skip
+    parser.add_argument("--baseline-set", action="append", default=[], metavar="KEY=VALUE",
+                        help="with --protocol: an override of the default compared to")  # fmt: skip
+    parser.add_argument("--baseline-label", help="with --protocol: the baseline's name")
     args = parser.parse_args(argv)
+    args.argv = argv
     profile = "smoke" if args.smoke else "cpu"
+    if args.protocol:
+        return protocol(args, profile)
     root = args.out.resolve() / profile  # the run works in OUT: a relative path would move
     if not args.render:
         variant = {"config": args.config, "seed": args.seed, "set": args.set,
