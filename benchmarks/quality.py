@@ -116,7 +116,7 @@ def mask_errors(run_id: str, test: TestRows, out: Path) -> dict:
     import torch.nn.functional as F
 
     mlflow.set_tracking_uri(f"sqlite:///{out / 'mlflow.db'}")
-    model, _ = load_logged_model(f"runs:/{run_id}/model")
+    model, *_ = load_logged_model(f"runs:/{run_id}/model")  # (model, size, encoding)
     rows = test.rows["test"]
     cache = build_model_cache(test.dataset, test.size, model.input_scale, root=out / "cache")
     thresholds = (0.3, 0.5, 0.7)

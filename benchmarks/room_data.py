@@ -27,7 +27,8 @@ z = 12 (1 - d) metres.
 
 The folder it writes is an ordinary dataset in the documented format: manifest.csv with fg_bg,
 bg, mask, depth and bg_id (about 10 rows per background), plus kind, surface (what the
-foreground stands on), fg_distance_m and fg_height_m; ``fgdepth data inspect OUT`` checks it.
+foreground stands on), fg_distance_m and fg_height_m, and a dataset.yaml that declares the depth
+encoding (linear, 0 to 12 m); ``fgdepth data inspect OUT`` checks it.
 The same seed gives the same bytes whatever ``--workers``. At the end it prints two floors of
 the foreground distance error on the test split by background: a constant, and a 5-parameter fit
 from the mask's lowest row and pixel height.
@@ -874,6 +875,8 @@ def write(out: Path, n: int = 12000, seed: int = 2, workers: int = 2, progress: 
         writer.writeheader()
         for index in sorted(done):
             writer.writerows(done[index])
+    # the encoding in fgdepth's dataset.yaml, so that distances come out in metres
+    (out / "dataset.yaml").write_text(f"depth: {{encoding: linear, near: 0, far: {Z_FAR:g}}}\n")
     os.replace(tmp, out / "manifest.csv")
     return out
 

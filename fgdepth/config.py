@@ -44,7 +44,7 @@ class ModelConfig:
 @dataclass
 class OptimizerConfig:
     name: str = "adamw"
-    lr: float = 0.003
+    lr: float = 0.004
     weight_decay: float = 0.0001
     momentum: float = 0.9
 
@@ -85,7 +85,7 @@ SAMPLES_PER_BACKGROUND = 20  # the built-in data's composites per background, by
 class SynthConfig:
     """The built-in dataset (``fgdepth synth`` and ``data.path: null``)."""
 
-    n: int = 4000
+    n: int = 400000
     size: int = 192
     seed: int = 0
     backgrounds: int | None = None  # None: one per SAMPLES_PER_BACKGROUND samples, 10 or more
@@ -119,14 +119,15 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class AugmentSpec:
-    """Paired augmentation of training batches (see ``fgdepth.data.augment``)."""
+    """Paired augmentation of training batches (see ``fgdepth.data.augment``); by default
+    flips only, as the recommended recipe (``default.yaml``) says."""
 
     flip: float = 0.5  # probability of a horizontal flip
-    zoom: float = 0.15  # crop up to this much in (scale 1 .. 1 + zoom), then resize back
-    jitter: float = 0.15  # brightness / contrast / saturation strength
-    rgb_shift: float = 0.03  # per-channel offset, independently for fg_bg and bg
-    noise: float = 0.01  # std of Gaussian noise on the inputs
-    cutout: float = 0.3  # probability of a cutout rectangle on fg_bg
+    zoom: float = 0.0  # crop up to this much in (scale 1 .. 1 + zoom), then resize back
+    jitter: float = 0.0  # brightness / contrast / saturation strength
+    rgb_shift: float = 0.0  # per-channel offset, independently for fg_bg and bg
+    noise: float = 0.0  # std of Gaussian noise on the inputs
+    cutout: float = 0.0  # probability of a cutout rectangle on fg_bg
     cutout_size: float = 0.25  # its side as a fraction of the image side
 
     @property
@@ -204,16 +205,24 @@ class TuneConfig:
 
 @dataclass
 class Config:
+    """An experiment. The recommended recipe's values are written in ``default.yaml``; a
+    default here that the file also sets is the same value, or a neutral one that the file
+    replaces (a placeholder stage, no model options, no search space): see
+    ``tests/test_config.py``."""
+
     name: str = "experiment"
     description: str = ""
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: dict[str, dict[str, float]] = field(
-        default_factory=lambda: {"mask": {"bce": 1.0}, "depth": {"ssim": 1.0}}
+        default_factory=lambda: {
+            "mask": {"bce": 1.0, "dice": 1.0},
+            "depth": {"ssim": 1.0, "l1": 1.0, "fg_l1": 1.0},
+        }
     )
-    loss_weights: dict[str, float] = field(default_factory=lambda: {"mask": 1.0, "depth": 1.0})
+    loss_weights: dict[str, float] = field(default_factory=lambda: {"mask": 2.0, "depth": 1.0})
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
-    batch_size: int = 32
+    batch_size: int = 16
     stages: list[StageConfig] = field(default_factory=lambda: [StageConfig()])
     data: DataConfig = field(default_factory=DataConfig)
     augment: AugmentSpec = field(default_factory=AugmentSpec)
@@ -224,6 +233,8 @@ class Config:
     deterministic: bool = False
     max_minutes: float | None = None
     checkpoint_minutes: float = 10.0  # a resumable state also every this often within an epoch
+    # the profile applied (the commands resolve ``auto`` first: ``fgdepth.app.profile``);
+    # without one, the experiment as written, which is the `full` profile's scale
     profile: str = "full"
     scale: ScaleConfig = field(default_factory=ScaleConfig)
     tune: TuneConfig = field(default_factory=TuneConfig)  # the search space of `fgdepth tune`

@@ -5,11 +5,15 @@ Names as logged: ``mask_iou`` (pooled over pixels), ``mask_iou_image`` (mean per
 > 0), ``depth_ssim``, ``depth_rmse_fg`` (inside the true mask), ``fg_distance_error``
 (|median predicted - median true depth inside the true mask|, per image, averaged) and
 ``depth_iou_seed`` (IoU of depth > 0.5, the original study's measure, weak: for comparison).
+Given the data's depth encoding (``to_metres``), also ``fg_distance_error_m``: the same error in
+metres, each image's two medians converted before their difference is taken (for a log or
+inverse encoding a 0..1 error means more metres far away than near).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from pytorch_msssim import ssim
@@ -86,10 +90,13 @@ def masked_median(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 class MetricAccumulator:
-    """Sums that make the metrics exact over any batching; ``compute`` returns floats."""
+    """Sums that make the metrics exact over any batching; ``compute`` returns floats.
+    ``to_metres``: stored depth -> metres (tensors in, tensors out), for
+    ``fg_distance_error_m``."""
 
-    def __init__(self):
+    def __init__(self, to_metres: Callable[[torch.Tensor], torch.Tensor] | None = None):
         self.sums: dict[str, torch.Tensor] = {}
+        self.to_metres = to_metres
 
     @classmethod
     def of(cls, sums: dict[str, torch.Tensor]) -> MetricAccumulator:
@@ -144,10 +151,14 @@ class MetricAccumulator:
         self._add("ssim", per_image.sum())
         self._add("sq_fg", (err.square() * truth).sum())
         self._add("fg_pixels", truth.sum())
-        gap = (masked_median(depth_pred, truth) - masked_median(depth, truth)).abs()
+        median_pred, median_true = masked_median(depth_pred, truth), masked_median(depth, truth)
+        gap = (median_pred - median_true).abs()
         has_fg = ~torch.isnan(gap)
         self._add("fg_gap", torch.where(has_fg, gap, 0.0).sum())
         self._add("fg_images", has_fg.sum())
+        if self.to_metres is not None:
+            gap_m = (self.to_metres(median_pred) - self.to_metres(median_true)).abs()
+            self._add("fg_gap_m", torch.where(has_fg, gap_m, 0.0).sum())
         dp, dt = depth_pred > 0.5, depth > 0.5
         self._add("d_inter", (dp & dt).sum())
         self._add("d_union", (dp | dt).sum())
@@ -163,7 +174,7 @@ class MetricAccumulator:
         out = {"loss": ratio("loss_sum", "loss_batches")} if "loss_batches" in s else {}
         if "images" not in s:  # losses only: no batch was measured
             return out
-        return out | {
+        out |= {
             "mask_iou": ratio("inter", "union", 1.0),
             "mask_iou_image": ratio("iou_image", "images"),
             "mask_dice": 2 * s["inter"] / s["sizes"] if s["sizes"] else 1.0,
@@ -175,3 +186,6 @@ class MetricAccumulator:
             "fg_distance_error": ratio("fg_gap", "fg_images"),
             "depth_iou_seed": ratio("d_inter", "d_union", 1.0),
         }
+        if "fg_gap_m" in s:  # measured in metres too
+            out["fg_distance_error_m"] = ratio("fg_gap_m", "fg_images")
+        return out

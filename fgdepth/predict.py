@@ -2,9 +2,10 @@
 
 Outputs per pair, at the input images' size: ``mask.png`` (0/255), ``mask_soft.png`` (the
 probability, 8-bit), ``depth.png`` (16-bit, the dataset's depth scale: 0..65535 for 0..1),
-``depth_colour.png``, and the foreground's distance: the median predicted depth inside the
-predicted mask (NaN when the mask is empty: ``null`` in JSON, empty in ``predictions.csv``), in the
-same 0..1 depth units as the training data.
+``depth_colour.png`` (with a colour bar on its right), and the foreground's distance: the
+median predicted depth inside the predicted mask (NaN when the mask is empty: ``null`` in JSON,
+empty in ``predictions.csv``), in the same 0..1 depth units as the training data, and in metres
+(``distance_m``) when the training data declared its depth encoding (``dataset.yaml``).
 """
 
 from __future__ import annotations
@@ -19,13 +20,16 @@ from torch import nn
 
 from fgdepth.data.format import DataError
 from fgdepth.data.images import open_image
-from fgdepth.data.preview import colour_depth
+from fgdepth.data.preview import colour_depth_with_scale
+from fgdepth.data.units import DepthEncoding
 from fgdepth.engine.pairs import Prediction, predict_pairs
 
 __all__ = ["Prediction", "open_image", "predict_files", "predict_manifest", "predict_pairs"]
 
 
-def write_prediction(pred: Prediction, out: Path) -> dict[str, Path]:
+def write_prediction(
+    pred: Prediction, out: Path, encoding: DepthEncoding | None = None
+) -> dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
     files = {
         "mask": out / "mask.png",
@@ -36,7 +40,7 @@ def write_prediction(pred: Prediction, out: Path) -> dict[str, Path]:
     Image.fromarray(pred.mask.astype(np.uint8) * 255).save(files["mask"])
     Image.fromarray((pred.mask_prob * 255).round().astype(np.uint8)).save(files["mask_soft"])
     Image.fromarray((pred.depth * 65535).round().astype(np.uint16)).save(files["depth"])
-    Image.fromarray(colour_depth(pred.depth)).save(files["depth_colour"])
+    Image.fromarray(colour_depth_with_scale(pred.depth, encoding)).save(files["depth_colour"])
     return files
 
 
@@ -76,9 +80,14 @@ def _records(reader) -> list[tuple[int, list[str]]]:
     return records
 
 
-def distance_text(distance: float | None) -> str:
-    no = distance is None or math.isnan(distance)
-    return "no foreground found" if no else f"{distance:.4f}"
+def distance_text(distance: float | None, encoding: DepthEncoding | None = None) -> str:
+    """The foreground's distance for the console: in metres when ``encoding`` is known
+    (``4.93 m``), else in 0..1 depth units, saying so."""
+    if distance is None or math.isnan(distance):
+        return "no foreground found"
+    if encoding is None:
+        return f"{distance:.4f} (0..1 depth units; the data declared no encoding)"
+    return f"{float(encoding.to_metres(distance)):.2f} m"
 
 
 def json_distance(distance: float) -> float | None:
@@ -86,31 +95,44 @@ def json_distance(distance: float) -> float | None:
     return None if math.isnan(distance) else distance
 
 
-def predict_files(model: nn.Module, size: int, bg: Path, fg_bg: Path, out: Path) -> dict:
+def distance_metres(distance: float, encoding: DepthEncoding | None) -> float | None:
+    """The distance in metres; None when there is none or the encoding is unknown."""
+    if encoding is None or math.isnan(distance):
+        return None
+    return round(float(encoding.to_metres(distance)), 4)
+
+
+def predict_files(
+    model: nn.Module, size: int, bg: Path, fg_bg: Path, out: Path, encoding=None
+) -> dict:
     """One pair of image files -> its pictures under ``out``; what was predicted (a row of
-    ``predictions.csv``). DataError names an image that cannot be used."""
+    ``predictions.csv``). ``encoding``: the training data's DepthEncoding (None: unknown).
+    DataError names an image that cannot be used."""
     (pred,) = predict_pairs(model, [(open_image(bg), open_image(fg_bg))], size)
-    write_prediction(pred, out)
+    write_prediction(pred, out, encoding)
     return {"bg": str(bg), "fg_bg": str(fg_bg), "status": "ok",
-            "distance": json_distance(pred.distance), "out": str(out)}  # fmt: skip
+            "distance": json_distance(pred.distance),
+            "distance_m": distance_metres(pred.distance, encoding), "out": str(out)}  # fmt: skip
 
 
 def predict_manifest(
-    model: nn.Module, size: int, manifest: Path, out: Path, stop_on_error: bool = False, say=print
-) -> list[dict]:
+    model: nn.Module, size: int, manifest: Path, out: Path, stop_on_error: bool = False,
+    say=print, *, encoding: DepthEncoding | None = None,
+) -> list[dict]:  # fmt: skip
     """Every pair of a manifest, each in its folder under ``out``, and ``out/predictions.csv``
     with a status per row (``ok`` or why the row failed). A bad row is recorded and the next
     one predicted; with ``stop_on_error`` the first bad row raises DataError (naming its CSV
-    line) once ``predictions.csv`` holds the rows before it."""
+    line) once ``predictions.csv`` holds the rows before it. ``encoding``: as for
+    ``predict_files``."""
     rows = []
     for i, (line, name, bg, fg_bg) in enumerate(read_pairs_manifest(manifest)):
         folder = f"{i:05d}_{name}"
         try:
-            row = {"name": folder, **predict_files(model, size, bg, fg_bg, out / folder)}
-            say(f"{fg_bg}: foreground distance {distance_text(row['distance'])} (0..1 depth units)")
+            row = {"name": folder, **predict_files(model, size, bg, fg_bg, out / folder, encoding)}
+            say(f"{fg_bg}: foreground distance {distance_text(row['distance'], encoding)}")
         except DataError as exc:
             row = {"name": folder, "bg": str(bg), "fg_bg": str(fg_bg), "status": str(exc),
-                   "distance": None, "out": ""}  # fmt: skip
+                   "distance": None, "distance_m": None, "out": ""}  # fmt: skip
             say(f"{manifest} line {line}: {exc}")
             if stop_on_error:
                 _write_table(rows + [row], out)
@@ -122,9 +144,10 @@ def predict_manifest(
 
 def _write_table(rows: list[dict], out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    columns = ["name", "bg", "fg_bg", "status", "distance", "out"]
+    columns = ["name", "bg", "fg_bg", "status", "distance", "distance_m", "out"]
+    numbers = ("distance", "distance_m")  # empty when there is none (or no encoding)
     with open(out / "predictions.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, columns)
         writer.writeheader()
-        writer.writerows({**r, "distance": "" if r["distance"] is None else r["distance"]}
+        writer.writerows({**r, **{k: "" if r[k] is None else r[k] for k in numbers}}
                          for r in rows)  # fmt: skip

@@ -30,6 +30,7 @@ from mlflow.tracking import MlflowClient
 
 from fgdepth.config import Config, ConfigError
 from fgdepth.data.preview import prediction_grid
+from fgdepth.data.units import DepthEncoding, parse
 from fgdepth.engine.callbacks import Callback, EpochResult, FitResult, StageResult, data_modes
 from fgdepth.errors import NotFound
 
@@ -200,11 +201,18 @@ class MLflowCallback(Callback):
     """Logs params, per-epoch metrics, per-stage test metrics and pictures, the summary (the
     model is the application's to save: ``log_model``)."""
 
-    def __init__(self, run_id: str, dataset_fingerprint: str, entry_point: str | None = None):
+    def __init__(
+        self,
+        run_id: str,
+        dataset_fingerprint: str,
+        entry_point: str | None = None,
+        depth_encoding: DepthEncoding | None = None,
+    ):
         self.run_id = run_id
         self.client = MlflowClient()
         self.fingerprint = dataset_fingerprint
         self.entry_point = entry_point
+        self.depth_encoding = depth_encoding  # the data's, as its dataset.yaml declares
         self.tmp = tempfile.TemporaryDirectory(prefix="fgdepth-")
 
     def _metrics(self, values: dict[str, float], prefix: str, step: int) -> None:
@@ -220,6 +228,7 @@ class MLflowCallback(Callback):
         params = flatten(config.to_dict())
         params["precision_resolved"] = info["precision"]
         params["device"] = info["device"]
+        params["depth_encoding"] = str(self.depth_encoding or "none")  # e.g. "log 1-40 m"
         for i, stage in enumerate(info["stages"]):  # after the profile's scaling
             params[f"run.stages.{i}"] = f"{stage.size}px x {stage.samples} x {stage.epochs}ep"
         # under `mlflow run` the entry point's own parameters are logged already, as given
@@ -307,11 +316,18 @@ class MLflowCallback(Callback):
             )
 
 
-def log_model(run_id: str, checkpoint: Path, size: int, code: Path) -> None:
+def log_model(
+    run_id: str,
+    checkpoint: Path,
+    size: int,
+    code: Path,
+    depth_encoding: DepthEncoding | None = None,
+) -> None:
     """The checkpoint file (``checkpoint/model.pt``) and the model as an MLflow pyfunc
     (``model``): a pair of images in, mask, depth and the foreground's distance out. It is
     built from ``code`` (``fgdepth.serving.MODEL_CODE``) and the run's checkpoint, so loading
-    it unpickles nothing; it needs fgdepth installed where it loads.
+    it unpickles nothing; it needs fgdepth installed where it loads. The size it was trained
+    at and its data's depth encoding (when declared) are in the model's metadata too.
     (Shipping the package with ``code_paths`` would put a second copy of fgdepth on the
     loading process's import path, ahead of the installed one.)"""
     from importlib.metadata import version
@@ -340,7 +356,8 @@ def log_model(run_id: str, checkpoint: Path, size: int, code: Path) -> None:
             artifacts={"checkpoint": str(checkpoint)},
             signature=signature,
             pip_requirements=requirements,
-            metadata={"fgdepth_size": size},
+            metadata={"fgdepth_size": size}
+            | ({"fgdepth_depth_encoding": depth_encoding.to_dict()} if depth_encoding else {}),
         )
 
 
@@ -466,7 +483,8 @@ def log_summary(run_id: str, params: dict, metrics: dict, files: dict, tags: dic
 
 def load_logged_model(spec: str):
     """A model from an MLflow model URI (``runs:/ID/model``, ``models:/name@alias``); returns
-    (model in eval mode, the size it was trained at)."""
+    (model in eval mode, the size it was trained at, its data's DepthEncoding: None when the
+    data declared none, or for a model logged before encodings were kept)."""
     if "://" not in spec and not spec.startswith(("runs:/", "models:/")):
         raise NotFound(f"{spec}: no such checkpoint file or MLflow model URI")
     import mlflow.pyfunc
@@ -479,9 +497,11 @@ def load_logged_model(spec: str):
         import mlflow.pytorch
 
         model = mlflow.pytorch.load_model(spec, map_location="cpu")
-        return model.eval(), (info.metadata or {}).get("fgdepth_size")
+        metadata = info.metadata or {}
+        declared = metadata.get("fgdepth_depth_encoding")
+        return model.eval(), metadata.get("fgdepth_size"), parse(declared) if declared else None
     wrapper = mlflow.pyfunc.load_model(spec).unwrap_python_model()
-    return wrapper.model.eval(), wrapper.size
+    return wrapper.model.eval(), wrapper.size, wrapper.depth_encoding
 
 
 def download_checkpoint(spec: str) -> Path:

@@ -45,14 +45,19 @@ def http_server(args: list[str], ready_path: str, log: Path, **popen):
             [a.format(port=port) for a in args], stdout=out, stderr=subprocess.STDOUT, **popen
         )
     base = f"http://127.0.0.1:{port}"
+    # a server's start is mostly imports: seconds alone, minutes on a machine that is busy
+    deadline = time.monotonic() + 240
     try:
-        for _ in range(300):
+        while True:
             try:
                 urllib.request.urlopen(f"{base}{ready_path}", timeout=1)
                 break
             except OSError:
                 if server.poll() is not None:
                     raise RuntimeError(f"{args[:4]} exited: {log.read_text()[-2000:]}") from None
+                if time.monotonic() > deadline:
+                    late = f"{args[:4]} not ready in 240 s: {log.read_text()[-2000:]}"
+                    raise RuntimeError(late) from None
                 time.sleep(0.2)
         yield base
     finally:

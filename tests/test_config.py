@@ -1,7 +1,9 @@
 import ast
+import dataclasses
 from pathlib import Path
 
 import pytest
+import yaml
 
 import fgdepth.config
 from fgdepth.config import EXPERIMENTS_DIR, ConfigError, load_config, scaled_stages
@@ -174,3 +176,50 @@ def test_config_imports_no_other_part_of_fgdepth_but_its_errors():
     modules = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
     modules += [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
     assert not [m for m in modules if m.startswith("fgdepth") and m != "fgdepth.errors"]
+
+
+# --- each default once: the recipe's values live in default.yaml --------------------------------
+
+# Keys that default.yaml sets where the schema's default is deliberately neutral, not the
+# recipe's value: a file that does not inherit default.yaml gets a plain, valid experiment, not
+# a second copy of the recipe that could drift from the file.
+NEUTRAL = {
+    # the file's own identity: a file without them is "experiment", with no description
+    "name",
+    "description",
+    # a model's options are its constructor's (the bare architecture); the schema holds none
+    "model.width",
+    "model.context",
+    "model.input_scale",
+    "model.depth_stride",
+    "model.test_flip",
+    # the recipe's stages are data of the recipe; the schema's one small stage (64 px, 1000
+    # samples) only lets a file without stages train
+    "stages",
+    # no search space unless a file gives one (`fgdepth tune` then says that there is none)
+    "tune.lr",
+    "tune.schedules",
+}
+
+
+def _set_in_file(raw: dict, schema, where: str = ""):
+    """(key, the file's value, the schema's default or None) for each value the file sets: a
+    mapping read over a dataclass is walked into, anything else (lists, loss maps) compared
+    whole."""
+    for key, value in raw.items():
+        path = f"{where}{key}"
+        default = getattr(schema, key, None)
+        if isinstance(value, dict) and dataclasses.is_dataclass(default):
+            yield from _set_in_file(value, default, f"{path}.")
+        else:
+            yield path, value, default
+
+
+def test_the_schema_defaults_agree_with_default_yaml_or_are_neutral():
+    raw = yaml.safe_load((EXPERIMENTS_DIR / "default.yaml").read_text())
+    leaves = list(_set_in_file(raw, fgdepth.config.Config()))
+    differ = {key: (value, default) for key, value, default in leaves if value != default}
+    unexplained = {k: v for k, v in differ.items() if k not in NEUTRAL}
+    assert not unexplained, f"schema defaults that contradict default.yaml: {unexplained}"
+    stale = NEUTRAL - set(differ)  # the list names only what the file sets, and differs
+    assert not stale, f"allowed as neutral but set equal or not set by default.yaml: {stale}"

@@ -96,3 +96,31 @@ def test_spread_is_the_mean_and_sample_deviation_over_runs():
     assert spread_text(0.92, 0.02) == "0.9200 ± 0.0200" and spread_text(math.nan, math.nan) == "—"
     with pytest.raises(ValueError):
         spread([])
+
+
+def test_the_distance_error_in_metres_is_taken_per_image():
+    """Two images off by 0.1 in 0..1 each, one near and one far: in a log encoding the same
+    0..1 error is a few metres near and many far, so each image's medians are converted first
+    (converting the mean 0..1 error would give neither)."""
+    from fgdepth.data.units import DepthEncoding
+
+    enc = DepthEncoding("log", 1.0, 40.0)
+    mask = torch.ones(2, 1, 8, 8)
+    depth = torch.tensor([0.5, 0.1]).view(2, 1, 1, 1).expand(2, 1, 8, 8)
+    pred = depth + 0.1
+    acc = MetricAccumulator(enc.to_metres)
+    acc.update(mask, pred, mask, depth)
+    m = acc.compute()
+    near = 40 * (1 / 40) ** 0.5 - 40 * (1 / 40) ** 0.6  # 6.32 - 4.40 m
+    far = 40 * (1 / 40) ** 0.1 - 40 * (1 / 40) ** 0.2  # 27.66 - 19.13 m
+    assert m["fg_distance_error"] == pytest.approx(0.1, abs=1e-6)
+    assert m["fg_distance_error_m"] == pytest.approx((near + far) / 2, rel=1e-5)
+    parts = MetricAccumulator(enc.to_metres)  # sums: any batching, any number of ranks
+    parts.update(mask[:1], pred[:1], mask[:1], depth[:1])
+    parts.update(mask[1:], pred[1:], mask[1:], depth[1:])
+    assert MetricAccumulator.of(parts.sums).compute()["fg_distance_error_m"] == pytest.approx(
+        m["fg_distance_error_m"], rel=1e-12
+    )
+    plain = MetricAccumulator()  # no encoding: no metres
+    plain.update(mask, pred, mask, depth)
+    assert "fg_distance_error_m" not in plain.compute()

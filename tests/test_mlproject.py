@@ -49,6 +49,15 @@ def test_every_loss_combination_has_an_entry_point():
     }
 
 
+def test_every_entry_point_with_a_profile_defaults_to_auto_and_passes_it_on():
+    entry_points = yaml.safe_load((REPO / "MLproject").read_text())["entry_points"]
+    with_profile = {n for n, e in entry_points.items() if "profile" in e["parameters"]}
+    assert with_profile == {*TRAINING_ENTRY_POINTS, "tune"}
+    for name in with_profile:
+        assert entry_points[name]["parameters"]["profile"]["default"] == "auto", name
+        assert "--profile {profile}" in entry_points[name]["command"], name
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("entry_point", TRAINING_ENTRY_POINTS)
 def test_entry_point_gives_a_tracked_run(entry_point, store):
@@ -131,8 +140,9 @@ def test_bad_config_fails_before_any_run_is_created(store, tmp_path):
         )
     )
     out = _run(
-        [sys.executable, "-m", "fgdepth", "train", "--config", str(bad)], folder, uri, check=False
-    )
+        [sys.executable, "-m", "fgdepth", "train", "--config", str(bad), "--profile", "full"],
+        folder, uri, check=False,
+    )  # fmt: skip
     assert out.returncode == 2
     assert out.stderr.strip() == "fgdepth: stages.0.epochs: must be at least 1, got 0"
     after = len(
@@ -151,8 +161,8 @@ def test_more_samples_than_the_split_fails_before_any_run_is_created(store, tmp_
     bad = tmp_path / "big.yaml"
     bad.write_text("inherit: bce\nstages:\n  - {size: 32, samples: 100000, epochs: 1}\n")
     out = _run(
-        [sys.executable, "-m", "fgdepth", "train", "--config", str(bad), "--set", "data.synth.n=40",
-         "--set", "data.synth.size=64"],
+        [sys.executable, "-m", "fgdepth", "train", "--config", str(bad), "--profile", "full",
+         "--set", "data.synth.n=40", "--set", "data.synth.size=64"],
         folder, uri, check=False,
     )  # fmt: skip
     assert out.returncode == 2

@@ -92,17 +92,22 @@ def test_predict_writes_the_pictures_and_prints_the_distance(
 
 
 def assert_pictures_agree(out, size):
-    """depth_colour.png is depth.png in the project's colour ramp; mask_soft.png thresholded
-    is mask.png. Every picture decodes at the input's size."""
+    """depth_colour.png is depth.png in the project's colour ramp, with a colour bar on its
+    right; mask_soft.png thresholded is mask.png. Every picture decodes at the input's size
+    (depth_colour.png: the input's height, and wider by its bar)."""
     pictures = {}
     for name in ("mask", "mask_soft", "depth", "depth_colour"):
         with Image.open(out / f"{name}.png") as image:
             image.load()
-            assert image.format == "PNG" and image.size == size, name
+            assert image.format == "PNG", name
+            if name == "depth_colour":
+                assert image.size[1] == size[1] and image.size[0] > size[0]
+            else:
+                assert image.size == size, name
             pictures[name] = image
     assert pictures["depth_colour"].mode == "RGB" and pictures["mask_soft"].mode == "L"
     depth = np.asarray(pictures["depth"]).astype(np.float32) / 65535
-    colour = np.asarray(pictures["depth_colour"]).astype(int)
+    colour = np.asarray(pictures["depth_colour"])[:, : size[0]].astype(int)
     # depth.png is rounded to 16 bits: a colour channel may land one step away
     assert np.abs(colour - colour_depth(depth).astype(int)).max() <= 1
     mask, soft = np.asarray(pictures["mask"]), np.asarray(pictures["mask_soft"])
@@ -285,3 +290,74 @@ def test_a_size_mismatch_is_refused(tmp_path):
 
     with pytest.raises(DataError, match="differs"):
         predict_pairs(KnownOutput(), [(open_image(a), open_image(b))], 32)
+
+
+# --- the distance in metres ---------------------------------------------------------------
+
+LOG_1_40 = {"encoding": "log", "near": 1.0, "far": 40.0}
+
+
+def _constant_checkpoint(path, depth_encoding=None):
+    """A checkpoint of a model that finds the whole image foreground at depth 0.5 (its heads'
+    last weights zero: mask logit 8, depth logit 0), trained on data of ``depth_encoding``."""
+    from fgdepth.models import build_model
+
+    model = build_model("unet", width=8)
+    with torch.no_grad():
+        for head, bias in (("mask_head", 8.0), ("depth_head", 0.0)):
+            getattr(model, head).out.weight.zero_()
+            getattr(model, head).out.bias.fill_(bias)
+    extra = {"depth_encoding": depth_encoding} if depth_encoding else {}
+    return save_checkpoint(path, model, "unet", {"width": 8}, size=32, **extra)
+
+
+def test_the_distance_is_told_in_metres_for_a_known_encoding(tmp_path):
+    from fgdepth.data.units import parse
+    from fgdepth.predict import distance_text
+
+    a = tmp_path / "a.png"
+    Image.new("RGB", (32, 32), (90, 90, 90)).save(a)
+    enc = parse(LOG_1_40)
+    row = predict_files(KnownOutput(), 32, a, a, tmp_path / "out", enc)
+    assert row["distance"] == pytest.approx(0.25, abs=1e-6)
+    assert row["distance_m"] == pytest.approx(40 * (1 / 40) ** 0.25, abs=1e-3)  # 15.906 m
+    assert distance_text(0.25, enc) == "15.91 m"
+    assert distance_text(0.25) == "0.2500 (0..1 depth units; the data declared no encoding)"
+    assert distance_text(float("nan"), enc) == "no foreground found"
+    assert predict_files(KnownOutput(), 32, a, a, tmp_path / "o2")["distance_m"] is None
+
+
+def test_predict_prints_metres_when_the_models_data_declared_its_encoding(predict_cli, tmp_path):
+    a = tmp_path / "a.png"
+    Image.new("RGB", (48, 32), (90, 90, 90)).save(a)
+    model = _constant_checkpoint(tmp_path / "model.pt", LOG_1_40)
+    out = tmp_path / "pred"
+    done = predict_cli("--model", str(model), "--bg", str(a), "--fgbg", str(a), "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[0] == f"{a}: foreground distance 6.32 m"  # sqrt(1 * 40)
+    result = json.loads(done.stdout[done.stdout.index("{") :])
+    assert result["distance"] == 0.5 and result["distance_m"] == pytest.approx(40**0.5, abs=1e-4)
+    assert Image.open(out / "depth_colour.png").size[0] > 48  # with its scale bar
+
+
+def test_without_an_encoding_predict_says_the_distance_is_in_0_1_units(predict_cli, tmp_path):
+    import pandas as pd
+
+    a = tmp_path / "a.png"
+    Image.new("RGB", (48, 32), (90, 90, 90)).save(a)
+    pd.DataFrame({"bg": [str(a)], "fg_bg": [str(a)]}).to_csv(tmp_path / "pairs.csv", index=False)
+    model = _constant_checkpoint(tmp_path / "model.pt")  # as checkpoints before encodings
+    out = tmp_path / "batch"
+    done = predict_cli("--model", str(model), "--manifest", str(tmp_path / "pairs.csv"),
+                       "--out", str(out))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    line = "foreground distance 0.5000 (0..1 depth units; the data declared no encoding)"
+    assert done.stdout.splitlines()[0] == f"{a}: {line}"
+    table = pd.read_csv(out / "predictions.csv", keep_default_na=False)
+    assert list(table.columns) == ["name", "bg", "fg_bg", "status", "distance", "distance_m", "out"]
+    assert table["distance"][0] == 0.5 and table["distance_m"][0] == ""  # unknown: empty
+    with_encoding = _constant_checkpoint(tmp_path / "known.pt", LOG_1_40)
+    done = predict_cli("--model", str(with_encoding), "--manifest", str(tmp_path / "pairs.csv"),
+                       "--out", str(out))  # fmt: skip
+    table = pd.read_csv(out / "predictions.csv", keep_default_na=False)
+    assert table["distance_m"][0] == pytest.approx(6.3246, abs=1e-4)

@@ -128,6 +128,9 @@ def test_the_best_run_is_registered_with_an_alias_and_usable_by_it(store, tmp_pa
     assert (result["model"], result["split"], result["size"]) == (uri, "test", 32)
     # the champion's model on the split its run was tested on: the metrics the run logged
     logged = client.get_run(version.run_id).data.metrics
+    # the built-in data declares its depth encoding: the distance in metres comes beside
+    metres = result["metrics"].pop("fg_distance_error_m")
+    assert metres > 0 and result["depth_encoding"] == "log 1-40 m"
     assert set(result["metrics"]) == set(METRIC_NAMES)
     for name, value in result["metrics"].items():
         if math.isnan(value):  # nothing to measure: the run logged nothing either

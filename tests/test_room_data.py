@@ -75,3 +75,16 @@ def test_writing_into_a_folder_with_files_is_refused(tmp_path):
     with pytest.raises(FileExistsError, match="not empty"):
         room_data.write(tmp_path, n=1, seed=0, workers=1, progress=False)
     assert (tmp_path / "keep.txt").read_text() == "a user's file"
+
+
+def test_fgdepth_reads_the_declared_encoding_as_the_rows_distances_in_metres(rooms):
+    from fgdepth.data import open_dataset
+
+    out, rows = rooms
+    encoding = open_dataset(out).depth_encoding
+    assert str(encoding) == "linear 0-12 m"
+    row = rows[0]
+    mask = np.asarray(Image.open(out / row["mask"])) > 127
+    stored = np.asarray(Image.open(out / row["depth"])).astype(np.float64) / 65535
+    metres = encoding.to_metres(np.median(stored[mask]))
+    assert metres == pytest.approx(float(row["fg_distance_m"]), rel=0.016)  # parts: +-1.5 %

@@ -74,6 +74,7 @@ def test_the_callback_logs_params_metrics_pictures_and_the_summary(store):
         cb.on_fit_end(FitResult(model, config, [], {"mask_iou": 0.6}, 60.0, 8.0))
     logged = client.get_run(run.info.run_id)
     assert logged.data.params["name"] == "bce_ssim"
+    assert logged.data.params["depth_encoding"] == "none"  # the data declared none
     assert logged.data.params["device"] == "cpu"
     assert logged.data.params["run.stages.0"].startswith(f"{stage.size}px")
     assert logged.data.tags["fgdepth.parameters"] == "8"
@@ -102,8 +103,9 @@ def test_a_logged_model_loads_back_with_its_size(store, tmp_path):
         trk.log_model(run.info.run_id, path, 32, MODEL_CODE)
     run_id = run.info.run_id
     assert "checkpoint/model.pt" in {a.path for a in client.list_artifacts(run_id, "checkpoint")}
-    loaded, size = trk.load_logged_model(f"runs:/{run_id}/model")
+    loaded, size, encoding = trk.load_logged_model(f"runs:/{run_id}/model")
     assert size == 32 and trk.model_size(run_id) == 32
+    assert encoding is None  # its data declared none (or it was logged before encodings)
     x = torch.rand(1, 3, 32, 32)
     with torch.no_grad():
         for a, b in zip(loaded(x, x), model.eval()(x, x), strict=True):
@@ -112,6 +114,29 @@ def test_a_logged_model_loads_back_with_its_size(store, tmp_path):
     assert trk.download_checkpoint(run_id).name == "model.pt"
     with pytest.raises(FileNotFoundError, match="no such checkpoint file or MLflow model URI"):
         trk.load_logged_model("nowhere.pt")
+
+
+def test_a_logged_model_keeps_its_datas_depth_encoding(store, tmp_path):
+    from fgdepth.data.units import DepthEncoding
+    from fgdepth.engine.checkpoint import save_checkpoint
+    from fgdepth.models import build_model
+    from fgdepth.serving import MODEL_CODE
+
+    client, root = store
+    enc = DepthEncoding("inverse", 0.5, 80.0)
+    path = save_checkpoint(tmp_path / "model.pt", build_model("unet", width=8), "unet",
+                           {"width": 8}, size=32, depth_encoding=enc.to_dict())  # fmt: skip
+    config = load_config("bce_ssim", "smoke")
+    stage = config.stages[0]
+    data = [{"mode": "stream", "size": stage.size}]
+    info = {"precision": "fp32", "device": "cpu", "stages": [stage], "data": data}
+    with _run(root) as run:
+        cb = trk.MLflowCallback(run.info.run_id, "f" * 64, "bce_ssim", enc)
+        cb.on_fit_start(config, torch.nn.Linear(3, 2), info)
+        trk.log_model(run.info.run_id, path, 32, MODEL_CODE, enc)
+    assert client.get_run(run.info.run_id).data.params["depth_encoding"] == "inverse 0.5-80 m"
+    _, size, encoding = trk.load_logged_model(f"runs:/{run.info.run_id}/model")
+    assert size == 32 and encoding == enc
 
 
 def test_lost_runs_are_found_by_tag_and_ended_failed_with_the_reason(store):

@@ -247,13 +247,42 @@ def test_the_best_configuration_is_a_ready_to_run_experiment(tmp_path):
     config = smoke()
     params = {"schedule": schedule_label(config.tune.schedules[2]), "lr_stage0": 0.005}
     tuned = apply_params(config, params)
-    doc = best_experiment(tuned, "bce_ssim", 7, "s")
+    doc = best_experiment(tuned, params, "bce_ssim", trial=7, study="s")
     path = tmp_path / "best.yaml"
     path.write_text(yaml.safe_dump(doc))
     again = load_config(path, "smoke")
     assert again.name == "bce_ssim_tuned"
     assert again.stages == tuned.stages
     assert again.loss == config.loss  # inherited from bce_ssim
+
+
+# the search space of a study that tunes everything: loss weights and batch size too
+EVERYTHING = ["tune.loss_weights={mask: {low: 0.5, high: 4}}", "tune.batch_size=[16, 32]"]
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"lr_stage0": 0.005, "lr_stage2": 0.0007, "loss_weight_mask": 3.0},
+        {"schedule": "96px/120000x3", "lr_stage0": 0.02, "batch_size": 32},
+    ],
+)
+def test_best_yaml_holds_the_tuned_values_at_the_original_scale_not_the_profiles(tmp_path, params):
+    """A smoke study's best trial, trained at `cpu`: what `--profile cpu` of its experiment
+    trains, with the tuned values; nothing of the smoke profile (its batches of 8, its data)."""
+    import yaml
+
+    study = smoke(*EVERYTHING)  # batches of 8
+    doc = best_experiment(apply_params(study, params), params, "bce_ssim", trial=3, study="s")
+    assert doc.get("batch_size") == params.get("batch_size")  # written only when tuned
+    path = tmp_path / "best.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    best = load_config(path, "cpu")
+    expected = apply_params(load_config("bce_ssim", "cpu", EVERYTHING), params)
+    assert best.batch_size == params.get("batch_size", 16)  # the recipe's unless tuned
+    for key in ("name", "description", "tune"):  # best.yaml's own name; the study's space
+        best, expected = (dataclasses.replace(c, **{key: None}) for c in (best, expected))
+    assert best == expected
 
 
 # --- studies tracked in MLflow ---------------------------------------------------------------

@@ -10,6 +10,7 @@ import json
 import sys
 from pathlib import Path
 
+from fgdepth.app.profile import AUTO, CHOICES, resolve_profile
 from fgdepth.config import PRECISIONS
 from fgdepth.data.disk import DiskFull
 from fgdepth.errors import ConfigError, DataError, UserError
@@ -18,7 +19,6 @@ from fgdepth.parallel import default_workers
 DESCRIPTION = (
     "Foreground mask and depth from a background image and the same scene with the foreground."
 )
-PROFILES = ["smoke", "cpu", "full"]
 
 
 def _synth(args) -> int:
@@ -108,7 +108,7 @@ def _config_from_args(args):
             extra["max_minutes"] = args.max_minutes
     if getattr(args, "skip_bad", False):
         extra.setdefault("data", {})["skip_bad"] = True
-    return load_experiment(args.config, args.profile, args.set or [], extra)
+    return load_experiment(args.config, resolve_profile(args.profile), args.set or [], extra)
 
 
 def _plan(args) -> int:
@@ -162,8 +162,9 @@ def _study(args) -> int:
     overrides = list(args.set or [])
     if args.max_minutes is not None:
         overrides.append(f"max_minutes={args.max_minutes}")
+    profile = resolve_profile(args.profile)
     return study_command(
-        names, args.profile, args.data, seeds, args.tracking, args.experiment_name, args.out,
+        names, profile, args.data, seeds, args.tracking, args.experiment_name, args.out,
         not args.no_system_metrics, overrides, args.minutes_per_run,
     )  # fmt: skip
 
@@ -182,8 +183,9 @@ def _tune(args) -> int:
         if value not in (None, ""):
             overrides.append(f"{key}={value}")
     args.set = overrides
+    train_best = resolve_profile(args.train_best) if args.train_best else None
     return tune_command(
-        _config_from_args(args), args.experiment, args.train_best, study_name=args.study or None,
+        _config_from_args(args), args.experiment, train_best, study_name=args.study or None,
         storage=args.storage, workers=args.workers, tracking=args.tracking,
         experiment_name=args.experiment_name, out=Path(args.out) if args.out else None,
         heartbeat=args.heartbeat,
@@ -201,21 +203,22 @@ def _predict(args) -> int:
         raise DataError("give both --bg and --fgbg")
     quiet_libraries()
     setup_tracking(args.tracking)
-    model, trained = load_model(args.model)
+    model, trained, encoding = load_model(args.model)
     size = checked_size(model, args.size) or trained or 64
     out = Path(args.out)
     if args.manifest:
-        rows = predict_manifest(model, size, Path(args.manifest), out, args.stop_on_error)
+        rows = predict_manifest(
+            model, size, Path(args.manifest), out, args.stop_on_error, encoding=encoding
+        )
         print(f"predictions: {out / 'predictions.csv'}")
         failed = sum(row["status"] != "ok" for row in rows)
         if failed:
             print(f"fgdepth: {failed} of {len(rows)} pair(s) failed: see the status column",
                   file=sys.stderr)  # fmt: skip
         return 1 if failed else 0
-    result = {"name": "pair", **predict_files(model, size, Path(args.bg), Path(args.fgbg), out)}
-    print(
-        f"{args.fgbg}: foreground distance {distance_text(result['distance'])} (0..1 depth units)"
-    )
+    pair = predict_files(model, size, Path(args.bg), Path(args.fgbg), out, encoding)
+    result = {"name": "pair", **pair}
+    print(f"{args.fgbg}: foreground distance {distance_text(result['distance'], encoding)}")
     print(json.dumps(result, indent=2, allow_nan=False))
     return 0
 
@@ -256,9 +259,10 @@ def _seed_list(text: str) -> list[int]:
 def _add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--profile",
-        choices=PROFILES,
-        default=None,
-        help="scale: smoke (seconds), cpu (minutes on a laptop), full (original)",
+        choices=CHOICES,
+        default=AUTO,
+        help="scale: smoke (seconds), cpu (minutes on a laptop), full (original); "
+        "auto (default): full with a GPU, cpu without",
     )
     p.add_argument("--data", default=None, help="dataset folder or .zip (default: built-in)")
     p.add_argument("--seed", type=_whole, default=None)
@@ -362,7 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
         "profile; 0: the recipes as written)",
     )  # fmt: skip
     _add_train_options(study)
-    study.set_defaults(run=_study, profile="cpu")
+    study.set_defaults(run=_study)
 
     tn = sub.add_parser("tune", help="an Optuna study over an experiment's tune block")
     tn.add_argument("--experiment", default="default", help="experiment name or YAML file")
@@ -385,11 +389,11 @@ def build_parser() -> argparse.ArgumentParser:
     tn.add_argument(
         "--train-best",
         metavar="PROFILE",
-        choices=PROFILES,
+        choices=CHOICES,
         default=None,
-        help="then train the best configuration at this profile",
+        help="then train the best configuration at this profile (auto: full with a GPU, else cpu)",
     )
-    tn.set_defaults(run=_tune, profile="cpu")
+    tn.set_defaults(run=_tune)
 
     pr = sub.add_parser("predict", help="mask, depth and distance for image pairs")
     pr.add_argument(

@@ -16,12 +16,14 @@ from fgdepth.data import DataError, Dataset, build_model_cache
 
 def load_model(spec: str):
     """A model from a checkpoint file or an MLflow model URI (``runs:/ID/model``,
-    ``models:/NAME@ALIAS``); returns (model in eval mode, the size it was trained at)."""
+    ``models:/NAME@ALIAS``); returns (model in eval mode, the size it was trained at, the
+    DepthEncoding of its training data: None when not declared)."""
+    from fgdepth.engine.checkpoint import depth_encoding
     from fgdepth.engine.checkpoint import load_model as load_checkpoint
 
     if Path(spec).exists():
         model, data = load_checkpoint(spec)
-        return model, data.get("size")
+        return model, data.get("size"), depth_encoding(data)
     return trk.load_logged_model(spec)
 
 
@@ -109,7 +111,7 @@ def evaluate_logged_model(
 
     if precision is not None and precision not in PRECISIONS:  # not quietly another precision
         raise ConfigError(f"--precision: '{precision}' is not one of {', '.join(PRECISIONS)}")
-    model, trained = load_model(spec)
+    model, trained, _ = load_model(spec)
     size = checked_size(model, size) or trained or 64
     default = Config() if data is not None else None  # the default splits, on --data
     config = with_split(model_config(spec, default), **(split_overrides or {}))
@@ -120,13 +122,17 @@ def evaluate_logged_model(
         raise DataError(f"{scoring.dataset.path}: the {split} split is empty")
     device = default_device()
     model = _layout(model, config.channels_last).to(device)
+    # the truth is in the scored data's units: its encoding reads both medians in metres
+    encoding = scoring.dataset.depth_encoding
     metrics = evaluate(
         model, cache, rows, device, config.eval.batch_size,
         resolve_precision(precision or config.precision, device), config.channels_last,
+        to_metres=encoding.to_metres if encoding else None,
     )  # fmt: skip
     return {
         "model": spec, "data": str(scoring.dataset.path), "split": split, "samples": len(rows),
         "size": size, "split_seed": config.data.split_seed,
+        "depth_encoding": str(encoding) if encoding else None,
         "metrics": {k: round(v, 6) for k, v in metrics.items()},
     }  # fmt: skip
 

@@ -22,6 +22,27 @@ def _planned_shape(config: Config):
     return shape, len(dataset), len(dataset.indices("train")), str(dataset.path)
 
 
+def stage_rates(config: Config, stages: list, device, precision: str, steps: int) -> list[float]:
+    """Training samples/s of each stage from ``steps`` timed steps (0: none, all 0), with a
+    progress bar on a console; stages that differ only in rows and epochs are timed once."""
+    from dataclasses import replace
+
+    from tqdm import tqdm
+
+    from fgdepth.engine.timing import training_rate
+
+    rates: dict[str, float] = {}
+    out = []
+    bar = tqdm(stages, desc="timing steps", leave=False, disable=None if steps else True)
+    for stage in bar:
+        bar.set_description(f"timing steps: stage {stage.name or '-'} {stage.size} px")
+        same = repr(replace(stage, name="", samples=1, epochs=1, init_from=None))  # what it timed
+        if same not in rates:
+            rates[same] = training_rate(config, stage, device, precision, steps) if steps else 0
+        out.append(rates[same])
+    return out
+
+
 def plan_report(config: Config, timed_steps: int = 3) -> dict:
     """What a run of ``config`` would do, without training: per stage its size, rows, data
     mode and cache bytes, an estimated time per epoch from a few timed steps here, and the
@@ -34,7 +55,6 @@ def plan_report(config: Config, timed_steps: int = 3) -> dict:
     from fgdepth.engine.fit import default_device
     from fgdepth.engine.plan import check_samples, plan_data
     from fgdepth.engine.precision import resolve_precision
-    from fgdepth.engine.timing import training_rate
     from fgdepth.models import build_model
 
     shape, rows, train_rows, where = _planned_shape(config)
@@ -48,9 +68,9 @@ def plan_report(config: Config, timed_steps: int = 3) -> dict:
     data = plan_data(config, stages, scale, shape)
     device = default_device()
     precision = resolve_precision(config.precision, device, config, stages)  # cached or guessed
+    rates = stage_rates(config, stages, device, precision, timed_steps)
     out_stages = []
-    for stage, d in zip(stages, data, strict=True):
-        rate = training_rate(config, stage, device, precision, timed_steps) if timed_steps else 0
+    for stage, d, rate in zip(stages, data, rates, strict=True):
         out_stages.append({
             "name": stage.name, "size": stage.size, "input_size": d.input_size,
             "rows": stage.samples, "epochs": stage.epochs, "mode": d.mode,

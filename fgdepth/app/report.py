@@ -213,7 +213,7 @@ def prediction_picture(frame: pd.DataFrame, data: TestData, samples: int = 4):
     picks = data.test[np.linspace(0, len(data.test) - 1, min(samples, len(data.test))).astype(int)]
     rows = []
     for _, r in frame[frame["kind"] == "run"].head(MAX_PICTURE_RUNS).iterrows():
-        model, _ = load_model(f"runs:/{r['run_id']}/model")
+        model = load_model(f"runs:/{r['run_id']}/model")[0]
         cache = data.scoring.cache(data.size, model.input_scale, rows=picks)
         images = sample_predictions(model, cache, picks, torch.device("cpu"))
         rows.append((str(r["run"] or r["entry_point"]), images))

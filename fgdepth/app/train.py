@@ -61,17 +61,20 @@ def _with_transfers(config: Config) -> Config:
     return replace(config, stages=stages)
 
 
-def _log_model(run_id: str, result: FitResult) -> None:
-    """The trained model: its checkpoint, and the pyfunc that serves it."""
+def _log_model(run_id: str, result: FitResult, dataset: Dataset) -> None:
+    """The trained model: its checkpoint, and the pyfunc that serves it; both keep the
+    data's depth encoding, so that a prediction can be told in metres."""
     from fgdepth.serving import MODEL_CODE
 
     config, size = result.config, result.stages[-1].config.size
+    encoding = dataset.depth_encoding
     with tempfile.TemporaryDirectory(prefix="fgdepth-") as tmp:
         ckpt = save_checkpoint(
             Path(tmp) / "model.pt", result.model, config.model.name, config.model.options,
             config=config.to_dict(), size=size, metrics=result.metrics,
+            depth_encoding=encoding.to_dict() if encoding else None,
         )  # fmt: skip
-        trk.log_model(run_id, ckpt, size, MODEL_CODE)
+        trk.log_model(run_id, ckpt, size, MODEL_CODE, encoding)
 
 
 def _discard(state: Path) -> None:
@@ -83,7 +86,7 @@ def _discard(state: Path) -> None:
 
 def _fit_in_run(spec: RunSpec, config: Config, dataset: Dataset, run_id: str, stop):
     callbacks = [
-        trk.MLflowCallback(run_id, dataset.fingerprint(), spec.entry_point),
+        trk.MLflowCallback(run_id, dataset.fingerprint(), spec.entry_point, dataset.depth_encoding),
         ConsoleCallback(lambda line: print(line, flush=True)),
     ]
     keep = None
@@ -92,7 +95,7 @@ def _fit_in_run(spec: RunSpec, config: Config, dataset: Dataset, run_id: str, st
         keep = StateCheckpoint(Path(spec.checkpoint_dir) / run_id / "state.pt", extra)
         callbacks.append(keep)
     result = fit(config, dataset, [*callbacks, *spec.callbacks], resume=spec.resume, stop=stop)
-    _log_model(run_id, result)
+    _log_model(run_id, result, dataset)
     if keep is not None:
         _discard(keep.path)  # finished: nothing left to resume
     return result

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from fgdepth.config import SynthConfig
 from fgdepth.data.cache import cache_root
-from fgdepth.data.synth import generate
+from fgdepth.data.synth import dataset_yaml, generate
+from fgdepth.data.units import DATASET_YAML
 
 
 def builtin_folder(synth: SynthConfig) -> Path:
@@ -30,4 +31,6 @@ def builtin_dataset(synth: SynthConfig, workers: int = 1) -> Path:
             tmp = folder.with_name(folder.name + ".tmp")
             generate(synth, tmp, workers=workers)
             tmp.rename(folder)
+        if not (folder / DATASET_YAML).exists():  # generated before it declared its encoding
+            (folder / DATASET_YAML).write_bytes(dataset_yaml())
     return folder

@@ -22,22 +22,27 @@ from fgdepth.data.format import (
     Problem,
     Sample,
     Source,
+    read_depth_encoding,
     read_manifest,
     read_sample,
     structural_problems,
     unreadable,
 )
 from fgdepth.data.splits import assign_splits, group_key
+from fgdepth.data.units import DepthEncoding
 
 
 @dataclass
 class Dataset:
-    """A dataset opened for reading. ``rows`` keeps every manifest column (extras too)."""
+    """A dataset opened for reading. ``rows`` keeps every manifest column (extras too);
+    ``depth_encoding``: how its depth maps to metres, as its ``dataset.yaml`` declares (None:
+    not declared, depth in 0..1 units only)."""
 
     source: Source
     rows: pd.DataFrame
     split: np.ndarray  # (N,) of "train" / "val" / "test"
     skipped: list[Problem] = field(default_factory=list)
+    depth_encoding: DepthEncoding | None = None
     _fingerprint: str | None = None
     _side: int | None = None
 
@@ -103,13 +108,14 @@ def open_dataset(
     """
     source = Source(path)
     rows = read_manifest(source)
+    encoding = read_depth_encoding(source)
     problems = structural_problems(source, rows)
     global_problems = [p for p in problems if p.row is None]
     if global_problems or (problems and not skip_bad):
         more = f" (and {len(problems) - 1} more; see `fgdepth data inspect {path}`)"
         raise DataError(f"{source.path}: {problems[0]}{more if len(problems) > 1 else ''}")
     split = assign_splits(rows, splits)
-    dataset = Dataset(source, rows, split, skipped=problems)
+    dataset = Dataset(source, rows, split, skipped=problems, depth_encoding=encoding)
     if len(dataset.indices()) == 0:
         raise DataError(f"{source.path}: no usable rows")
     return dataset

@@ -23,10 +23,12 @@ import pandas as pd
 from PIL import Image
 
 from fgdepth.data.pack import PackReader, is_pack
+from fgdepth.data.units import DATASET_YAML, DepthEncoding, read_declaration
 from fgdepth.errors import DataError
 
 COLUMNS = ("fg_bg", "bg", "mask", "depth")
 MANIFEST = "manifest.csv"
+ROOT_FILES = (MANIFEST, DATASET_YAML)  # at the root of a packed dataset too, not in its shards
 
 
 @dataclass(frozen=True)
@@ -112,7 +114,9 @@ class Source:
 
     def exists(self, rel: str) -> bool:
         if self.pack is not None:
-            return rel == MANIFEST or self.pack.where(rel) is not None
+            if rel in ROOT_FILES:
+                return rel == MANIFEST or (self.path / rel).is_file()
+            return self.pack.where(rel) is not None
         if self.is_zip:
             return self.prefix + rel in self.names()
         entry = self._entry(rel)
@@ -133,7 +137,7 @@ class Source:
         return self._listings[folder].get(name)
 
     def read(self, rel: str) -> bytes:
-        if self.pack is not None and rel != MANIFEST:
+        if self.pack is not None and rel not in ROOT_FILES:
             return self.pack.read(rel)
         if self.is_zip:
             try:
@@ -229,6 +233,18 @@ def read_manifest(source: Source) -> pd.DataFrame:
     for col in COLUMNS:
         frame[col] = frame[col].str.strip()
     return frame.reset_index(drop=True)
+
+
+def read_depth_encoding(source: Source) -> DepthEncoding | None:
+    """The depth encoding declared in ``dataset.yaml`` beside the manifest (see
+    ``data.units``); None when there is no such file. DataError, one line naming the file,
+    when it cannot be read as one."""
+    if not source.exists(DATASET_YAML):
+        return None
+    try:
+        return read_declaration(source.read(DATASET_YAML))
+    except DataError as exc:
+        raise DataError(f"{source.path}: {DATASET_YAML}: {exc}") from None
 
 
 BLANK_LINE = re.compile(rb"(^|\n)[ \t\r]*(\n|$)")

@@ -11,6 +11,7 @@ from fgdepth.data.format import (
     DataError,
     Problem,
     Source,
+    read_depth_encoding,
     read_manifest,
     read_sample,
     structural_problems,
@@ -55,6 +56,7 @@ def inspect_dataset(
     try:
         source = Source(path)
         rows = read_manifest(source)
+        encoding = read_depth_encoding(source)
     except DataError as exc:
         return {}, [Problem(str(exc))]
     problems = structural_problems(source, rows)
@@ -93,6 +95,7 @@ def inspect_dataset(
         "splits": split_counts,
         "foreground_fraction": round(fg / pixels, 5) if pixels else None,
         "depth_range": [round(lo, 5), round(hi, 5)] if pixels else None,
+        "depth_encoding": str(encoding) if encoding else None,  # dataset.yaml's
         "problems": len(problems),
     }
     return summary, problems

@@ -4,7 +4,8 @@
 layout: a sample's files share a key, ``r000000123.fg_bg.jpg``, ``r000000123.mask.png``, ...;
 each background is stored once, as ``g0000012.bg.jpg``), ``DIR/manifest.csv`` (the original
 rows, their extra columns kept, so splits are the same, with the paths renamed to the shards'
-members), and an index of where each member's bytes lie (``index/*.npy``).
+members), its ``dataset.yaml`` when it has one, and an index of where each member's bytes lie
+(``index/*.npy``).
 
 Any tool that reads WebDataset shards reads these. fgdepth reads them through the index
 (``PackReader``): a member is one positioned read from its shard, so a packed dataset is read
@@ -23,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from fgdepth.data.disk import OutputRefused, check_new_folder
+from fgdepth.data.units import DATASET_YAML
 from fgdepth.errors import DataError
 
 PACK_FORMAT = "fgdepth-pack-1"
@@ -88,6 +90,8 @@ def pack(dataset, out: Path, rows_per_shard: int = 10000) -> Packed:
     manifest["bg"] = [bg_names[int(b)] for b in bg_of]
     _write_index(out, shards, n, len(bg_names))
     manifest.to_csv(out / "manifest.csv", index=False)
+    if source.exists(DATASET_YAML):  # beside the manifest, as in the source
+        (out / DATASET_YAML).write_bytes(source.read(DATASET_YAML))
     meta = {"format": PACK_FORMAT, "rows": n, "backgrounds": len(bg_names), "shards": shards,
             "source": str(dataset.path), "layout": "webdataset"}  # fmt: skip
     (out / PACK_FILE).write_text(json.dumps(meta, indent=1))

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 from fgdepth.data.dataset import Dataset
+from fgdepth.data.units import DepthEncoding
 
 
 def to_rgb(image: np.ndarray) -> np.ndarray:
@@ -25,6 +28,55 @@ def colour_depth(depth: np.ndarray) -> np.ndarray:
     lo = np.floor(x).astype(int).clip(0, len(stops) - 2)
     frac = (x - lo)[..., None]
     return (stops[lo] * (1 - frac) + stops[lo + 1] * frac).astype(np.uint8)
+
+
+def _significant(z: float, digits: int) -> float:
+    return round(z, digits - 1 - math.floor(math.log10(z))) if z > 0 else z
+
+
+def depth_ticks(encoding: DepthEncoding | None, n: int = 5) -> list[tuple[float, str]]:
+    """``n`` ticks (stored depth, label) from near (1) to far (0), evenly spaced along the
+    colour ramp: in metres when ``encoding`` is known (the inner ones rounded to as few
+    digits as keep them apart, and placed where that distance lies), else in 0..1."""
+    positions = np.linspace(1.0, 0.0, n)
+    if encoding is None:
+        labels = [f"{d:g}" for d in positions]
+        labels = [f"{labels[0]} near", *labels[1:-1], f"{labels[-1]} far"]
+        return list(zip(positions.tolist(), labels, strict=True))
+    metres = [float(encoding.to_metres(d)) for d in positions]
+    for digits in (2, 3, 4):
+        inner = [_significant(z, digits) for z in metres[1:-1]]
+        if len(set([metres[0], *inner, metres[-1]])) == n:
+            break
+    metres = [metres[0], *inner, metres[-1]]
+    return [(float(encoding.to_unit(z)), f"{z:g} m") for z in metres]
+
+
+def colour_depth_with_scale(depth: np.ndarray, encoding: DepthEncoding | None = None) -> np.ndarray:
+    """``colour_depth(depth)`` with a colour bar on its right: (H, W + bar, 3) uint8, the
+    left W columns exactly ``colour_depth``'s. Its ticks are in metres when ``encoding`` is
+    known, else in 0..1 (near at the top)."""
+    picture = colour_depth(depth)
+    h, w = picture.shape[:2]
+    text = int(np.clip(h / 18, 10, 40))  # label height in pixels
+    font = ImageFont.load_default(size=text)
+    n = 5 if h >= 6 * text else 3 if h >= 4 * text else 2
+    ticks = depth_ticks(encoding, n)
+    bar_w, gap = max(6, text), max(3, text // 3)
+    label_w = max(int(font.getlength(label)) for _, label in ticks)
+    canvas = Image.new("RGB", (w + gap + bar_w + gap + label_w + gap, h), "white")
+    canvas.paste(Image.fromarray(picture), (0, 0))
+    top, bottom = text // 2 + 1, h - text // 2 - 2  # the ends' labels fit above and below
+    ramp = colour_depth(np.linspace(1.0, 0.0, bottom - top + 1, dtype=np.float32)[:, None])
+    bar = np.repeat(ramp, bar_w, axis=1)  # (bar height, bar_w, 3): near at the top
+    x0 = w + gap
+    canvas.paste(Image.fromarray(bar), (x0, top))
+    draw = ImageDraw.Draw(canvas)
+    for d, label in ticks:
+        y = round(top + (1.0 - d) * (bottom - top))
+        draw.line([(x0 + bar_w - gap, y), (x0 + bar_w + gap // 2, y)], fill="black")
+        draw.text((x0 + bar_w + gap, y), label, fill="black", font=font, anchor="lm")
+    return np.asarray(canvas)
 
 
 def grid(

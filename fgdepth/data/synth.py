@@ -8,7 +8,8 @@ in real captures, there are differences outside the mask: the cast shadow, a sma
 illumination change, independent sensor noise and independent JPEG compression.
 
 Depth files store log depth, brighter = nearer: ``1 - log(z / Z_NEAR) / log(Z_FAR / Z_NEAR)``
-with z the camera-axis distance in metres, as 16-bit PNG.
+with z the camera-axis distance in metres, as 16-bit PNG; ``dataset.yaml`` declares it
+(``DEPTH_ENCODING``: log, 1 to 40 m).
 """
 
 from __future__ import annotations
@@ -22,18 +23,27 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import yaml
 from PIL import Image
 
 from fgdepth.config import SynthConfig
 from fgdepth.data.disk import check_new_file, check_new_folder
+from fgdepth.data.units import DATASET_YAML, DepthEncoding
 from fgdepth.parallel import run_chunks
 
 Z_NEAR, Z_FAR = 1.0, 40.0
+DEPTH_ENCODING = DepthEncoding("log", Z_NEAR, Z_FAR)  # what depth_to_unit stores
 
 
 def depth_to_unit(z: np.ndarray) -> np.ndarray:
-    """Metric camera-axis depth -> the stored [0, 1] inverse depth (brighter = nearer)."""
+    """Metric camera-axis depth -> the stored [0, 1] log depth (brighter = nearer), clipped
+    to Z_NEAR..Z_FAR."""
     return np.clip(1.0 - np.log(z / Z_NEAR) / math.log(Z_FAR / Z_NEAR), 0.0, 1.0)
+
+
+def dataset_yaml() -> bytes:
+    """The generated dataset's ``dataset.yaml``: its depth encoding."""
+    return yaml.safe_dump({"depth": DEPTH_ENCODING.to_dict()}, sort_keys=False).encode()
 
 
 # --- the room and its camera ---------------------------------------------------------------
@@ -632,9 +642,10 @@ def _zip_folder(folder: Path, rows: list[dict], out: Path) -> None:
                 info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
                 info.external_attr = 0o644 << 16
                 z.writestr(info, (folder / name).read_bytes())
-        info = zipfile.ZipInfo("manifest.csv", date_time=(1980, 1, 1, 0, 0, 0))
-        info.external_attr = 0o644 << 16
-        z.writestr(info, _manifest_csv(rows))
+        for name, data in (("manifest.csv", _manifest_csv(rows)), (DATASET_YAML, dataset_yaml())):
+            info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+            info.external_attr = 0o644 << 16
+            z.writestr(info, data)
     tmp.rename(out)
 
 
@@ -659,6 +670,7 @@ def generate(
         _zip_folder(folder, rows, out)
         shutil.rmtree(folder)
     else:
+        (out / DATASET_YAML).write_bytes(dataset_yaml())
         (out / "manifest.csv").write_bytes(_manifest_csv(rows))
         shutil.rmtree(out / PROGRESS)
     return out

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from fgdepth.data.disk import disk_full_as
+from fgdepth.data.units import DepthEncoding, parse
 from fgdepth.engine.callbacks import Callback
 from fgdepth.errors import DataError, NotFound
 from fgdepth.models import build_model
@@ -135,6 +136,14 @@ def load_model(path: str | Path) -> tuple[nn.Module, dict]:
             f"({data['model']} {data['options']})"
         ) from None
     return model.eval(), data
+
+
+def depth_encoding(data: dict) -> DepthEncoding | None:
+    """The depth encoding of the data a checkpoint's model was trained on (``data``: its
+    contents); None when that data declared none, and for a checkpoint written before the
+    encoding was kept."""
+    declared = data.get("depth_encoding")
+    return parse(declared) if declared else None
 
 
 def load_weights(model: nn.Module, path: str | Path) -> None:

@@ -108,10 +108,16 @@ def step_starts(n_rows: int, offset: int, step: int, ranks: int) -> range:
     return range(offset, end, step)
 
 
+def total_loss(losses: dict, outputs: dict, targets: dict) -> torch.Tensor:
+    """The heads' weighted losses summed: ``losses`` as ``head_losses`` gives them, ``outputs``
+    and ``targets`` by head (``targets["mask"]``, the true mask, also goes to the losses that
+    weigh the object's own pixels)."""
+    fg = targets["mask"]
+    return sum(w * fn(outputs[h], targets[h], fg=fg) for h, (fn, w) in losses.items() if w)
+
+
 def _loss(run: StageRun, mask_logits, depth_logits, batch) -> torch.Tensor:
-    outputs = {"mask": mask_logits, "depth": depth_logits}
-    fg = batch["mask"]  # the true mask, for losses that weigh the object's own pixels
-    return sum(w * fn(outputs[h], batch[h], fg=fg) for h, (fn, w) in run.losses.items() if w)
+    return total_loss(run.losses, {"mask": mask_logits, "depth": depth_logits}, batch)
 
 
 def _train_step(run: StageRun, batch: dict, at: int):

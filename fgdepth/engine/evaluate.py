@@ -56,13 +56,16 @@ def evaluate(
     precision: str = "fp32",
     channels_last: bool = False,
     world: World = SINGLE,
+    *,
+    to_metres=None,
 ) -> dict[str, float]:
     """All metrics over ``indices`` of ``data`` (a cache or a stream: anything with
     ``batches``), the model put in eval mode and restored after. On several ranks each
-    evaluates its share and the sums are added, so every rank gets the same metrics."""
+    evaluates its share and the sums are added, so every rank gets the same metrics.
+    ``to_metres`` (the data's ``DepthEncoding.to_metres``) adds ``fg_distance_error_m``."""
     was_training = model.training
     model.eval()
-    acc = MetricAccumulator()
+    acc = MetricAccumulator(to_metres)
     indices = shard(np.asarray(indices), world)
     chunks = [indices[i : i + batch_size] for i in range(0, len(indices), batch_size)]
     size = input_size_of(model, data)

@@ -7,7 +7,7 @@ import time
 import torch
 
 from fgdepth.config import Config, StageConfig
-from fgdepth.engine.epoch import head_losses
+from fgdepth.engine.epoch import head_losses, total_loss
 from fgdepth.engine.precision import autocast
 from fgdepth.engine.stages import (
     freeze_groups,
@@ -44,7 +44,7 @@ def training_rate(
     def step() -> None:
         with autocast(device, precision):
             outputs = dict(zip(("mask", "depth"), model(fg_bg, bg), strict=True))
-        loss = sum(w * fn(outputs[h], targets[h]) for h, (fn, w) in losses.items() if w)
+        loss = total_loss(losses, outputs, targets)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

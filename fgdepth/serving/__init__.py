@@ -41,10 +41,11 @@ class ImagePairModel(mlflow.pyfunc.PythonModel):
     """Loads the run's checkpoint (``weights_only=True``) and predicts image pairs."""
 
     def load_context(self, context) -> None:
-        from fgdepth.engine.checkpoint import load_model
+        from fgdepth.engine.checkpoint import depth_encoding, load_model
 
         self.model, data = load_model(context.artifacts["checkpoint"])
         self.size = int(data.get("size") or 64)
+        self.depth_encoding = depth_encoding(data)  # None: the data declared none
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         from fgdepth.data.images import open_image

@@ -37,6 +37,7 @@ from fgdepth.tuning.space import (
     schedule_label,
     score,
     suggest,
+    tuned_keys,
 )
 from fgdepth.tuning.storage import (
     DEFAULT_STORAGE,
@@ -65,7 +66,7 @@ __all__ = [
     "Trainer", "TrialPruned", "TrialRun", "TuneOutcome", "apply_params", "artifact_dir",
     "best_config", "best_experiment", "check_space", "counts", "create_study", "formula",
     "masked", "objective_label", "objective_values", "objectives", "open_storage", "open_study",
-    "schedule_label", "score", "study_params", "suggest", "trials_to_go", "tune",
+    "schedule_label", "score", "study_params", "suggest", "trials_to_go", "tune", "tuned_keys",
 ]  # fmt: skip
 
 

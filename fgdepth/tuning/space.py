@@ -100,6 +100,20 @@ def apply_params(config: Config, params: dict[str, Any]) -> Config:
     return out
 
 
+def tuned_keys(params: dict[str, Any]) -> set[str]:
+    """The config keys that a trial's values set in ``apply_params``: ``stages`` (a schedule,
+    a stage's learning rate), ``loss_weights``, ``batch_size``."""
+    keys = set()
+    for name in params:
+        if name == "schedule" or name.startswith("lr_stage"):
+            keys.add("stages")
+        elif name.startswith("loss_weight_"):
+            keys.add("loss_weights")
+        elif name == "batch_size":
+            keys.add("batch_size")
+    return keys
+
+
 def suggest(trial: optuna.Trial, config: Config) -> dict[str, Any]:
     """Draw one point of the experiment's search space."""
     tune = config.tune

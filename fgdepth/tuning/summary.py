@@ -16,7 +16,14 @@ import yaml
 
 from fgdepth.config import Config, ObjectiveConfig, StageConfig
 from fgdepth.data.preview import prediction_grid
-from fgdepth.tuning.space import apply_params, formula, objective_label, objectives, score
+from fgdepth.tuning.space import (
+    apply_params,
+    formula,
+    objective_label,
+    objectives,
+    score,
+    tuned_keys,
+)
 from fgdepth.tuning.storage import DEFAULT_STORAGE
 
 log = logging.getLogger("fgdepth.tune")
@@ -69,25 +76,37 @@ def best_config(config: Config, study: optuna.Study) -> tuple[Config, optuna.tri
     return apply_params(config, trial.params), trial
 
 
-def best_experiment(config: Config, experiment_ref: str, trial_number: int, study: str) -> dict:
-    """A ready-to-run experiment YAML (as a dict) holding the best trial's values."""
-    defaults = StageConfig()
-    stages = [
-        {
-            k: v
-            for k, v in dataclasses.asdict(stage).items()
-            if v != getattr(defaults, k) or k in ("size", "samples", "epochs")
-        }
-        for stage in config.stages
-    ]
-    return {
+def best_experiment(
+    tuned: Config, params: dict, experiment_ref: str, *, trial: int, study: str
+) -> dict:
+    """A ready-to-run experiment YAML (as a dict): the experiment ``experiment_ref`` as written
+    with a trial's values, ``tuned`` being the study's config with ``params`` applied. Only the
+    keys that ``params`` set are written (stages, loss weights, batch size), at the original
+    scale: a profile scales stages through ``scale`` alone, so ``config.stages`` are as written,
+    and a profile's own values (its batch size, data, evaluation) are left to the profile that
+    a later run names. ``--profile P`` of the result then trains what ``--profile P`` of the
+    experiment would, with the tuned values."""
+    doc = {
         "inherit": experiment_ref,
-        "name": f"{config.name}_tuned",
-        "description": f"best trial ({trial_number}) of study '{study}'",
-        "loss_weights": dict(config.loss_weights),
-        "batch_size": config.batch_size,
-        "stages": stages,
+        "name": f"{tuned.name}_tuned",
+        "description": f"best trial ({trial}) of study '{study}'",
     }
+    keys = tuned_keys(params)
+    if "loss_weights" in keys:
+        doc["loss_weights"] = dict(tuned.loss_weights)
+    if "batch_size" in keys:
+        doc["batch_size"] = tuned.batch_size
+    if "stages" in keys:
+        defaults = StageConfig()
+        doc["stages"] = [
+            {
+                k: v
+                for k, v in dataclasses.asdict(stage).items()
+                if v != getattr(defaults, k) or k in ("size", "samples", "epochs")
+            }
+            for stage in tuned.stages
+        ]
+    return doc
 
 
 def experiment_ref(experiment: str) -> str:
@@ -102,13 +121,18 @@ def write_best(study: optuna.Study, config: Config, experiment: str, out: Path):
     """``out/best.yaml``; returns (its path, the best trial, its value or values)."""
     best_cfg, trial = best_config(config, study)
     best_yaml = out / "best.yaml"
-    doc = best_experiment(best_cfg, experiment_ref(experiment), trial.number, study.study_name)
+    doc = best_experiment(
+        best_cfg, trial.params, experiment_ref(experiment), trial=trial.number,
+        study=study.study_name,
+    )  # fmt: skip
     objective = config.tune.objective
     value = list(trial.values) if objective.multi else trial.value
     what = ", ".join(objectives(objective)) if objective.multi else f"score {formula(objective)} ="
     header = (
         f"# Best trial {trial.number} of study '{study.study_name}' "
         f"(validation {what} {value}, profile {config.profile}).\n"
+        "# Its tuned values over the experiment as written, at the original scale: a profile\n"
+        "# scales them as it scales the experiment.\n"
         f"# Run it: fgdepth train --config {best_yaml} --profile {config.profile}\n"
     )
     best_yaml.write_text(header + yaml.safe_dump(doc, sort_keys=False))

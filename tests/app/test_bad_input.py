@@ -26,14 +26,16 @@ def inputs(tmp_path_factory) -> dict[str, str]:
     save_checkpoint(root / "model.pt", build_model("unet", width=8), "unet", {"width": 8}, size=32)
     write_dataset(root / "ds", rows=6)
     write_dataset(root / "ds1", rows=1)
+    write_dataset(root / "ds_yaml", rows=6)
+    (root / "ds_yaml" / "dataset.yaml").write_text("depth: {encoding: cubic, near: 1, far: 40}\n")
     (root / "old_pack").mkdir()
     (root / "old_pack" / "pack.json").write_text(json.dumps({"format": "fgdepth-pack-0"}))
     (root / "old_pack" / "manifest.csv").write_text("fg_bg,bg,mask,depth\n")
     (root / "uri_list.yaml").write_text("tracking_uri: [sqlite:///a.db, sqlite:///b.db]\n")
     (root / "inherit_list.yaml").write_text("inherit: [default, bce]\n")
     (root / "inherit_5.yaml").write_text("inherit: 5\n")
-    names = ["notes.txt", "image.png", "model.pt", "ds", "ds1", "old_pack", "uri_list.yaml",
-             "inherit_list.yaml", "inherit_5.yaml"]  # fmt: skip
+    names = ["notes.txt", "image.png", "model.pt", "ds", "ds1", "ds_yaml", "old_pack",
+             "uri_list.yaml", "inherit_list.yaml", "inherit_5.yaml"]  # fmt: skip
     return {name.split(".")[0]: str(root / name) for name in names}
 
 
@@ -55,6 +57,7 @@ def _every_trial_fails(monkeypatch):
 
 
 SMOKE = "--profile smoke"
+BAD_YAML = "dataset.yaml: depth.encoding: 'cubic' is not one of linear, inverse, log"
 PAIR = "--bg {image} --fgbg {image} --out {tmp}/out"
 # (command line, what its one line says); {tmp}: the test's folder, {name}: one of ``inputs``
 CASES = {
@@ -75,6 +78,7 @@ CASES = {
         "format 'fgdepth-pack-0'; this fgdepth reads 'fgdepth-pack-1'",
     ),
     "inspect-image-over-pixel-limit": ("data inspect {ds1}", "decompression bomb"),
+    "inspect-dataset-yaml-malformed": ("data inspect {ds_yaml}", BAD_YAML),
     "pack-missing": ("data pack {tmp}/missing --out {tmp}/p", "missing: no such dataset"),
     "pack-no-out": ("data pack {ds}", "the following arguments are required: --out"),
     "pack-rows-per-shard-0": ("data pack {ds} --out {tmp}/p --rows-per-shard 0", "1 or more"),
@@ -96,6 +100,7 @@ CASES = {
     "train-seed-word": (f"train {SMOKE} --seed abc", "'abc' is not a whole number"),
     "train-max-minutes-nan": (f"train {SMOKE} --max-minutes nan", "--max-minutes: nan is not"),
     "train-data-missing": (f"train {SMOKE} --data {{tmp}}/missing", "no such dataset"),
+    "train-dataset-yaml-malformed": (f"train {SMOKE} --data {{ds_yaml}}", BAD_YAML),
     "train-workers-0": (f"train {SMOKE} --workers 0", "--workers: 0 is not a number of"),
     "train-resume-empty": ("train --resume ''", "--resume '': not a run id"),
     "train-resume-a-path": ("train --resume {notes}", "not a run id"),
@@ -188,6 +193,7 @@ CASES = {
     "evaluate-size-bad": ("evaluate --model {model} --size 7", "--size: 7 is not allowed"),
     "evaluate-no-config": ("evaluate --model {model}", "holds no config (give --data)"),
     "evaluate-data-missing": ("evaluate --model {model} --data {tmp}/no", "no: no such dataset"),
+    "evaluate-dataset-yaml-malformed": ("evaluate --model {model} --data {ds_yaml}", BAD_YAML),
     "evaluate-test-fraction-bad": (
         "evaluate --model {model} --data {ds} --test 1.5",
         "data.test: 1.5 is not allowed (a fraction",
@@ -226,6 +232,18 @@ def test_bad_input_is_a_short_message_not_a_traceback(case, inputs, tmp_path, mo
     assert 1 <= len(err.strip().splitlines()) <= 3, err
     assert message.format(tmp=tmp_path) in err, err
     assert not (tmp_path / "cache").exists(), "data was made before the arguments were checked"
+
+
+@pytest.mark.parametrize("command", ["train --profile smoke --data", "evaluate --data"])
+def test_a_malformed_dataset_yaml_is_one_line_and_exit_2(command, inputs, tmp_path, monkeypatch,
+                                                          capsys):  # fmt: skip
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    monkeypatch.chdir(tmp_path)
+    argv = [*command.split(), inputs["ds_yaml"]]
+    if argv[0] == "evaluate":
+        argv += ["--model", inputs["model"]]
+    assert main(argv) == 2
+    assert capsys.readouterr().err.splitlines() == [f"fgdepth: {inputs['ds_yaml']}: {BAD_YAML}"]
 
 
 def test_a_study_with_no_completed_trial_leaves_its_parent_run_failed(

@@ -61,6 +61,28 @@ def test_study_passes_the_experiments(calls):
     assert names == ["bce", "dice"] and profile == "smoke"
 
 
+@pytest.mark.parametrize("gpu, profile", [(False, "cpu"), (True, "full")])
+def test_every_command_defaults_to_auto_full_with_a_gpu_and_cpu_without(
+    calls, monkeypatch, capsys, gpu, profile
+):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: gpu)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda index=0: "Some GPU")
+    assert cli.main(["train", "--config", "bce"]) == 0
+    assert calls["train"][0][0].config.profile == profile  # what the run logs
+    assert cli.main(["study", "--experiments", "bce"]) == 0
+    assert calls["study"][0][1] == profile
+    assert cli.main(["tune", "--experiment", "bce_ssim", "--train-best", "auto"]) == 0
+    (config, _, train_best), _ = calls["tune"]
+    assert config.profile == train_best == profile
+    why = "GPU: Some GPU" if gpu else "no GPU"
+    assert f"profile auto: {profile} ({why})" in capsys.readouterr().err  # stdout may be JSON
+    assert cli.main(["train", "--config", "bce", "--profile", "smoke"]) == 0
+    assert calls["train"][0][0].config.profile == "smoke"
+    assert "profile auto" not in capsys.readouterr().err
+
+
 def test_evaluate_defaults_to_the_runs_own_data_and_split(calls, capsys):
     assert cli.main(["evaluate", "--model", "runs:/x/model"]) == 0
     (spec,), kwargs = calls["evaluate"]

@@ -132,3 +132,39 @@ def test_a_problem_with_the_whole_dataset_is_not_skipped(tmp_path):
         open_dataset(tmp_path, skip_bad=True)
     with pytest.raises(DataError, match="leave no train part"):
         check_fractions(DataConfig(test=0.6, val=0.5))
+
+
+LOG_1_40 = "depth: {encoding: log, near: 1, far: 40}\n"
+
+
+def test_the_depth_encoding_is_what_dataset_yaml_declares(root):
+    from fgdepth.data.units import DepthEncoding
+
+    assert open_dataset(root).depth_encoding is None  # no dataset.yaml: 0..1 only
+    (root / "dataset.yaml").write_text("depth: {encoding: inverse, near: 0.5, far: 80}\n")
+    assert open_dataset(root).depth_encoding == DepthEncoding("inverse", 0.5, 80.0)
+
+
+def test_the_built_in_data_declares_its_encoding_in_a_folder_and_a_zip(synth_dir, synth_zip):
+    for path in (synth_dir, synth_zip):
+        assert str(open_dataset(path).depth_encoding) == "log 1-40 m"
+
+
+@pytest.mark.parametrize("top_folder", ["", "ds/"])
+def test_a_zip_declares_it_beside_its_manifest(root, tmp_path, top_folder):
+    import zipfile
+
+    (root / "dataset.yaml").write_text(LOG_1_40)
+    archive = tmp_path / "ds.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        for path in sorted(root.iterdir()):
+            z.write(path, top_folder + path.name)
+    assert str(open_dataset(archive).depth_encoding) == "log 1-40 m"
+
+
+def test_a_malformed_dataset_yaml_is_one_line_naming_it(root):
+    (root / "dataset.yaml").write_text("depth: {encoding: log, near: 40, far: 1}\n")
+    with pytest.raises(DataError) as caught:
+        open_dataset(root)
+    message = str(caught.value)
+    assert message == f"{root}: dataset.yaml: depth: log needs 0 < near < far (got near 40, far 1)"

@@ -27,6 +27,7 @@ def test_the_summary_of_a_hand_made_dataset_has_its_known_values(root):
         "splits": {"train": 2, "val": 2, "test": 2},
         "foreground_fraction": 0.125,  # 15 x 10 of 40 x 30
         "depth_range": [round(128 / 255, 5), round(128 / 255, 5)],
+        "depth_encoding": None,  # no dataset.yaml
         "problems": 0,
     }
 
@@ -40,6 +41,7 @@ def test_the_summary_of_a_generated_zip(synth_zip):
     assert 0 < summary["foreground_fraction"] < 0.5
     lo, hi = summary["depth_range"]
     assert 0 <= lo < hi <= 1
+    assert summary["depth_encoding"] == "log 1-40 m"  # its dataset.yaml, read inside the zip
 
 
 def test_every_problem_is_found_at_once_in_row_order(root):

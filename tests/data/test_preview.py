@@ -4,7 +4,15 @@ import numpy as np
 import pytest
 
 from fgdepth.data import open_dataset
-from fgdepth.data.preview import colour_depth, grid, preview, to_rgb
+from fgdepth.data.preview import (
+    colour_depth,
+    colour_depth_with_scale,
+    depth_ticks,
+    grid,
+    preview,
+    to_rgb,
+)
+from fgdepth.data.units import DepthEncoding
 from tests.conftest import write_dataset
 
 # the ramp's ends and middle: far (0) is dark blue, near (1) is yellow
@@ -93,3 +101,29 @@ def test_the_preview_keeps_the_samples_size_unless_given_one(tmp_path, size):
     ds = open_dataset(write_dataset(tmp_path / "ds", rows=1))
     width, height = (40, 30) if size is None else (size, size)
     assert preview(ds, [0], size).size == (2 + 4 * (width + 2), 14 + 2 + height + 2)
+
+
+def test_ticks_run_from_near_to_far_in_metres_or_in_0_1():
+    log = DepthEncoding("log", 1.0, 40.0)
+    ticks = depth_ticks(log)
+    assert [label for _, label in ticks] == ["1 m", "2.5 m", "6.3 m", "16 m", "40 m"]
+    assert [round(d, 3) for d, _ in ticks] == [1.0, 0.752, 0.501, 0.248, 0.0]  # where they lie
+    assert depth_ticks(None, 3) == [(1.0, "1 near"), (0.5, "0.5"), (0.0, "0 far")]
+    # a narrow range takes more digits, so that no two ticks read the same
+    labels = [label for _, label in depth_ticks(DepthEncoding("linear", 10.0, 11.0))]
+    assert len(set(labels)) == 5 and labels[0] == "10 m" and labels[-1] == "11 m"
+
+
+@pytest.mark.parametrize("encoding", [None, DepthEncoding("inverse", 0.5, 80.0)])
+@pytest.mark.parametrize("height", [24, 64, 480])
+def test_the_scale_bar_sits_right_of_the_unchanged_picture(encoding, height):
+    depth = np.tile(np.linspace(0, 1, height, dtype=np.float32)[:, None], (1, 40))
+    picture = colour_depth_with_scale(depth, encoding)
+    assert picture.dtype == np.uint8 and picture.shape[0] == height and picture.shape[1] > 40
+    np.testing.assert_array_equal(picture[:, :40], colour_depth(depth))
+    # the bar, on white: a column of the ramp from near (top, yellow) to far (bottom, blue)
+    right = picture[height // 2, 40:].astype(int)
+    x = 40 + int(np.flatnonzero((right != 255).any(axis=1))[0])
+    bar = picture[:, x][(picture[:, x] != 255).any(axis=1)].astype(int)
+    assert len(bar) >= height / 2
+    assert np.abs(bar[0] - NEAR).max() <= 12 and np.abs(bar[-1] - FAR).max() <= 12

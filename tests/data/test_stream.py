@@ -62,6 +62,8 @@ def test_packed_shards_hold_the_dataset_and_read_as_webdataset(synth_dir, packed
 
     folder, shards = open_dataset(synth_dir), open_dataset(packed)
     assert len(shards) == len(folder) and (shards.split == folder.split).all()
+    assert shards.depth_encoding == folder.depth_encoding  # dataset.yaml travels with them
+    assert folder.depth_encoding is not None
     for i in (0, 17, 39):
         a, b = folder.sample(i, 32), shards.sample(i, 32)
         assert (a.fg_bg == b.fg_bg).all() and (a.depth == b.depth).all()

@@ -92,3 +92,24 @@ def test_a_killed_generation_continues_and_writes_the_same_bytes(tmp_path):
     again = subprocess.run(command, capture_output=True, text=True, check=True)
     assert f"resuming, {finished} of 12 backgrounds already done" in again.stdout
     assert _digest(out) == _digest(whole)  # byte-identical, and no progress records left
+
+
+def test_the_declared_encoding_gives_the_foregrounds_distance_in_metres(synth_dir):
+    """Read with its dataset.yaml, the median depth inside each mask is the manifest's
+    fg_distance_m (the camera depth of the feet) within the figure's own depth: its body
+    bulges towards the camera, and a camera looking down sees its top nearer."""
+    ds = open_dataset(synth_dir)
+    for i in range(len(ds)):
+        s = ds.sample(i)
+        metres = ds.depth_encoding.to_metres(float(np.median(s.depth[s.mask])))
+        assert 0.85 < metres / float(ds.rows["fg_distance_m"][i]) < 1.02
+
+
+def test_a_built_in_dataset_made_before_it_declared_its_encoding_gets_its_dataset_yaml():
+    from fgdepth.data.builtin import builtin_dataset
+
+    spec = SynthConfig(n=4, size=32, seed=1, backgrounds=1)
+    folder = builtin_dataset(spec)  # under the test's $FGDEPTH_CACHE
+    (folder / "dataset.yaml").unlink()  # as an earlier fgdepth left it
+    assert open_dataset(folder).depth_encoding is None
+    assert str(open_dataset(builtin_dataset(spec)).depth_encoding) == "log 1-40 m"
