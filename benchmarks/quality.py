@@ -341,7 +341,7 @@ def protocol(args, profile: str) -> int:
         recipe["slug"] = "".join(c if c.isalnum() else "-" for c in recipe["label"].lower())
     if baseline["slug"] == variant["slug"]:
         raise SystemExit("quality: the variant is the baseline: give --set, --config or --label")
-    sections, verdicts = [], {}
+    sections, verdicts, measured = [], {}, 0
     for family in args.families.split(","):
         workers = 1 if profile == "smoke" else 2
         data = (families.folder(data_root, family, n) if args.render else
@@ -352,8 +352,9 @@ def protocol(args, profile: str) -> int:
                 result = protocol_run(family, data, root, profile, recipe, seed, digest)
                 if result is not None:
                     runs[recipe["label"]].append(result)
+        measured += sum(len(r) for r in runs.values())
         if not all(runs.values()):
-            print(f"protocol: nothing measured yet on {family}")
+            sections.append(f"### {family}: not measured yet")
             continue
         text, verdicts[family] = protocol_table(
             family,
@@ -365,7 +366,11 @@ def protocol(args, profile: str) -> int:
     worse = [f"{m} on {f}" for f, v in verdicts.items() for m, said in v.items() if said == "worse"]
     decision = ("accepted: no family gets worse on a headline metric" if not worse
                 else "not accepted: worse on " + ", ".join(worse))  # fmt: skip
-    command = " ".join(a if " " not in a else repr(a) for a in (args.argv or sys.argv[1:]))
+    expected = 2 * len(args.seeds) * len(args.families.split(","))
+    if measured < expected:  # a protocol stopped early judges nothing
+        decision = f"none yet: {measured} of {expected} runs measured ({decision} so far)"
+    shown = [a for a in (args.argv or sys.argv[1:]) if a != "--render"]  # how it was measured
+    command = " ".join(a if " " not in a else repr(a) for a in shown)
     body = "\n".join([
         f"## Protocol: {variant['label']} against {baseline['label']}",
         "",
@@ -379,7 +384,7 @@ def protocol(args, profile: str) -> int:
     ])  # fmt: skip
     # each change judged keeps a section of its own in BENCHMARKS.md
     publish(f"protocol-{variant['slug']}", body, write=not args.smoke and bool(sections))
-    return 0 if not worse else 1
+    return 0 if not worse and measured == expected else 1
 
 
 def threads() -> int:

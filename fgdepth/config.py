@@ -216,7 +216,7 @@ class Config:
     loss: dict[str, dict[str, float]] = field(
         default_factory=lambda: {
             "mask": {"bce": 1.0, "dice": 1.0},
-            "depth": {"ssim": 1.0, "l1": 1.0, "fg_l1": 1.0},
+            "depth": {"ssim": 1.0, "l1": 1.0},
         }
     )
     loss_weights: dict[str, float] = field(default_factory=lambda: {"mask": 2.0, "depth": 1.0})

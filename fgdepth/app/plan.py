@@ -3,6 +3,8 @@ per epoch from a few timed steps), without training."""
 
 from __future__ import annotations
 
+import sys
+
 from fgdepth.app.datasets import builtin_exists, is_builtin, resolve_dataset
 from fgdepth.config import Config
 
@@ -33,7 +35,8 @@ def stage_rates(config: Config, stages: list, device, precision: str, steps: int
 
     rates: dict[str, float] = {}
     out = []
-    bar = tqdm(stages, desc="timing steps", leave=False, disable=None if steps else True)
+    # on stderr, piped or not: stdout may be the plan's JSON
+    bar = tqdm(stages, desc="timing steps", leave=False, disable=not steps, file=sys.stderr)
     for stage in bar:
         bar.set_description(f"timing steps: stage {stage.name or '-'} {stage.size} px")
         same = repr(replace(stage, name="", samples=1, epochs=1, init_from=None))  # what it timed

@@ -67,7 +67,7 @@ class UNet(DepthMaskModel):
         self.check_options(
             input_scale=input_scale, depth_stride=depth_stride, decoder_convs=decoder_convs
         )
-        w = [width, width * 2, width * 4, width * 6, width * 8]  # 1/2 .. 1/32
+        w = [width, width * 2, width * 4, width * 6]  # 1/2 .. 1/16
         self.input_scale = input_scale
         self.depth_stride = depth_stride
         self.test_flip = test_flip
