@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import shlex
 import sys
 import tempfile
 from dataclasses import dataclass, field, replace
@@ -181,6 +182,17 @@ def read_resume_state(spec: str, checkpoint_dir: str | Path, tracking: str = "lo
         ) from None
 
 
+def resume_command(spec: RunSpec, run_id: str) -> str:
+    """The command that continues ``run_id``: with the state folder and the tracking settings
+    it was started with, where they are not the defaults (without them it would not be found)."""
+    words = ["fgdepth", "train", "--resume", run_id]
+    if Path(spec.checkpoint_dir) != Path(RunSpec.checkpoint_dir):
+        words += ["--checkpoint-dir", str(spec.checkpoint_dir)]
+    if spec.tracking != RunSpec.tracking:
+        words += ["--tracking", str(spec.tracking)]
+    return shlex.join(words)
+
+
 # --- the command ---------------------------------------------------------------------------------
 
 
@@ -284,8 +296,8 @@ def _train_rank(spec: RunSpec, resume: str | None, world) -> int:
         result, run_id = train(spec, dataset, stop=stop_on_signals(), on_run_start=started.append)
     except Interrupted as exc:
         if world.main:
-            hint = f"continue with: fgdepth train --resume {started[0]}"
-            print(f"fgdepth: {exc}; {hint}", file=sys.stderr)
+            print(f"fgdepth: {exc}; continue with: {resume_command(spec, started[0])}",
+                  file=sys.stderr)  # fmt: skip
         return 130 if exc.reason == "SIGINT" else 143
     if world.main:
         minutes = round(result.seconds / 60, 2)

@@ -7,7 +7,14 @@ import time
 import pytest
 from mlflow.tracking import MlflowClient
 
-from fgdepth.app.train import RunSpec, _state_path, _with_transfers, read_resume_state, train
+from fgdepth.app.train import (
+    RunSpec,
+    _state_path,
+    _with_transfers,
+    read_resume_state,
+    resume_command,
+    train,
+)
 from fgdepth.config import Config, ConfigError, load_config
 from fgdepth.engine.callbacks import Callback
 from fgdepth.engine.checkpoint import CheckpointError, StateCheckpoint, previous_state
@@ -120,3 +127,14 @@ def test_an_interrupted_run_ends_killed_and_keeps_its_state_to_resume(store, tmp
     with pytest.raises(Interrupted):
         train(dataclasses.replace(spec, keep_state=False, checkpoint_dir=tmp_path / "none"))
     assert not (tmp_path / "none").exists()
+
+
+def test_the_resume_hint_names_the_state_folder_and_tracking_it_was_started_with(tmp_path):
+    run_id = "a" * 32
+    assert resume_command(RunSpec(None), run_id) == f"fgdepth train --resume {run_id}"
+    states, settings = tmp_path / "my states", tmp_path / "team.yaml"
+    spec = RunSpec(None, tracking=str(settings), checkpoint_dir=states)
+    # quoted for a shell: the folder's name has a space
+    assert resume_command(spec, run_id) == (
+        f"fgdepth train --resume {run_id} --checkpoint-dir '{states}' --tracking {settings}"
+    )
