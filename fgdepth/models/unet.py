@@ -17,6 +17,12 @@ mask is what must follow outlines pixel by pixel, so only the mask head keeps fu
 With ``test_flip=True`` a prediction (eval mode) is the mean of the logits for the image pair and
 for its mirror image, flipped back: training flips the pairs, so both views are equally valid,
 and their errors along the outlines differ. It costs a second forward pass, in eval mode only.
+
+With ``rows=True`` the input gains one channel, each pixel's height in the image (-1 at the top,
++1 at the bottom). Convolutions see the same weights at every height, so without it a network
+learns where it is only from the zero padding at the borders; yet where an object stands on the
+ground, how far away it is follows the image row of its lowest point. The channel is unchanged by
+the horizontal flips of training and of ``test_flip``.
 """
 
 from __future__ import annotations
@@ -62,6 +68,7 @@ class UNet(DepthMaskModel):
         depth_stride: int = 1,
         decoder_convs: int = 2,
         test_flip: bool = False,
+        rows: bool = False,
     ):
         super().__init__()
         self.check_options(
@@ -71,7 +78,8 @@ class UNet(DepthMaskModel):
         self.input_scale = input_scale
         self.depth_stride = depth_stride
         self.test_flip = test_flip
-        cin = 9
+        self.rows = rows
+        cin = 10 if rows else 9
         # the sub-pixels of each output pixel, as channels, mixed down to a few features
         self.detail = conv_bn_relu(cin * input_scale**2, 16, 1) if input_scale > 1 else None
         cin = 16 if input_scale > 1 else cin
@@ -137,6 +145,10 @@ class UNet(DepthMaskModel):
     def logits(self, fg_bg, bg):
         """One forward pass: (mask logits, depth logits)."""
         x = torch.cat([fg_bg, bg, (fg_bg - bg).abs()], dim=1)  # (B, 9, sH, sW)
+        if self.rows:  # each pixel's height in the image, -1 (top) .. +1 (bottom)
+            b, _, h, w = x.shape
+            row = torch.linspace(-1.0, 1.0, h, dtype=x.dtype, device=x.device)
+            x = torch.cat([x, row.view(1, 1, h, 1).expand(b, 1, h, w)], dim=1)
         if self.detail is not None:
             x = self.detail(F.pixel_unshuffle(x, self.input_scale))  # (B, 16, H, W)
         skips = []
@@ -151,7 +163,7 @@ class UNet(DepthMaskModel):
             y = stage(torch.cat([y, skip], dim=1))
         half = y  # (B, w0, H/2, W/2)
         y = F.interpolate(y, size=x.shape[-2:], mode="bilinear", align_corners=False)
-        y = torch.cat([y, x], dim=1)  # (B, w0 + 9 or 16, H, W)
+        y = torch.cat([y, x], dim=1)  # (B, w0 + 9, 10 or 16, H, W)
         if self.depth_stride == 1:
             return self.mask_head(y), self.depth_head(y)
         depth = F.interpolate(
