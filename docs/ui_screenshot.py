@@ -27,7 +27,7 @@ def main(argv=None) -> int:
     parser.add_argument("--store", default="sqlite:///mlflow.db")
     parser.add_argument("--experiment", default="fgdepth")
     parser.add_argument("--out", default="docs/images/mlflow_ui_compare.png")
-    parser.add_argument("--metric", default="depth_rmse", help="wait until its chart shows")
+    parser.add_argument("--metric", default="test_depth_rmse", help="wait until its chart shows")
     args = parser.parse_args(argv)
     client = MlflowClient(args.store)
     exp = client.get_experiment_by_name(args.experiment)

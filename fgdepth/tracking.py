@@ -14,10 +14,12 @@ reason in the ``fgdepth.failure`` tag: never left RUNNING.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.parse
@@ -40,6 +42,11 @@ DEFAULT_EXPERIMENT = "fgdepth"
 # the UI opens a model-training experiment on its runs, not on the GenAI traces view
 EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
 SAMPLES_KEY = "test_samples"  # the image series of the test samples: a step per stage
+# the final model's test samples, under one name in every run (the Compare page pairs them) and
+# as a table (the evaluation view shows it): the same rows in every run on the same data
+TEST_PICTURE = "samples/test.png"
+TEST_TABLE = "eval/test_samples.json"
+NOTE = "mlflow.note.content"  # the run's description in the UI
 
 
 def quiet_libraries() -> None:
@@ -192,9 +199,166 @@ def loss_label(config: Config) -> str:
     return ",".join(f"{head}={'+'.join(terms[head])}" for head in ("mask", "depth"))
 
 
+# options that only some choices read: (section, option) -> the names that read it
+CHOICE_OPTIONS = {
+    ("schedule", "step_size"): {"step"},
+    ("schedule", "gamma"): {"step"},
+    ("schedule", "warmup"): {"onecycle"},
+    ("optimizer", "momentum"): {"sgd"},
+}
+
+
+def _reads(config: Config, section: str, option: str, stage: int | None = None) -> bool:
+    """Whether the run reads ``section.option`` (of the experiment, or of stage ``stage``):
+    some stage's schedule or optimizer is a choice that reads it."""
+    choices = CHOICE_OPTIONS.get((section, option))
+    if choices is None:
+        return True
+    stages = config.stages if stage is None else [config.stages[stage]]
+    base = getattr(config, section).name
+    return any(getattr(s, section).get("name", base) in choices for s in stages)
+
+
+def run_params(config: Config) -> dict[str, str]:
+    """The settings a run uses, flattened: no empty values (None, {}, []), no options of a
+    choice it did not make (a step schedule's ``step_size`` under ``onecycle``), no search
+    space (a study's parent run has it), no built-in data's settings when it reads a folder."""
+    out = {}
+    for key, value in flatten(config.to_dict()).items():
+        parts = key.split(".")
+        if value in ("None", "{}", "[]", "") or parts[0] == "tune":
+            continue
+        if parts[0] == "stages" and len(parts) == 4:  # stages.N.schedule.OPTION
+            if not _reads(config, parts[2], parts[3], int(parts[1])):
+                continue
+        elif len(parts) == 2 and not _reads(config, parts[0], parts[1]):
+            continue
+        if key.startswith("data.synth.") and config.data.path:
+            continue
+        if key == "augment.cutout_size" and not config.augment.cutout:
+            continue
+        out[key] = value
+    return out
+
+
+def run_name(name: str, seed: int) -> str:
+    """How every run of one recipe and seed is named, whatever started it: ``bce_ssim seed 0``."""
+    return f"{name} seed {seed}"
+
+
 def picture(images: list[dict]):
     """The test samples of one stage: inputs, truth and the run's predictions."""
     return prediction_grid([("run", images)])
+
+
+def _digest(*parts) -> str:
+    return hashlib.sha256("\n".join(str(p) for p in parts).encode()).hexdigest()[:12]
+
+
+def data_digest(fingerprint: str, test_rows) -> str:
+    """The digest of a run's test data: its dataset's manifest and files, and the test rows it
+    was scored on. Runs with the same digest were tested on the same rows of the same data."""
+    return _digest(fingerprint, "test", ",".join(str(int(r)) for r in test_rows))
+
+
+def dataset_name(config: Config) -> str:
+    """The data's name: its folder (or zip) name, or ``builtin``."""
+    return Path(config.data.path).stem if config.data.path else "builtin"
+
+
+def log_datasets(run_id: str, config: Config, info: dict, fingerprint: str, source: str) -> dict:
+    """The run's train and test splits as MLflow datasets (the run's Datasets: training and
+    evaluation), each a table of its rows, named after the data, with a digest of the data and
+    the split, its source and, as tags, the rows per split and the image size. Returns the
+    run's tags that say which test data it was scored on (``fgdepth.data_digest``,
+    ``fgdepth.test_rows``, ``fgdepth.image_size``): the report compares runs that share them."""
+    import pandas as pd
+    from mlflow.entities import DatasetInput, InputTag
+    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+    splits = info["split_rows"]
+    size = info["stages"][-1].size  # the size the final model is tested at
+    counts = {f"rows.{name}": str(len(rows)) for name, rows in splits.items()}
+    described = {
+        **counts,
+        "image_size": str(size),
+        "split": f"test {config.data.test}, val {config.data.val}, seed {config.data.split_seed}",
+    }
+    digests = {
+        "training": _digest(fingerprint, "train", ",".join(map(str, splits["train"]))),
+        "evaluation": data_digest(fingerprint, splits["test"]),
+    }
+    inputs = []
+    for context, split in (("training", "train"), ("evaluation", "test")):
+        frame = pd.DataFrame({"row": [int(r) for r in splits[split]], "split": split})
+        with warnings.catch_warnings():  # a local path: "can be interpreted in multiple ways"
+            warnings.filterwarnings("ignore", message=".*interpreted in multiple ways.*")
+            warnings.filterwarnings("ignore", message=".*schema contains integer column.*")
+            dataset = mlflow.data.from_pandas(
+                frame, source=source, name=dataset_name(config), digest=digests[context]
+            )
+        tags = [InputTag(MLFLOW_DATASET_CONTEXT, context)]
+        tags += [InputTag(k, v) for k, v in described.items()]
+        inputs.append(DatasetInput(dataset._to_mlflow_entity(), tags))
+    MlflowClient().log_inputs(run_id, datasets=inputs)
+    return {
+        "fgdepth.data_digest": digests["evaluation"],
+        "fgdepth.test_rows": str(len(splits["test"])),
+        "fgdepth.image_size": str(size),
+    }
+
+
+def row_metrics(image: dict) -> dict[str, float]:
+    """One test row's headline metrics, as ``fgdepth.metrics`` measures a split."""
+    import torch
+
+    from fgdepth.metrics import MetricAccumulator
+
+    def tensor(key):
+        return torch.from_numpy(image[key].astype("float32"))[None, None]
+
+    acc = MetricAccumulator()
+    acc.update(tensor("mask_pred"), tensor("depth_pred"), tensor("mask"), tensor("depth"))
+    values = acc.compute()
+    return {k: values[k] for k in ("mask_iou", "depth_rmse", "fg_distance_error")}
+
+
+def samples_table(images: list[dict]):
+    """The test samples as a table: a row per test row, its pictures and its metrics."""
+    import pandas as pd
+    from PIL import Image
+
+    from fgdepth.data.preview import colour_depth, to_rgb
+
+    rows = []
+    for s in images:
+        rows.append({
+            "row": s["row"],
+            "fg_bg": Image.fromarray(s["fg_bg"]),
+            "mask": Image.fromarray(to_rgb(s["mask"])),
+            "mask_pred": Image.fromarray(to_rgb(s["mask_pred"])),
+            "depth": Image.fromarray(colour_depth(s["depth"])),
+            "depth_pred": Image.fromarray(colour_depth(s["depth_pred"])),
+            **row_metrics(s),
+        })  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def headline(metrics: dict[str, float]) -> str:
+    """``mask IoU 0.9312, depth RMSE 0.0141, distance error 0.0084``."""
+    names = {"mask_iou": "mask IoU", "depth_rmse": "depth RMSE",
+             "fg_distance_error": "distance error"}  # fmt: skip
+    return ", ".join(f"{label} {metrics[k]:.4f}" for k, label in names.items() if k in metrics)
+
+
+def recipe(config: Config, stages) -> str:
+    """What a run trains, in a line: experiment, losses, model, profile, seed, stages."""
+    what = f"**{config.name}**" + (f": {config.description}" if config.description else "")
+    steps = ", ".join(f"{s.size} px x {s.samples} x {s.epochs} ep" for s in stages)
+    return (
+        f"{what}. {config.model.name}, losses {loss_label(config)}, profile {config.profile}, "
+        f"seed {config.seed}; stages {steps}."
+    )
 
 
 class MLflowCallback(Callback):
@@ -207,12 +371,16 @@ class MLflowCallback(Callback):
         dataset_fingerprint: str,
         entry_point: str | None = None,
         depth_encoding: DepthEncoding | None = None,
+        source: str | None = None,
     ):
         self.run_id = run_id
         self.client = MlflowClient()
         self.fingerprint = dataset_fingerprint
         self.entry_point = entry_point
         self.depth_encoding = depth_encoding  # the data's, as its dataset.yaml declares
+        self.source = source  # where the data is read from: its folder, zip or URI
+        self.recipe = ""
+        self.test_data = ""  # e.g. "12 rows at 32 px"
         self.tmp = tempfile.TemporaryDirectory(prefix="fgdepth-")
 
     def _metrics(self, values: dict[str, float], prefix: str, step: int) -> None:
@@ -225,7 +393,7 @@ class MLflowCallback(Callback):
             self.client.log_batch(self.run_id, metrics=metrics)
 
     def on_fit_start(self, config: Config, model, info: dict) -> None:
-        params = flatten(config.to_dict())
+        params = run_params(config)
         params["precision_resolved"] = info["precision"]
         params["device"] = info["device"]
         params["depth_encoding"] = str(self.depth_encoding or "none")  # e.g. "log 1-40 m"
@@ -233,6 +401,10 @@ class MLflowCallback(Callback):
             params[f"run.stages.{i}"] = f"{stage.size}px x {stage.samples} x {stage.epochs}ep"
         # under `mlflow run` the entry point's own parameters are logged already, as given
         given = self.client.get_run(self.run_id).data.params
+        full = flatten(config.to_dict())
+        for key in given.keys() & full.keys() - params.keys():  # given, but empty as resolved
+            if given[key] != full[key]:  # e.g. max_minutes=0: the profile's limit, here none
+                params[f"{key}.resolved"] = "none" if full[key] == "None" else full[key]
         params = {
             (f"{k}.resolved" if k in given and given[k] != v else k): v
             for k, v in params.items()
@@ -259,6 +431,12 @@ class MLflowCallback(Callback):
         commit = git_commit()
         if commit:
             tags["fgdepth.git_commit"] = commit
+        if info.get("split_rows"):
+            source = self.source or config.data.path or "builtin"
+            tags |= log_datasets(self.run_id, config, info, self.fingerprint, str(source))
+            self.test_data = f"{tags['fgdepth.test_rows']} rows at {tags['fgdepth.image_size']} px"
+        self.recipe = recipe(config, info["stages"])
+        tags[NOTE] = self.recipe
         set_tags(self.run_id, tags)
         path = Path(self.tmp.name) / "config.yaml"
         path.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
@@ -269,31 +447,32 @@ class MLflowCallback(Callback):
         self._metrics(result.val, "val_", result.step)
         self._metrics(
             {"lr": result.lr, "samples_per_s": result.samples_per_s, "stage": result.stage},
-            "",
+            "train_",
             result.step,
         )
 
     def on_stage_end(self, result: StageResult, model) -> None:
         self._metrics(result.test, "test_", result.stage)
         if result.images:
-            image = picture(result.images)
-            name = f"stage{result.stage}_{result.config.name or result.stage}.png"
-            self.client.log_image(self.run_id, image, f"samples/{name}")  # for the report
-            # an image series: the UI's chart view compares it across runs and stages
+            # an image series: the UI's chart view compares it across runs and stages, its
+            # last step being the final model's
             self.client.log_image(
-                self.run_id, image, key=SAMPLES_KEY, step=result.stage, synchronous=True
-            )
+                self.run_id, picture(result.images), key=SAMPLES_KEY, step=result.stage,
+                synchronous=True,
+            )  # fmt: skip
 
     def on_fit_end(self, result: FitResult) -> None:
-        self._metrics(result.metrics, "", 0)
-        self._metrics(
-            {
-                "train_minutes": result.seconds / 60,
-                "train_samples_per_s": result.train_samples_per_s,
-            },
-            "",
-            0,
-        )
+        # the test metrics were logged per stage (test_*): the last stage's are the headline
+        self._metrics({"minutes": result.seconds / 60}, "train_", 0)
+        final = next((s for s in reversed(result.stages) if s.images), None)
+        if final is not None:
+            self.client.log_image(self.run_id, picture(final.images), TEST_PICTURE)
+            mlflow.log_table(samples_table(final.images), TEST_TABLE, run_id=self.run_id)
+        tested = f"Test ({self.test_data})" if self.test_data else "Test"
+        note = f"{self.recipe}\n\n{tested}: {headline(result.metrics) or 'not measured'}."
+        if result.stopped_early:
+            note += f" Stopped early: {result.stopped_early}."
+        self.client.set_tag(self.run_id, NOTE, note)
         summary = {
             "metrics": result.metrics,
             "minutes": result.seconds / 60,
@@ -309,7 +488,7 @@ class MLflowCallback(Callback):
         self.client.log_artifact(self.run_id, str(folder / "metrics.json"))
         if result.stopped_early:
             self.client.set_tag(self.run_id, "fgdepth.stopped_early", result.stopped_early)
-        self._metrics({"skipped_rows": len(result.skipped_rows)}, "", 0)
+        self._metrics({"skipped_rows": len(result.skipped_rows)}, "train_", 0)
         if result.skipped_rows:
             self.client.set_tag(
                 self.run_id, "fgdepth.skipped_rows", json.dumps(result.skipped_rows)[:5000]
@@ -408,6 +587,8 @@ def tracked_run(
             run_id=run_id or os.environ["MLFLOW_RUN_ID"], tags=tags,
             log_system_metrics=system_metrics,
         )  # fmt: skip
+        if not run_id:  # `mlflow run`'s
+            _name_adopted(run, run_name, experiment_name)
     else:
         exp = experiment_id(
             os.environ.get("MLFLOW_EXPERIMENT_NAME") or experiment_name, artifact_root
@@ -431,6 +612,34 @@ def tracked_run(
         raise
     else:
         mlflow.end_run("FINISHED")
+
+
+def generated_name(name: str | None) -> bool:
+    """Whether ``name`` is one MLflow made up for a run given none (``brave-fox-123``)."""
+    from mlflow.utils import name_utils
+
+    parts = (name or "").split("-")
+    return (
+        len(parts) == 3
+        and parts[0] in name_utils._GENERATOR_PREDICATES
+        and parts[1] in name_utils._GENERATOR_NOUNS
+        and parts[2].isdigit()
+    )
+
+
+def _name_adopted(run, run_name: str | None, experiment_name: str) -> None:
+    """A run that ``mlflow run`` created is named as fgdepth names its own (``ENTRY seed N``)
+    unless ``--run-name`` gave it a name. One that landed in MLflow's ``Default`` experiment
+    (``mlflow run`` without ``--experiment-name``) gets a hint: MLflow cannot move a run."""
+    if run_name and generated_name(run.info.run_name):
+        mlflow.set_tag("mlflow.runName", run_name)
+    wanted = os.environ.get("MLFLOW_EXPERIMENT_NAME") or experiment_name
+    if run.info.experiment_id == "0" and wanted != "Default":
+        print(
+            f"fgdepth: run {run.info.run_id} is in experiment 'Default', apart from the "
+            f"'{wanted}' runs: start it with mlflow run --experiment-name {wanted}",
+            file=sys.stderr,
+        )
 
 
 def end_lost_run(run_id: str, reason: str, statuses: tuple[str, ...] = ("RUNNING",)) -> bool:

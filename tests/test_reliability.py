@@ -22,7 +22,7 @@ ARGS = [
     "--set", "scale.max_epochs=null", "--set", "scale.samples=0.001", "--set", "batch_size=4",
     "--set", "checkpoint_minutes=0.005", "--no-system-metrics",
 ]  # fmt: skip
-TRAINING_METRICS = ("train_loss", "val_mask_iou", "val_depth_rmse", "lr")
+TRAINING_METRICS = ("train_loss", "val_mask_iou", "val_depth_rmse", "train_lr")
 
 
 @pytest.fixture
@@ -96,7 +96,9 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(store, tmp_p
         assert sorted(steps) == list(range(5)), (name, steps)  # none missing, none twice
     assert sorted(m.step for m in client.get_metric_history(run_id, "test_mask_iou")) == [0, 1, 2]
     for name in ("mask_iou", "depth_rmse", "fg_distance_error"):  # tolerance: 1e-3
-        assert resumed.data.metrics[name] == pytest.approx(whole.data.metrics[name], abs=1e-3)
+        assert resumed.data.metrics[f"test_{name}"] == pytest.approx(
+            whole.data.metrics[f"test_{name}"], abs=1e-3
+        )
 
 
 def test_a_two_process_run_stopped_by_sigterm_resumes_in_one_process(store, tmp_path):

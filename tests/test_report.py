@@ -44,7 +44,7 @@ def test_the_report_compares_the_runs_beside_their_references(store, tmp_path):
     client = MlflowClient()
     for _, row in runs.iterrows():
         logged = client.get_run(row["run_id"]).data.metrics
-        assert row["mask_iou"] == pytest.approx(logged["mask_iou"])
+        assert row["mask_iou"] == pytest.approx(logged["test_mask_iou"])
         assert row["minutes"] == pytest.approx(logged["train_minutes"])
     assert "loss_weights" not in " ".join(runs["differs"])  # equal in both: not listed
     refs = frame[frame["kind"] == "reference"]
@@ -98,7 +98,7 @@ def test_runs_that_differ_by_the_seed_are_pooled_as_mean_and_std(store, tmp_path
     client = MlflowClient()
     logged = [client.get_run(runs[seed]).data.metrics for seed in (0, 1)]
     for metric in ("mask_iou", "depth_rmse"):
-        values = [m[metric] for m in logged]
+        values = [m[f"test_{metric}"] for m in logged]
         assert row[f"{metric}_mean"] == pytest.approx(sum(values) / 2)
         assert row[f"{metric}_std"] == pytest.approx(abs(values[0] - values[1]) / math.sqrt(2))
     page = report.files["report.html"].read_text()
@@ -134,9 +134,9 @@ def test_the_best_run_is_registered_with_an_alias_and_usable_by_it(store, tmp_pa
     assert set(result["metrics"]) == set(METRIC_NAMES)
     for name, value in result["metrics"].items():
         if math.isnan(value):  # nothing to measure: the run logged nothing either
-            assert name not in logged
+            assert f"test_{name}" not in logged
         else:
-            assert value == pytest.approx(logged[name], abs=1e-5), name
+            assert value == pytest.approx(logged[f"test_{name}"], abs=1e-5), name
 
 
 def test_a_bad_rank_metric_is_refused(store, tmp_path):
@@ -178,7 +178,8 @@ def test_report_entry_point_and_an_empty_experiment(store, tmp_path):
         row = rows[name]
         assert (row["entry_point"], row["model"], row["profile"]) == (name, "unet", "smoke")
         for metric in METRICS:  # each as the page writes it: four decimals, or a dash
-            shown = f"{logged[metric]:.4f}" if metric in logged else "—"  # NaN is not logged
+            key = f"test_{metric}"
+            shown = f"{logged[key]:.4f}" if key in logged else "—"  # NaN is not logged
             assert row[metric] == shown, (name, metric)
         assert row["minutes"] == f"{logged['train_minutes']:.1f}"
     MlflowClient().create_experiment("empty")
@@ -188,3 +189,49 @@ def test_report_entry_point_and_an_empty_experiment(store, tmp_path):
     )  # fmt: skip
     assert out.returncode == 2
     assert out.stderr.strip().startswith("fgdepth: no finished training run in empty")
+
+
+def test_runs_on_other_test_data_are_never_ranked_together(store, tmp_path):
+    """The smoke runs of 'compare' (their whole test split) beside a run tested on fewer rows
+    (as a cpu-profile run is on more, at another size): two groups, each its own comparison."""
+    from fgdepth.app.report import reference_rows, test_data
+    from fgdepth.app.train import RunSpec, train
+    from fgdepth.tracking import model_size
+
+    config = load_config("bce_ssim", "smoke", ["eval.max_samples=6"])
+    spec = RunSpec(config, experiment_name="fewer", system_metrics=False)
+    _, fewer = train(spec)
+    client = MlflowClient()
+    assert client.get_run(fewer).data.tags["fgdepth.test_rows"] == "6"
+    assert client.get_run(store.runs["ssim"]).data.tags["fgdepth.test_rows"] != "6"
+
+    newest = make_report(["compare", "fewer"], tmp_path / "newest", log=False)
+    assert list(newest.frame.loc[newest.frame["kind"] == "run", "run_id"]) == [fewer]
+    assert len(newest.others) == 1 and "Other groups, not shown" in (
+        newest.files["report.html"].read_text()
+    )
+
+    report = make_report(["compare", "fewer"], tmp_path / "all", log=False, all_groups=True)
+    frame = report.frame
+    assert frame["group"].nunique() == 2
+    for group, part in frame.groupby("group"):
+        runs = part[part["kind"] == "run"]
+        tags = [client.get_run(r).data.tags for r in runs["run_id"]]
+        keys = {(t["fgdepth.data_digest"], t["fgdepth.test_rows"], t["fgdepth.image_size"])
+                for t in tags}  # fmt: skip
+        assert len(keys) == 1, (group, keys)  # one test split and size per group
+        # the group's references: computed on that group's test split
+        run_id = runs["run_id"].iloc[0]
+        expected = pd.DataFrame(reference_rows(test_data(run_id, model_size(run_id))))
+        refs = part[part["kind"] == "reference"].reset_index(drop=True)
+        assert refs["depth_rmse"].equals(expected["depth_rmse"]), group
+    depth = frame[frame["run"] == "reference: dataset-mean depth map (depth)"]["depth_rmse"]
+    assert depth.nunique() == 2  # 6 test rows or all of them: not the same floor
+    csv = pd.read_csv(report.files["report.csv"])
+    lone = csv[csv["run_id"] == fewer].iloc[0]
+    assert "mask_iou" in lone["best_in"]  # best of its own group of one, ranked with no other
+    page = report.files["report.html"].read_text()
+    assert page.count("<h2>Group ") == 2 and page.count("<table>") == 2
+    uri = register_best(report.frame, "fgdepth-groups", "champion", "mask_iou")
+    version = client.get_model_version_by_alias("fgdepth-groups", "champion")
+    assert version.run_id == fewer and uri.endswith("@champion")  # from the newest group only

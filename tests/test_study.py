@@ -46,6 +46,6 @@ def test_study_trains_each_experiment_and_seed_and_writes_the_comparison(tmp_pat
     assert all(r.info.status == "FINISHED" for r in runs)
     # the table's mean is the mean of the runs' logged metric
     logged = [
-        r.data.metrics["mask_iou"] for r in runs if r.data.tags["fgdepth.entry_point"] == "bce"
+        r.data.metrics["test_mask_iou"] for r in runs if r.data.tags["fgdepth.entry_point"] == "bce"
     ]
     assert cells[0][1].strip("*").startswith(f"{sum(logged) / 2:.4f}")

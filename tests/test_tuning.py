@@ -461,3 +461,29 @@ def test_several_objectives_report_a_pareto_front_and_the_best_trains_as_a_norma
     assert len(best) == 1 and best[0].info.status == "FINISHED"
     assert "mlflow.parentRunId" not in best[0].data.tags  # a normal run, not a trial
     assert best[0].data.params["name"] == "bce_ssim_tuned"
+
+
+@pytest.mark.parametrize("multi", [False, True])
+def test_the_summary_draws_the_plots_as_one_interactive_page(tmp_path, multi):
+    pytest.importorskip("plotly")
+    from optuna.distributions import FloatDistribution
+    from optuna.trial import create_trial
+
+    from fgdepth.tuning import objectives
+    from fgdepth.tuning.summary import write_summary
+
+    config = smoke(f"tune.objective.multi={str(multi).lower()}")
+    names = list(objectives(config.tune.objective))
+    study = optuna.create_study(directions=list(objectives(config.tune.objective).values()))
+    study.set_metric_names(names)
+    lr = FloatDistribution(1e-4, 1e-1, log=True)
+    for i, value in enumerate((0.2, 0.5, 0.4, 0.7)):
+        values = [value + k / 10 for k in range(len(names))]
+        study.add_trial(create_trial(params={"lr": 10 ** -(i + 1)}, distributions={"lr": lr},
+                                     values=values, intermediate_values={0: value}))  # fmt: skip
+    files = write_summary(study, config, tmp_path)
+    page = files["plots.html"].read_text()
+    assert page.count("<h2>") >= 3 and "optimization history" in page
+    assert page.count("plotly.js v") <= 1  # the library once, inside the page
+    assert "Plotly.newPlot" in page and names[0] in page  # the objective by its name
+    assert "optimization_history.png" in files  # beside the pictures

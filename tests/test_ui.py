@@ -1,7 +1,9 @@
 """The MLflow UI, opened in a real headless Chromium: a run's metrics are shown and its logged
-pictures load, and the chart view compares two runs' sample images; optuna-dashboard shows a
-trial's picture (checked in the rendered pages, not from HTTP status codes)."""
+pictures load, the Compare page shows two runs' predictions of the same test rows side by
+side, and the chart view compares two runs' sample images; optuna-dashboard shows a trial's
+picture (checked in the rendered pages, not from HTTP status codes)."""
 
+import json
 import time
 
 import numpy as np
@@ -9,7 +11,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
-from fgdepth.tracking import SAMPLES_KEY
+from fgdepth.tracking import SAMPLES_KEY, TEST_PICTURE, TEST_TABLE
 from tests.browser import (
     browser,
     click_text,
@@ -34,17 +36,17 @@ def test_the_mlflow_ui_shows_a_runs_metrics_and_pictures(trained_store, ui, tmp_
     client = MlflowClient(trained_store.uri)
     run = client.get_run(trained_store.runs["bce_ssim"])
     exp, run_id = run.info.experiment_id, run.info.run_id
-    iou = run.data.metrics["mask_iou"]
+    iou = run.data.metrics["test_mask_iou"]
     picture = next(a.path for a in client.list_artifacts(run_id, "samples"))
     local = client.download_artifacts(run_id, picture, str(tmp_path))
     width, height = Image.open(local).size
     with browser() as driver:
         driver.get(f"{ui}/#/experiments/{exp}/runs/{run_id}")
         text = wait_for(
-            driver, lambda d: "mask_iou" in page_text(d) and page_text(d), what="metrics"
+            driver, lambda d: "test_mask_iou" in page_text(d) and page_text(d), what="metrics"
         )
         words = text.split()  # the metrics table: a metric's name, then its value
-        shown = [words[i + 1] for i, w in enumerate(words[:-1]) if w == "mask_iou"]
+        shown = [words[i + 1] for i, w in enumerate(words[:-1]) if w == "test_mask_iou"]
         assert as_javascript_writes_it(iou) in shown, (shown, text[:2000])
         assert "bce_ssim" in text
 
@@ -57,6 +59,43 @@ def test_the_mlflow_ui_shows_a_runs_metrics_and_pictures(trained_store, ui, tmp_
             lambda d: [i for i in loaded_images(d) if i[1:] == (width, height)],
             what=f"the logged picture ({width}x{height})",
         )
+
+
+@pytest.mark.slow
+def test_the_compare_page_shows_both_runs_predictions_of_the_same_test_rows(
+    trained_store, ui, tmp_path
+):
+    client = MlflowClient(trained_store.uri)
+    ids = list(trained_store.runs.values())
+    exp = client.get_run(ids[0]).info.experiment_id
+    # the rows each run tabled (the evaluation view's table): the same rows, in the same order
+    tables = client.load_table(exp, TEST_TABLE, ids, extra_columns=["run_id"])
+    rows = {run_id: list(tables.loc[tables["run_id"] == run_id, "row"]) for run_id in ids}
+    assert rows[ids[0]] and rows[ids[0]] == rows[ids[1]], rows
+    pictures = [
+        Image.open(client.download_artifacts(run_id, TEST_PICTURE, str(tmp_path / run_id)))
+        for run_id in ids
+    ]
+    size = pictures[0].size
+    assert pictures[1].size == size  # the same rows, the same grid: pictures that pair
+    with browser(1600, 1000) as driver:
+        runs, experiments = json.dumps(ids), json.dumps([exp])
+        driver.get(f"{ui}/#/compare-runs?runs={runs}&experiments={experiments}")
+        wait_for(driver, lambda d: "Artifacts" in page_text(d), what="the Compare page")
+        click_text(driver, "samples")
+        click_text(driver, TEST_PICTURE.split("/")[-1])
+
+        def both(d):  # each run's picture, decoded by the browser at its own size
+            found = [i for i in loaded_images(d) if i[1:] == size]
+            return found if len(found) == len(ids) else None
+
+        wait_for(driver, both, what=f"both runs' {TEST_PICTURE} ({size[0]}x{size[1]})")
+        image = driver.find_elements("xpath", "//img")[-1]
+        driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", image)
+        time.sleep(1)
+        shot = screenshot(driver, "mlflow_compare_test_samples.png", tmp_path)
+    grey = np.asarray(Image.open(shot).convert("L"), dtype=np.float32)
+    assert grey.std() > 10  # a page with pictures on it, not a blank one
 
 
 def as_javascript_writes_it(value: float) -> str:

@@ -229,7 +229,7 @@ def _report(args) -> int:
     experiments = [e for e in (args.experiment or "").split(",") if e]
     return report_command(
         experiments, args.out, args.include_trials, not args.no_references, args.tracking,
-        args.register, args.alias, args.rank_by,
+        args.register, args.alias, args.rank_by, args.all_groups,
     )  # fmt: skip
 
 
@@ -414,6 +414,10 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--experiment", default="", help="MLflow experiment name(s), comma-separated")
     rp.add_argument("--out", default="outputs/report")
     rp.add_argument("--include-trials", action="store_true", help="also tuning trials")
+    rp.add_argument(
+        "--all-groups", action="store_true",
+        help="every group of comparable runs (same test data and image size), not the newest only",
+    )  # fmt: skip
     rp.add_argument("--no-references", action="store_true")
     rp.add_argument("--register", metavar="NAME", help="register the best run's model")
     rp.add_argument("--alias", default="champion")

@@ -1,21 +1,25 @@
 """``fgdepth report``: which run wins, in one table, charts and one picture.
 
-From the finished training runs of an MLflow experiment (or all): a row per run with its loss
-combination, model, profile, the params that differ between runs, the test metrics, minutes
-and samples/s; the best value per column marked. Beside them, reference rows computed on the
-same test split (background subtraction for the mask, the dataset-mean depth map for depth,
-the train split's median distance and a least-squares fit on the true silhouette for the
-foreground's distance), so that every number has its floor next to it. Written as
-``report.csv`` and one self-contained ``report.html`` (table, a bar chart per metric with a
-dashed line per reference, learning curves, the same test samples as predicted by each run),
-and logged to MLflow as a run of its own. Runs that share an experiment and a profile and
-differ only by the seed are also pooled: mean ± std per metric, in
-``report_spread.csv`` and a second table of the page.
+Only like is compared with like: the finished training runs of an MLflow experiment (or all)
+are grouped by the test data they were scored on (the digest of the dataset and its test
+rows, the number of test rows, the image size), and each group is a comparison of its own.
+The newest group is reported; ``all_groups`` reports each under its own heading. Per group:
+a row per run with its loss combination, model, profile, the params that differ between its
+runs, the test metrics (``test_*``), minutes and samples/s; the best value per column marked.
+Beside them, reference rows computed on the group's test split (background subtraction for
+the mask, the dataset-mean depth map for depth, the train split's median distance and a
+least-squares fit on the true silhouette for the foreground's distance), so that every number
+has its floor next to it. Written as ``report.csv`` and one self-contained ``report.html``
+(table, a bar chart per metric with a dashed line per reference, learning curves, the same
+test samples as predicted by each run), and logged to MLflow as a run of its own. Runs that
+share an experiment and a profile and differ only by the seed are also pooled: mean ± std
+per metric, in ``report_spread.csv`` and a second table of the page.
 """
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import html
 import io
 import itertools
@@ -42,6 +46,9 @@ METRICS = [
 ]  # fmt: skip
 EXTRA = {"minutes": "train_minutes", "samples_per_s": "train_samples_per_s"}
 COVERED = ("name", "description", "loss", "model.name", "profile", "tune.", "stages.")
+# fgdepth's own params beside the config's (an entry point's given params are neither)
+RUN_PARAMS = ("precision_resolved", "device", "depth_encoding", "run.stages.")
+GROUP_TAGS = ("tags.fgdepth.data_digest", "tags.fgdepth.test_rows", "tags.fgdepth.image_size")
 MAX_PICTURE_RUNS = 8
 
 
@@ -71,8 +78,58 @@ def find_runs(experiments: list[str] | None, include_trials: bool = False) -> pd
     return runs.reset_index(drop=True)
 
 
+def group_of(row: pd.Series) -> str:
+    """The test data a run was scored on, in words: runs with the same are comparable."""
+    digest, rows, size = (row.get(tag) for tag in GROUP_TAGS)
+    if pd.isna(digest):  # a run logged before its test data was: its dataset and sizes
+        fingerprint = row.get("tags.fgdepth.dataset_fingerprint")
+        digest = f"dataset {str(fingerprint)[:12]}" if pd.notna(fingerprint) else "unknown"
+        stages = sorted(k for k in row.index if k.startswith("params.run.stages.")
+                        and pd.notna(row[k]))  # fmt: skip
+        size = str(row[stages[-1]]).split("px")[0] if stages else "?"
+        rows = "?"
+    name = row.get("tags.fgdepth.dataset")
+    data = f"{name} " if pd.notna(name) else ""
+    return f"{data}(test data {digest}): {rows} test rows at {size} px"
+
+
+def groups(runs: pd.DataFrame) -> list[str]:
+    """The runs' groups, the newest run's first (``runs`` are newest first)."""
+    return list(dict.fromkeys(runs.apply(group_of, axis=1))) if len(runs) else []
+
+
+def _config_key(key: str) -> bool:
+    """Whether a param is the config's (or fgdepth's own): an entry point's given params
+    (``data``, ``workers``) are not, and say nothing that a run's config does not."""
+    from fgdepth.config import Config
+
+    defaults = Config()
+    top = key.split(".")[0]
+    if key.startswith(RUN_PARAMS) or not hasattr(defaults, top):
+        return key.startswith(RUN_PARAMS)
+    value = getattr(defaults, top)  # a section (data) is logged as its settings (data.path)
+    return "." in key or not (dataclasses.is_dataclass(value) or isinstance(value, dict | list))
+
+
+def _param(row: pd.Series, key: str) -> str | None:
+    """A run's value of ``key`` as it used it (an entry point's given value corrected)."""
+    for col in (f"params.{key}.resolved", f"params.{key}"):
+        value = row.get(col)
+        if value is not None and not (isinstance(value, float) and math.isnan(value)):
+            return str(value)
+    return None
+
+
+def _value(row: pd.Series, key: str) -> str | None:
+    """``_param``, with ``none`` for a config setting the run left empty (not logged)."""
+    value = _param(row, key)
+    return "none" if value is None and _config_key(key) else value
+
+
 def differing_params(runs: pd.DataFrame) -> list[str]:
-    """Param names whose values differ between the runs (beyond the table's own columns)."""
+    """Param names whose values differ between the runs (beyond the table's own columns). A
+    config setting a run did not log is its empty value (``none``); an entry point's own
+    param only differs between runs that have it."""
     out = []
     for col in runs.columns:
         if not col.startswith("params."):
@@ -80,7 +137,8 @@ def differing_params(runs: pd.DataFrame) -> list[str]:
         key = col[len("params.") :]
         if key.startswith(COVERED) or key.endswith(".resolved"):
             continue
-        if runs[col].fillna("").nunique() > 1:
+        values = {_value(r, key) for _, r in runs.iterrows()} - {None}
+        if len(values) > 1:
             out.append(key)
     return sorted(out)
 
@@ -95,21 +153,21 @@ def table(runs: pd.DataFrame) -> pd.DataFrame:
     params = differing_params(runs)
     rows = []
     for _, r in runs.iterrows():
+        differs = ((k, _value(r, k)) for k in params)
         row = {
             "run": r.get("tags.mlflow.runName"),
             "run_id": r["run_id"],
+            "group": group_of(r),
             "experiment": _first(r, "tags.fgdepth.experiment", "tags.fgdepth.entry_point"),
             "entry_point": r.get("tags.fgdepth.entry_point"),
             "losses": r.get("tags.fgdepth.losses"),
             "model": r.get("tags.fgdepth.model"),
             "profile": r.get("tags.fgdepth.profile"),
-            "differs": "; ".join(
-                f"{k}={r.get(f'params.{k}')}" for k in params if r.get(f"params.{k}") is not None
-            ),
+            "differs": "; ".join(f"{k}={v}" for k, v in differs if v is not None),
             "seed": _first(r, "params.seed.resolved", "params.seed"),
         }
         for m in METRICS:
-            row[m] = r.get(f"metrics.{m}", math.nan)
+            row[m] = r.get(f"metrics.test_{m}", math.nan)
         for name, metric in EXTRA.items():
             row[name] = r.get(f"metrics.{metric}", math.nan)
         rows.append(row)
@@ -204,13 +262,15 @@ def reference_rows(data: TestData) -> list[dict]:
 
 
 def prediction_picture(frame: pd.DataFrame, data: TestData, samples: int = 4):
-    """The same test samples as predicted by each run (the first runs, up to 8)."""
+    """The same test samples as predicted by each run (the first runs, up to 8): rows of the
+    group's test split, drawn as a run draws its pictures' rows."""
     import torch
 
     from fgdepth.data.preview import prediction_grid
     from fgdepth.engine.evaluate import sample_predictions
+    from fgdepth.engine.plan import picture_rows
 
-    picks = data.test[np.linspace(0, len(data.test) - 1, min(samples, len(data.test))).astype(int)]
+    picks = picture_rows(data.test, samples)
     rows = []
     for _, r in frame[frame["kind"] == "run"].head(MAX_PICTURE_RUNS).iterrows():
         model = load_model(f"runs:/{r['run_id']}/model")[0]
@@ -281,7 +341,9 @@ def learning_curves(frame: pd.DataFrame) -> bytes:
     for _, r in frame[frame["kind"] == "run"].iterrows():
         for ax, metric in zip(axes, ("train_loss", "val_mask_iou", "val_depth_rmse"), strict=True):
             history = sorted(client.get_metric_history(r["run_id"], metric), key=lambda m: m.step)
-            ax.plot([m.step for m in history], [m.value for m in history], label=str(r["run"]))
+            # marked points: a run of one epoch is a point, not an invisible line
+            steps, values = [m.step for m in history], [m.value for m in history]
+            ax.plot(steps, values, marker="o", markersize=3, label=str(r["run"]))
     for ax, title in zip(axes, ("train loss", "val mask_iou", "val depth_rmse"), strict=True):
         ax.set_title(title)
         ax.set_xlabel("epoch")
@@ -329,9 +391,9 @@ def spread_html(spread: pd.DataFrame) -> str:
     )
 
 
-def html_page(
-    frame: pd.DataFrame, images: dict[str, bytes], title: str, spread: pd.DataFrame | None = None
-) -> str:
+def group_html(frame: pd.DataFrame, images: dict[str, bytes], spread: pd.DataFrame | None,
+               heading: str | None = None) -> str:  # fmt: skip
+    """One group's part of the page: its table, its spread, its pictures."""
     best = best_marks(frame)
     columns = ["run", "entry_point", "losses", "model", "profile", *METRICS, *EXTRA, "differs"]
     head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
@@ -340,10 +402,19 @@ def html_page(
         cls = " class='ref'" if r.get("kind") == "reference" else ""
         body.append(f"<tr{cls}>" + "".join(_cell(r.get(c), c, best) for c in columns) + "</tr>")
     pictures = "".join(
-        f"<h2>{html.escape(name)}</h2><img alt='{html.escape(name)}' "
+        f"<h3>{html.escape(name)}</h3><img alt='{html.escape(name)}' "
         f"src='data:image/png;base64,{base64.b64encode(data).decode()}'>"
         for name, data in images.items()
     )
+    title = f"<h2>{html.escape(heading)}</h2>" if heading else ""
+    return (
+        f"{title}<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+        f"{spread_html(spread)}{pictures}"
+    )
+
+
+def html_page(sections: list[str], title: str, others: list[str] = ()) -> str:
+    """The page: a legend, then each group's section; the groups left out named."""
     style = (
         "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;font-size:13px}"
         "td,th{padding:3px 7px;border-bottom:1px solid #ddd;text-align:right}"
@@ -351,14 +422,18 @@ def html_page(
         "img{max-width:100%}"
     )
     legend = (
-        "<p>Test-split metrics of each finished run; the best value of each column is in bold. "
-        "Grey rows are references computed on the same test split.</p>"
+        "<p>Test-split metrics (<code>test_*</code>) of each finished run, compared only with "
+        "runs scored on the same test data (the same dataset and test rows, at the same image "
+        "size); the best value of each column is in bold. Grey rows are references computed "
+        "on that test split.</p>"
     )
+    if others:
+        left = "".join(f"<li>{html.escape(g)}</li>" for g in others)
+        legend += f"<p>Other groups, not shown (<code>--all-groups</code>):</p><ul>{left}</ul>"
     return (
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
         f"<style>{style}</style></head><body><h1>{html.escape(title)}</h1>{legend}"
-        f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
-        f"{spread_html(spread)}{pictures}</body></html>\n"
+        f"{''.join(sections)}</body></html>\n"
     )
 
 
@@ -368,33 +443,64 @@ class Report:
     files: dict[str, Path]
     run_id: str | None
     spread: pd.DataFrame = field(default_factory=pd.DataFrame)  # mean ± std over the seeds
+    others: list[str] = field(default_factory=list)  # the groups not reported
 
 
 def _marked(frame: pd.DataFrame) -> pd.DataFrame:
-    """The table with the metrics each run is best in (``best_in``)."""
+    """The table with the metrics each run is best in (``best_in``), within its group."""
     marked = frame.copy()
-    best = best_marks(frame)
-    marked["best_in"] = [
-        ",".join(m for m in best if r["kind"] == "run" and r[m] == best[m])
-        for _, r in frame.iterrows()
-    ]
+    marked["best_in"] = ""
+    for _, part in frame.groupby("group", sort=False):
+        best = best_marks(part)
+        marked.loc[part.index, "best_in"] = [
+            ",".join(m for m in best if r["kind"] == "run" and r[m] == best[m])
+            for _, r in part.iterrows()
+        ]
     return marked
 
 
-def _pictures(frame: pd.DataFrame, data: TestData, out: Path, files: dict) -> dict:
-    """The charts and the picture of predictions, written under ``out``; the page's images."""
+def _pictures(frame: pd.DataFrame, data: TestData, out: Path, files: dict, suffix="") -> dict:
+    """The charts and the picture of predictions, written under ``out`` (each name with
+    ``suffix``: one set per group); the page's images."""
     images = {"Metrics": bar_charts(frame), "Learning curves": learning_curves(frame)}
     picture = prediction_picture(frame, data)
     if picture is not None:
-        files["predictions.png"] = out / "predictions.png"
-        picture.save(files["predictions.png"])
+        name = f"predictions{suffix}.png"
+        files[name] = out / name
+        picture.save(files[name])
         buffer = io.BytesIO()
         picture.save(buffer, format="PNG")
         images["The same test samples, predicted by each run"] = buffer.getvalue()
-    for name, filename in (("Metrics", "metrics.png"), ("Learning curves", "curves.png")):
-        (out / filename).write_bytes(images[name])
-        files[filename] = out / filename
+    for title, stem in (("Metrics", "metrics"), ("Learning curves", "curves")):
+        name = f"{stem}{suffix}.png"
+        (out / name).write_bytes(images[title])
+        files[name] = out / name
     return images
+
+
+@dataclass
+class Group:
+    """One group's part of the report."""
+
+    frame: pd.DataFrame
+    spread: pd.DataFrame
+    html: str
+
+
+def group_report(runs: pd.DataFrame, group: str, out: Path, files: dict, *, references: bool,
+                 suffix: str = "", heading: str | None = None) -> Group:  # fmt: skip
+    """The table, references, spread and pictures of one group's runs."""
+    frame = table(runs)
+    frame.insert(0, "kind", "run")
+    # the references and the picture: the test split of the group's newest run
+    newest = frame.iloc[0]["run_id"]
+    data = test_data(newest, trk.model_size(newest))
+    if references:
+        refs = pd.DataFrame(reference_rows(data)).assign(group=group)
+        frame = pd.concat([frame, refs], ignore_index=True)
+    spread = spread_table(frame)
+    images = _pictures(frame, data, out, files, suffix)
+    return Group(frame, spread, group_html(frame, images, spread, heading))
 
 
 def make_report(
@@ -404,32 +510,42 @@ def make_report(
     include_trials: bool = False,
     references: bool = True,
     log: bool = True,
+    all_groups: bool = False,
 ) -> Report:
+    """The report of the newest group of runs (``all_groups``: of every group, each under a
+    heading of its own)."""
     runs = find_runs(experiments, include_trials)
     if runs.empty:
         where = ", ".join(experiments) if experiments else "any experiment"
         store = mlflow.get_tracking_uri()
         raise NotFound(f"no finished training run in {where} at {store}")
-    frame = table(runs)
-    frame.insert(0, "kind", "run")
-    # the references and the picture use the newest run's dataset and size
-    newest = frame.iloc[0]["run_id"]
-    data = test_data(newest, trk.model_size(newest))
-    if references:
-        frame = pd.concat([frame, pd.DataFrame(reference_rows(data))], ignore_index=True)
+    labels = runs.apply(group_of, axis=1)
+    found = groups(runs)
+    shown = found if all_groups else found[:1]
     out.mkdir(parents=True, exist_ok=True)
     files = {"report.csv": out / "report.csv"}
+    parts = []
+    for i, group in enumerate(shown):
+        heading = f"Group {i + 1}: {group}" if all_groups else f"Runs on {group}"
+        parts.append(group_report(
+            runs[labels == group].reset_index(drop=True), group, out, files,
+            references=references, suffix=f"_{i + 1}" if i else "", heading=heading,
+        ))  # fmt: skip
+    frame = pd.concat([p.frame for p in parts], ignore_index=True)
     _marked(frame).to_csv(files["report.csv"], index=False)
-    spread = spread_table(frame)
+    spreads = [p.spread.assign(group=g) for p, g in zip(parts, shown, strict=True)
+               if not p.spread.empty]  # fmt: skip
+    spread = pd.concat(spreads, ignore_index=True) if spreads else pd.DataFrame()
     if not spread.empty:
         files["report_spread.csv"] = out / "report_spread.csv"
         spread.to_csv(files["report_spread.csv"], index=False)
-    images = _pictures(frame, data, out, files)
     title = f"fgdepth report: {', '.join(experiments) if experiments else 'all experiments'}"
     files["report.html"] = out / "report.html"
-    files["report.html"].write_text(html_page(frame, images, title, spread))
-    run_id = _log(files, experiments, len(runs)) if log else None
-    return Report(frame, files, run_id, spread)
+    others = [g for g in found if g not in shown]
+    files["report.html"].write_text(html_page([p.html for p in parts], title, others))
+    n_runs = int((frame["kind"] == "run").sum())
+    run_id = _log(files, experiments, n_runs) if log else None
+    return Report(frame, files, run_id, spread, others)
 
 
 def _log(files: dict[str, Path], experiments: list[str] | None, n_runs: int) -> str:
@@ -448,9 +564,12 @@ def check_rank_by(rank_by: str) -> None:
 
 
 def register_best(frame: pd.DataFrame, name: str, alias: str, rank_by: str) -> str:
-    """Register the best run's model as ``name`` and point ``alias`` at it; the model URI."""
+    """Register the best run's model as ``name`` and point ``alias`` at it; the model URI.
+    Only runs of one group are ranked together: those of the first (the newest) group."""
     check_rank_by(rank_by)
     runs = frame[frame["kind"] == "run"].copy()
+    if "group" in runs:
+        runs = runs[runs["group"] == runs["group"].iloc[0]]
     if rank_by == "score":
         runs["score"] = weighted_score(runs)
     runs = runs.dropna(subset=[rank_by])
@@ -473,19 +592,28 @@ def spread_console(spread: pd.DataFrame) -> str:
 
 
 def report_command(experiments, out, include_trials, references, tracking, register=None,
-                   alias="champion", rank_by="score") -> int:  # fmt: skip
-    """``fgdepth report``: the report, its table on the console, and the best run registered."""
+                   alias="champion", rank_by="score", all_groups=False) -> int:  # fmt: skip
+    """``fgdepth report``: the report, its table on the console, and the best run registered
+    (of the newest group)."""
     check_rank_by(rank_by)  # before the report is built, with or without --register
     trk.quiet_libraries()
     trk.setup_tracking(tracking)
     report = make_report(
-        experiments or None, Path(out), include_trials=include_trials, references=references
-    )
+        experiments or None, Path(out), include_trials=include_trials, references=references,
+        all_groups=all_groups,
+    )  # fmt: skip
     columns = ["run", "mask_iou", "depth_rmse", "fg_distance_error", "minutes"]
-    print(report.frame[columns].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
-    if not report.spread.empty:
-        print("\nmean ± std over seeds:")
-        print(spread_console(report.spread))
+    for group, part in report.frame.groupby("group", sort=False):
+        print(f"runs on {group}:")
+        print(part[columns].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+        spread = report.spread
+        spread = spread[spread["group"] == group] if not spread.empty else spread
+        if not spread.empty:
+            print("\nmean ± std over seeds:")
+            print(spread_console(spread))
+        print()
+    if report.others:
+        print(f"{len(report.others)} other group(s) of runs not shown (--all-groups shows them)")
     also = " and ".join(name for name in report.files if name.endswith(".csv"))
     print(f"\nreport: {report.files['report.html']}  (and {also})")
     if report.run_id:

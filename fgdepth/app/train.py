@@ -39,7 +39,7 @@ class RunSpec:
     config: Config | None  # None when resuming: the state's config is used
     tracking: str = "local"  # mlruns_config/NAME.yaml or a path
     experiment_name: str | None = None  # default: tracking.DEFAULT_EXPERIMENT
-    run_name: str | None = None  # default: the entry point, else the experiment's name
+    run_name: str | None = None  # default: "ENTRY seed N" (the entry point, else the experiment)
     entry_point: str | None = None
     tags: dict[str, str] = field(default_factory=dict)
     parent_run_id: str | None = None  # a child run (a tuning trial)
@@ -87,7 +87,13 @@ def _discard(state: Path) -> None:
 
 def _fit_in_run(spec: RunSpec, config: Config, dataset: Dataset, run_id: str, stop):
     callbacks = [
-        trk.MLflowCallback(run_id, dataset.fingerprint(), spec.entry_point, dataset.depth_encoding),
+        trk.MLflowCallback(
+            run_id,
+            dataset.fingerprint(),
+            spec.entry_point,
+            dataset.depth_encoding,
+            source=str(dataset.path),
+        ),
         ConsoleCallback(lambda line: print(line, flush=True)),
     ]
     keep = None
@@ -118,7 +124,7 @@ def train(spec: RunSpec, dataset: Dataset | None = None, *, stop=None, on_run_st
     config = _with_transfers(config)
     with trk.tracked_run(
         spec.experiment_name or trk.DEFAULT_EXPERIMENT,
-        spec.run_name or spec.entry_point or config.name,
+        spec.run_name or trk.run_name(spec.entry_point or config.name, config.seed),
         settings.get("artifact_root"),
         {**spec.tags, **owner_tags(spec.checkpoint_dir)},
         spec.system_metrics,

@@ -80,19 +80,28 @@ def colour_depth_with_scale(depth: np.ndarray, encoding: DepthEncoding | None = 
 
 
 def grid(
-    rows: list[list[np.ndarray]], titles: list[str] | None = None, pad: int = 2
+    rows: list[list[np.ndarray]],
+    titles: list[str] | None = None,
+    pad: int = 2,
+    labels: list[str] | None = None,
 ) -> Image.Image:
-    """Tile equally sized (H,W,3) uint8 images; optional column titles on top."""
+    """Tile equally sized (H,W,3) uint8 images; optional column titles on top and a label
+    left of each row (e.g. its dataset row)."""
     h, w = rows[0][0].shape[:2]
     top = 14 if titles else 0
+    left = 6 * max(len(text) for text in labels) + 6 if labels else 0  # the default font: 6 px
     cols = max(len(r) for r in rows)
-    canvas = Image.new("RGB", (cols * (w + pad) + pad, top + len(rows) * (h + pad) + pad), "white")
+    size = (left + cols * (w + pad) + pad, top + len(rows) * (h + pad) + pad)
+    canvas = Image.new("RGB", size, "white")
     draw = ImageDraw.Draw(canvas)
     for c, title in enumerate(titles or []):
-        draw.text((pad + c * (w + pad) + 2, 1), title, fill=(0, 0, 0))
+        draw.text((left + pad + c * (w + pad) + 2, 1), title, fill=(0, 0, 0))
     for r, row in enumerate(rows):
+        y = top + pad + r * (h + pad)
+        if labels:
+            draw.text((3, y + h // 2), labels[r], fill=(0, 0, 0), anchor="lm")
         for c, image in enumerate(row):
-            canvas.paste(Image.fromarray(image), (pad + c * (w + pad), top + pad + r * (h + pad)))
+            canvas.paste(Image.fromarray(image), (left + pad + c * (w + pad), y))
     return canvas
 
 
@@ -108,11 +117,13 @@ def preview(dataset: Dataset, indices, size: int | None = None) -> Image.Image:
 def prediction_grid(runs: list[tuple[str, list[dict]]], samples: int | None = None) -> Image.Image:
     """The same samples as predicted by one run or several: a row per sample, fg_bg | bg |
     mask | depth, then each run's predicted mask and depth. ``runs``: (name, images) pairs,
-    images as ``engine.evaluate.sample_predictions`` gives them."""
+    images as ``engine.evaluate.sample_predictions`` gives them: each row labelled with its
+    dataset row where the images name it."""
     n = min(len(images) for _, images in runs)
-    rows = []
+    rows, labels = [], []
     for i in range(n if samples is None else min(n, samples)):
         s = runs[0][1][i]
+        labels.append(f"row {s['row']}" if "row" in s else "")
         line = [s["fg_bg"], s["bg"], to_rgb(s["mask"]), colour_depth(s["depth"])]
         for _, images in runs:
             line += [to_rgb(images[i]["mask_pred"]), colour_depth(images[i]["depth_pred"])]
@@ -120,4 +131,4 @@ def prediction_grid(runs: list[tuple[str, list[dict]]], samples: int | None = No
     titles = ["fg_bg", "bg", "mask", "depth"]
     for name, _ in runs:
         titles += ["mask pred", "depth pred"] if len(runs) == 1 else [name[:9], ""]
-    return grid(rows, titles)
+    return grid(rows, titles, labels=labels if any(labels) else None)

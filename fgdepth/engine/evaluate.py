@@ -89,7 +89,8 @@ def _image(chw: torch.Tensor, size: int) -> np.ndarray:
 
 @torch.no_grad()
 def sample_predictions(model, data, indices, device, precision="fp32") -> list[dict]:
-    """The fixed picture samples: inputs, truths and predictions as (H,W[,3]) numpy arrays."""
+    """The fixed picture samples: inputs, truths and predictions as (H,W[,3]) numpy arrays,
+    each with its dataset ``row``."""
     if len(indices) == 0:
         return []
     was_training = model.training
@@ -100,6 +101,7 @@ def sample_predictions(model, data, indices, device, precision="fp32") -> list[d
     out = []
     for i in range(len(mask)):
         out.append({
+            "row": int(indices[i]),
             "fg_bg": _image(batch["fg_bg"][i], mask.shape[-1]),
             "bg": _image(batch["bg"][i], mask.shape[-1]),
             "mask": batch["mask"][i, 0].cpu().numpy(),

@@ -127,7 +127,8 @@ class _Fit:
         info = {
             "precision": self.precision, "precision_reason": self.precision_reason,
             "device": str(self.device), "stages": plan.stages,
-            "splits": {k: len(v) for k, v in self.splits.items()}, "ranks": self.world.size,
+            "splits": {k: len(v) for k, v in self.splits.items()}, "split_rows": self.splits,
+            "ranks": self.world.size,
             "resumed": self.resume is not None, "data": [d.to_dict() for d in plan.data],
         }  # fmt: skip
         self.cb.on_fit_start(config, self.model, info)

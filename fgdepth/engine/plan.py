@@ -86,10 +86,21 @@ def plan_run(config: Config, dataset: Dataset, input_scale: int) -> RunPlan:
     splits = split_indices(config, dataset)
     stages = check_samples(config, scaled_stages(config), len(splits["train"]))
     data = plan_data(config, stages, input_scale, data_shape(dataset))
-    test = splits["test"]
-    # the picture's samples: spread over the test split (so over several backgrounds)
-    picked = np.linspace(0, len(test) - 1, min(config.eval.images, len(test))).round()
-    return RunPlan(splits, stages, data, test[picked.astype(int)])
+    return RunPlan(splits, stages, data, picture_rows(dataset.indices("test"), config.eval.images))
+
+
+PICTURE_SEED = 0  # the same test rows in every run on the same data and split, whatever its seed
+
+
+def picture_rows(test: np.ndarray, n: int) -> np.ndarray:
+    """``n`` rows of the test split, drawn with a fixed seed (ascending): every run on the same
+    data and split pictures and tables the same rows, so that runs can be compared row by
+    row. Drawn from the whole split, so that a cap on the rows a run evaluates
+    (``eval.max_samples``) does not change them."""
+    test = np.asarray(test)
+    n = min(n, len(test))
+    picked = np.random.default_rng(PICTURE_SEED).choice(len(test), size=n, replace=False)
+    return test[np.sort(picked)]
 
 
 def check_against_data(config: Config, dataset: Dataset) -> RunPlan:

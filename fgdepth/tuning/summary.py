@@ -147,6 +147,7 @@ def write_summary(study: optuna.Study, config: Config, out: Path) -> dict[str, P
     (out / "trials.html").write_text(_html_table(frame, study.study_name))
     files = {"trials.csv": out / "trials.csv", "trials.html": out / "trials.html"}
     files.update(_plots(study, config, out))
+    files.update(_interactive_plots(study, config, out))
     return files
 
 
@@ -205,6 +206,57 @@ def _plots(study: optuna.Study, config: Config, out: Path) -> dict[str, Path]:
         plt.close(fig)
         files[name] = out / name
     return files
+
+
+def _interactive_plots(study: optuna.Study, config: Config, out: Path) -> dict[str, Path]:
+    """The same plots as Optuna draws them with plotly, in one self-contained page
+    (``plots.html``: zoom, hover for a trial's values) beside the pictures; none when plotly
+    is not installed (``pip install plotly``)."""
+    try:
+        from optuna import visualization as vis
+    except ImportError:
+        return {}
+    if not vis.is_available():
+        log.warning("plots.html not written: plotly is not installed")
+        return {}
+    names = list(objectives(config.tune.objective))
+    target = (lambda t: t.values[0]) if len(names) > 1 else None  # the first objective's
+    makers = {
+        "optimization history": lambda: vis.plot_optimization_history(
+            study, target=target, target_name=names[0]
+        ),
+        "parameter importances": lambda: vis.plot_param_importances(
+            study, target=target, target_name=names[0]
+        ),
+        "intermediate values": lambda: vis.plot_intermediate_values(study),
+        "parallel coordinates": lambda: vis.plot_parallel_coordinate(
+            study, target=target, target_name=names[0]
+        ),
+    }
+    if len(names) in (2, 3):
+        makers["Pareto front"] = lambda: vis.plot_pareto_front(study, target_names=names)
+    parts = []
+    for title, make in makers.items():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                figure = make()
+            except (ValueError, RuntimeError, ZeroDivisionError) as exc:
+                log.warning("%s not drawn: %s", title, exc)
+                continue
+        # plotly.js once, inside the page: the UI shows it without reaching the network
+        parts.append(f"<h2>{title}</h2>" + figure.to_html(
+            full_html=False, include_plotlyjs=not parts
+        ))  # fmt: skip
+    if not parts:
+        return {}
+    path = out / "plots.html"
+    path.write_text(
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{study.study_name}</title>"
+        f"</head><body><h1>Study {study.study_name}: {', '.join(names)}</h1>{''.join(parts)}"
+        "</body></html>\n"
+    )
+    return {"plots.html": path}
 
 
 def study_params(config: Config, experiment: str, name: str, storage: str, workers: int) -> dict:

@@ -41,15 +41,19 @@ def test_evaluate_reproduces_the_runs_test_metrics_on_its_split(trained, monkeyp
     _, _, run = trained
     out = _evaluate(trained, monkeypatch, capsys, "--split", "test")
     assert out["split_seed"] == 5  # read from the run's logged config
-    assert out["metrics"]["mask_iou"] == pytest.approx(run.data.metrics["mask_iou"], abs=1e-5)
-    assert out["metrics"]["depth_rmse"] == pytest.approx(run.data.metrics["depth_rmse"], abs=1e-5)
+    assert out["metrics"]["mask_iou"] == pytest.approx(run.data.metrics["test_mask_iou"], abs=1e-5)
+    assert out["metrics"]["depth_rmse"] == pytest.approx(
+        run.data.metrics["test_depth_rmse"], abs=1e-5
+    )
 
 
 def test_a_split_seed_given_on_the_command_line_wins(trained, monkeypatch, capsys):
     _, _, run = trained
     out = _evaluate(trained, monkeypatch, capsys, "--split", "test", "--split-seed", "0")
     assert out["split_seed"] == 0
-    assert out["metrics"]["depth_rmse"] != pytest.approx(run.data.metrics["depth_rmse"], abs=1e-5)
+    assert out["metrics"]["depth_rmse"] != pytest.approx(
+        run.data.metrics["test_depth_rmse"], abs=1e-5
+    )
 
 
 def test_the_model_config_comes_from_the_run_and_splits_change_only_when_given(

@@ -10,6 +10,7 @@ import pytest
 from fgdepth.app.report import (
     METRICS,
     bar_charts,
+    group_html,
     html_page,
     reference_lines,
     spread_console,
@@ -71,21 +72,23 @@ def test_runs_that_differ_by_more_than_the_seed_are_not_pooled(frame):
 
 def test_the_page_and_the_console_show_mean_plus_minus_std(frame):
     spread = spread_table(frame)
-    page = html_page(frame, {}, "fgdepth report: test", spread)
+    page = html_page([group_html(frame, {}, spread)], "fgdepth report: test")
     iou = f"{np.mean([0.90, 0.92, 0.95]):.4f} ± {np.std([0.90, 0.92, 0.95], ddof=1):.4f}"
     rmse = f"{np.mean([0.12, 0.10, 0.11]):.4f} ± {np.std([0.12, 0.10, 0.11], ddof=1):.4f}"
     assert "<h2>Mean ± std over seeds</h2>" in page
     assert f"<b>{iou}</b>" in page and f"<b>{rmse}</b>" in page  # the one group: the best
     console = spread_console(spread)
     assert iou in console and rmse in console and "bce_ssim" in console
-    assert "Mean ± std" not in html_page(frame, {}, "fgdepth report: test", spread_table(frame[3:]))
+    assert "Mean ± std" not in html_page(
+        [group_html(frame, {}, spread_table(frame[3:]))], "fgdepth report: test"
+    )
 
 
 def test_the_best_mean_is_bold_by_the_metric_direction():
     rows = [run_row("a", s, 0.9 + s / 100, 0.1 + s / 100) for s in (0, 1)]
     rows += [run_row("b", s, 0.8 + s / 100, 0.05 + s / 100) for s in (0, 1)]
     frame = pd.DataFrame(rows)
-    page = html_page(frame, {}, "t", spread_table(frame))
+    page = html_page([group_html(frame, {}, spread_table(frame))], "t")
     assert "<b>0.9050 ± 0.0071</b>" in page and "<td>0.8050 ± 0.0071</td>" in page  # higher
     assert "<b>0.0550 ± 0.0071</b>" in page and "<td>0.1050 ± 0.0071</td>" in page  # lower
 
@@ -108,5 +111,5 @@ def test_each_reference_with_a_value_gets_its_own_labelled_line(frame):
     assert reference_lines(refs, "mask_iou") == [("dataset-mean depth map (depth)", 0.5)]
     assert reference_lines(refs[refs["run"].str.endswith("(distance)")], "mask_iou") == []
     assert bar_charts(frame).startswith(b"\x89PNG")  # the chart draws them all
-    page = html_page(frame, {}, "t")
+    page = html_page([group_html(frame, {}, None)], "t")
     assert "<td>0.0800</td>" in page and "<td>0.0300</td>" in page

@@ -7,6 +7,7 @@ import torch
 from fgdepth.config import ConfigError, load_config
 from fgdepth.engine import Callback, DivergenceError, fit
 from fgdepth.engine.checks import load_experiment
+from fgdepth.engine.plan import plan_run
 from fgdepth.metrics import METRIC_NAMES
 
 
@@ -55,6 +56,8 @@ def test_fit_runs_all_stages_and_reports_every_metric(train_dataset):
     ]  # default.yaml's 192 px stage is left out when a profile caps the size (when_capped)
     assert set(result.metrics) == set(METRIC_NAMES)
     assert len(result.stages) == 3 and len(result.stages[0].images) == 3
+    pictured = plan_run(config, train_dataset, 2).picture_rows.tolist()
+    assert [image["row"] for image in result.stages[-1].images] == pictured
     assert result.train_samples_per_s > 0 and result.stopped_early is None
 
 
