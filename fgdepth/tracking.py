@@ -34,6 +34,7 @@ from fgdepth.config import Config, ConfigError
 from fgdepth.data.preview import prediction_grid
 from fgdepth.data.units import DepthEncoding, parse
 from fgdepth.engine.callbacks import Callback, EpochResult, FitResult, StageResult, data_modes
+from fgdepth.engine.stopping import StopNow
 from fgdepth.errors import NotFound
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -598,6 +599,10 @@ def tracked_run(
         )
     try:
         yield run
+    except StopNow as exc:  # a second signal: stopped at once
+        mlflow.set_tag("fgdepth.stopped", str(exc))
+        mlflow.end_run("KILLED")
+        raise
     except KeyboardInterrupt:
         mlflow.set_tag("fgdepth.failure", "interrupted (Ctrl-C / SIGINT)")
         mlflow.end_run("KILLED")

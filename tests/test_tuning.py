@@ -241,6 +241,40 @@ def test_a_retried_trial_counts_once():
     assert trials_to_go(study, 4) == 3  # the failed trial comes back as its retry
 
 
+class _Tags:
+    def __init__(self):
+        self.tagged = []
+
+    def tag_run(self, run_id, tags):
+        self.tagged.append((run_id, tags))
+
+
+@pytest.mark.parametrize(
+    ("state", "queued"),
+    [  # where the signal found the trial: running (Optuna never told), failed by Optuna, done
+        (None, True), (TrialState.FAIL, True), (TrialState.COMPLETE, False),
+    ],
+)  # fmt: skip
+def test_a_trial_a_signal_stopped_fails_and_is_queued_again_with_its_values(state, queued):
+    from fgdepth.tuning.workers import _retry_stopped
+
+    study = optuna.create_study()
+    trial = study.ask()
+    trial.suggest_float("lr", 1e-4, 1e-2, log=True)
+    trial.set_user_attr("mlflow_run_id", "r1")
+    if state is not None:
+        study.tell(trial, 1.0 if state == TrialState.COMPLETE else None, state=state)
+    trainer = _Tags()
+    _retry_stopped(study, trial.number, trainer)
+    trials = study.get_trials()
+    assert trials[0].state == (state or TrialState.FAIL)
+    assert len(trials) == 1 + queued
+    if queued:
+        assert trials[1].state == TrialState.WAITING and trials[1].params == trials[0].params
+        assert trainer.tagged == [("r1", {"optuna.state": "FAIL"})]
+        assert trials_to_go(study, 2) == 2  # the stopped trial counts as its retry, not twice
+
+
 def test_the_best_configuration_is_a_ready_to_run_experiment(tmp_path):
     import yaml
 

@@ -68,11 +68,14 @@ def end_lost_runs(tracking: str = "local") -> list[str]:
 
 
 def tidy_up(tracking: str = "local") -> None:
-    """Before training: close the runs of processes that died, and remove the temporary
-    cache folders they left."""
+    """Before training: close the runs of processes that died, end the decode workers they
+    left running, and remove the temporary cache folders they left."""
     from fgdepth.data.cache import cache_root
-    from fgdepth.data.cleanup import remove_stale_tmp
+    from fgdepth.data.cleanup import end_lost_builds, remove_stale_tmp
 
     for run_id in end_lost_runs(tracking):
         print(f"run {run_id}: its process is gone, with no state to resume: ended FAILED")
+    ended = end_lost_builds(cache_root())
+    if ended:
+        print(f"ended {len(ended)} decode worker(s) whose training process is gone: {ended}")
     remove_stale_tmp(cache_root())

@@ -165,7 +165,7 @@ def _study(args) -> int:
     profile = resolve_profile(args.profile)
     return study_command(
         names, profile, args.data, seeds, args.tracking, args.experiment_name, args.out,
-        not args.no_system_metrics, overrides, args.minutes_per_run,
+        not args.no_system_metrics, overrides, args.minutes_per_run, argv=args.argv,
     )  # fmt: skip
 
 
@@ -188,7 +188,7 @@ def _tune(args) -> int:
         _config_from_args(args), args.experiment, train_best, study_name=args.study or None,
         storage=args.storage, workers=args.workers, tracking=args.tracking,
         experiment_name=args.experiment_name, out=Path(args.out) if args.out else None,
-        heartbeat=args.heartbeat,
+        heartbeat=args.heartbeat, argv=args.argv,
     )  # fmt: skip
 
 
@@ -467,5 +467,9 @@ def main(argv: list[str] | None = None) -> int:
     except DiskFull as exc:  # a cache, state or model that did not fit: nothing half-written
         print(f"fgdepth: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        return 130
+    except KeyboardInterrupt as exc:  # Ctrl-C before the handlers, or a second signal
+        from fgdepth.engine.stopping import StopNow, exit_code
+
+        if isinstance(exc, StopNow):
+            print(f"fgdepth: {exc}", file=sys.stderr)
+        return exit_code(getattr(exc, "reason", "SIGINT"))

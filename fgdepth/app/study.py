@@ -10,16 +10,19 @@ after each run how long is left."""
 from __future__ import annotations
 
 import math
+import shlex
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from fgdepth import tracking as trk
 from fgdepth.app.datasets import builtin_exists, data_path, is_builtin, resolve_dataset
-from fgdepth.app.train import RunSpec, train
+from fgdepth.app.signals import handled_signals, stopped
+from fgdepth.app.train import RunSpec, go_on, train
 from fgdepth.config import Config, ConfigError, scaled_stages
 from fgdepth.data.preview import prediction_grid
 from fgdepth.engine.checks import load_experiment
+from fgdepth.engine.stopping import Interrupted, StopNow
 from fgdepth.metrics import LOWER_IS_BETTER, spread, spread_text
 from fgdepth.models import model_class
 
@@ -160,17 +163,23 @@ class StudyClock:
         return (time.monotonic() - self.start) / 60
 
 
-def train_runs(runs: list[StudyRun], tracking, experiment_name, system_metrics, clock=None):
-    """Train each run in its own MLflow run; returns a row per run."""
+def train_runs(runs: list[StudyRun], tracking, experiment_name, system_metrics, clock=None,
+               *, stop=None, started: list[str] | None = None):  # fmt: skip
+    """Train each run in its own MLflow run; returns a row per run. ``stop()`` names a signal
+    once one came: checked before each run, and by the run under way after every batch
+    (Interrupted); ``started`` gets each run's id as its run starts."""
     rows = []
     for i, r in enumerate(runs):
+        if stop is not None and stop():
+            raise Interrupted(stop(), f"the start of run {i + 1}/{len(runs)}")
         print(f"\n== {r.name}, seed {r.seed} ({r.config.profile}): run {i + 1}/{len(runs)} ==",
               flush=True)  # fmt: skip
         spec = RunSpec(
             r.config, tracking, experiment_name, run_name=f"{r.name} seed {r.seed}",
             entry_point=r.name, system_metrics=system_metrics,
         )  # fmt: skip
-        result, run_id = train(spec)
+        note = started.append if started is not None else None
+        result, run_id = train(spec, stop=stop, on_run_start=note)
         train_s = sum(e.seconds for s in result.stages for e in s.epochs)
         rows.append({
             "experiment": r.name, "seed": r.seed, "run_id": run_id,
@@ -260,11 +269,23 @@ def check_minutes(minutes: float | None) -> None:
         )
 
 
+def _go_on(started: list[str], total: int, tracking: str, argv) -> str:
+    """After a signal: the run it stopped, if one was under way, and how to continue that
+    run; the study keeps no progress of its own, so its command starts it again."""
+    again = shlex.join(["fgdepth", *argv]) if argv else "the same fgdepth study command"
+    text = f"the study has no resume: {again} starts it again"
+    if started and trk.run_status(started[-1]) == "KILLED":
+        run = f"run {len(started)}/{total} ended KILLED"
+        text = f"{run} ({go_on(RunSpec(None, tracking), started[-1])}); {text}"
+    return text
+
+
 def study_command(names, profile, data, seeds, tracking, experiment_name, out,
-                  system_metrics=True, overrides=(), minutes=None) -> int:  # fmt: skip
+                  system_metrics=True, overrides=(), minutes=None, argv=()) -> int:  # fmt: skip
     """``fgdepth study``: plan and time every run, say how long the study should take, train,
     then print the table and write it and the picture under ``out``. ``minutes``: training
-    minutes per run (None: the profile's budget, 0: the recipes as written)."""
+    minutes per run (None: the profile's budget, 0: the recipes as written). ``argv``: the
+    command's words, to say how to start it again after a signal."""
     from fgdepth.data.modes import decode_workers
 
     check_minutes(minutes)
@@ -272,17 +293,30 @@ def study_command(names, profile, data, seeds, tracking, experiment_name, out,
     trk.read_tracking_config(tracking)  # a bad --tracking is found before the study starts
     start = time.monotonic()
     minutes = BUDGET_MINUTES.get(profile) if minutes is None else minutes or None
-    runs = plan_study(names or STUDY, seeds or [0], profile, data, overrides, minutes)
-    before = data_seconds([r.config for r in runs], decode_workers(runs[0].config.data.workers))
-    clock = StudyClock([r.expected_s for r in runs], before, start)
-    print(f"study: {len(runs)} runs ({', '.join(dict.fromkeys(r.name for r in runs))}); "
-          f"expected to take about {math.ceil(clock.total_minutes())} minutes on this machine",
-          flush=True)  # fmt: skip
-    rows = train_runs(runs, tracking, experiment_name, system_metrics, clock)
+    with handled_signals() as stop:  # a signal stops the study and says how to go on
+        started: list[str] = []
+        try:
+            runs = plan_study(names or STUDY, seeds or [0], profile, data, overrides, minutes)
+            workers = decode_workers(runs[0].config.data.workers)
+            before = data_seconds([r.config for r in runs], workers)
+            clock = StudyClock([r.expected_s for r in runs], before, start)
+            print(f"study: {len(runs)} runs ({', '.join(dict.fromkeys(r.name for r in runs))}); "
+                  f"expected to take about {math.ceil(clock.total_minutes())} minutes on this "
+                  "machine", flush=True)  # fmt: skip
+            rows = train_runs(runs, tracking, experiment_name, system_metrics, clock, stop=stop,
+                              started=started)  # fmt: skip
+        except (Interrupted, StopNow) as exc:
+            total = len(names or STUDY) * len(seeds or [0])
+            return stopped(exc, _go_on(started, total, tracking, argv))
+        _compare(runs, rows, minutes, clock, out)
+    return 0
+
+
+def _compare(runs: list[StudyRun], rows, minutes, clock: StudyClock, out) -> None:
+    """The table (printed, and with the picture under ``out``) and where to see the runs."""
     table = f"{design_line(runs, minutes)}\n\n{markdown_table(rows)}"
     took = f"The study took {clock.minutes():.1f} minutes ({len(rows)} runs)."
     print(f"\n{table}\n\n{took}")
     if out:
         _write(Path(out), f"{table}\n\n{took}", rows)
     print(f"\nCompare the runs in the MLflow UI:\n  {ui_hint(trk.tracking_uri())}")
-    return 0

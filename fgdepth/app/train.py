@@ -7,7 +7,6 @@ import contextlib
 import json
 import re
 import shlex
-import sys
 import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -15,6 +14,7 @@ from pathlib import Path
 from fgdepth import tracking as trk
 from fgdepth.app.cleanup import owner_tags, tidy_up
 from fgdepth.app.datasets import resolve_dataset
+from fgdepth.app.signals import handled_signals, stopped
 from fgdepth.config import Config, ConfigError, build
 from fgdepth.data import Dataset
 from fgdepth.engine import fit
@@ -28,7 +28,8 @@ from fgdepth.engine.checkpoint import (
 )
 from fgdepth.engine.distributed import current_world
 from fgdepth.engine.plan import check_against_data
-from fgdepth.engine.stopping import Interrupted
+from fgdepth.engine.runlock import hold_run_lock, release_run_lock
+from fgdepth.engine.stopping import Interrupted, StopNow, exit_code
 from fgdepth.errors import NotFound
 
 
@@ -81,6 +82,7 @@ def _log_model(run_id: str, result: FitResult, dataset: Dataset) -> None:
 def _discard(state: Path) -> None:
     state.unlink(missing_ok=True)
     previous_state(state).unlink(missing_ok=True)
+    release_run_lock(state.parent, remove=True)
     with contextlib.suppress(OSError):
         state.parent.rmdir()
 
@@ -122,20 +124,27 @@ def train(spec: RunSpec, dataset: Dataset | None = None, *, stop=None, on_run_st
         return fit(config, dataset, spec.callbacks, resume=spec.resume, stop=stop), None
     settings = trk.setup_tracking(spec.tracking)
     config = _with_transfers(config)
-    with trk.tracked_run(
-        spec.experiment_name or trk.DEFAULT_EXPERIMENT,
-        spec.run_name or trk.run_name(spec.entry_point or config.name, config.seed),
-        settings.get("artifact_root"),
-        {**spec.tags, **owner_tags(spec.checkpoint_dir)},
-        spec.system_metrics,
-        parent_run_id=spec.parent_run_id,
-        run_id=spec.resume["run_id"] if spec.resume else None,
-        stopped=(Interrupted,),
-    ) as run:
-        run_id = run.info.run_id
-        if on_run_start is not None:
-            on_run_start(run_id)
-        result = _fit_in_run(spec, config, dataset, run_id, stop)
+    locked = None
+    try:
+        with trk.tracked_run(
+            spec.experiment_name or trk.DEFAULT_EXPERIMENT,
+            spec.run_name or trk.run_name(spec.entry_point or config.name, config.seed),
+            settings.get("artifact_root"),
+            {**spec.tags, **owner_tags(spec.checkpoint_dir)},
+            spec.system_metrics,
+            parent_run_id=spec.parent_run_id,
+            run_id=spec.resume["run_id"] if spec.resume else None,
+            stopped=(Interrupted,),
+        ) as run:
+            run_id = run.info.run_id
+            if spec.keep_state:  # before its first state: a --resume of it is refused meanwhile
+                locked = hold_run_lock(Path(spec.checkpoint_dir) / run_id).parent
+            if on_run_start is not None:
+                on_run_start(run_id)
+            result = _fit_in_run(spec, config, dataset, run_id, stop)
+    finally:  # once the run has ended, however: this process writes no more to it
+        if locked is not None:
+            release_run_lock(locked)
     return result, run_id
 
 
@@ -202,21 +211,15 @@ def resume_command(spec: RunSpec, run_id: str) -> str:
 # --- the command ---------------------------------------------------------------------------------
 
 
-def stop_on_signals():
-    """SIGINT / SIGTERM ask training to stop after the current batch (a second one stops at
-    once); returns the ``stop()`` that tells the engine which signal came."""
-    import signal
-
-    received: list[str] = []
-
-    def handler(signum, frame):
-        if received:
-            raise KeyboardInterrupt
-        received.append(signal.Signals(signum).name)
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, handler)
-    return lambda: received[0] if received else None
+def go_on(spec: RunSpec, run_id: str | None) -> str:
+    """How to go on with a run a signal stopped: resume it from its state, where one was
+    kept, else train it again."""
+    if run_id is None:
+        return "no run was started"
+    state = Path(spec.checkpoint_dir) / run_id / "state.pt"
+    if state.exists() or previous_state(state).exists():
+        return f"continue with: {resume_command(spec, run_id)}"
+    return f"run {run_id} kept no state to resume: train it again"
 
 
 def launch_ranks(workers: int, argv: list[str]) -> int:
@@ -275,6 +278,9 @@ def _resumed(spec: RunSpec, resume: str, world) -> RunSpec:
 
     state = None
     if world.main:
+        folder = _state_path(resume, Path(spec.checkpoint_dir)).parent
+        if folder.is_dir():  # another process that trains the run: refused, nothing written
+            hold_run_lock(folder)
         state = read_resume_state(resume, spec.checkpoint_dir, spec.tracking)
         trk.setup_tracking(spec.tracking)
         if trk.run_status(state["run_id"]) is None:
@@ -299,12 +305,12 @@ def _train_rank(spec: RunSpec, resume: str | None, world) -> int:
         tidy_up(spec.tracking)  # runs and cache folders left by processes that died
     started: list[str] = []
     try:
-        result, run_id = train(spec, dataset, stop=stop_on_signals(), on_run_start=started.append)
-    except Interrupted as exc:
-        if world.main:
-            print(f"fgdepth: {exc}; continue with: {resume_command(spec, started[0])}",
-                  file=sys.stderr)  # fmt: skip
-        return 130 if exc.reason == "SIGINT" else 143
+        with handled_signals() as stop:
+            result, run_id = train(spec, dataset, stop=stop, on_run_start=started.append)
+    except (Interrupted, StopNow) as exc:
+        if not world.main:  # rank 0 says it
+            return exit_code(exc.reason)
+        return stopped(exc, go_on(spec, started[0] if started else None))
     if world.main:
         minutes = round(result.seconds / 60, 2)
         metrics = {k: round(v, 5) for k, v in result.metrics.items()}

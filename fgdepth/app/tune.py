@@ -4,16 +4,25 @@ children of one MLflow run per study."""
 from __future__ import annotations
 
 import json
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from fgdepth import tracking as trk
 from fgdepth import tuning
 from fgdepth.app.datasets import resolve_dataset
-from fgdepth.app.train import RunSpec, train
+from fgdepth.app.signals import (
+    StopSignals,
+    handled_signals,
+    installed_signals,
+    stop_on_signals,
+    stopped,
+)
+from fgdepth.app.train import RunSpec, go_on, train
 from fgdepth.config import Config, ConfigError
 from fgdepth.data import Dataset
 from fgdepth.engine.checks import load_experiment
+from fgdepth.engine.stopping import Interrupted, StopNow
 
 
 @dataclass
@@ -25,10 +34,15 @@ class TrialTrainer:
     experiment_name: str | None
     parent_run_id: str
     dataset: Dataset | None = field(default=None, repr=False)  # opened once per process
+    signals: StopSignals | None = field(default=None, repr=False)  # this process's, if handled
 
-    def setup(self) -> None:
+    def setup(self, own_process: bool = False) -> None:
         trk.quiet_libraries()
         trk.setup_tracking(self.tracking)
+        self.signals = installed_signals() or (stop_on_signals() if own_process else None)
+
+    def stop_requested(self) -> str | None:
+        return self.signals() if self.signals is not None else None
 
     def train(self, config: Config, trial: tuning.TrialRun):
         spec = RunSpec(
@@ -44,7 +58,7 @@ class TrialTrainer:
         )
         if self.dataset is None:  # trials differ in stages and weights, never in their data
             self.dataset = resolve_dataset(config)
-        result, _ = train(spec, self.dataset, on_run_start=trial.note_run)
+        result, _ = train(spec, self.dataset, stop=self.signals, on_run_start=trial.note_run)
         return result
 
     def end_lost_run(self, run_id: str, reason: str) -> None:
@@ -66,9 +80,11 @@ def tune(
     out: Path | None = None,
     heartbeat: int = 60,
     print_fn=print,
+    stop=None,
 ) -> tuning.TuneOutcome:
     """Run (or continue) a study over ``config``'s search space with ``workers`` processes,
-    tracked as one MLflow parent run with a child run per trial."""
+    tracked as one MLflow parent run with a child run per trial. ``stop()`` names a signal
+    this process got: the trials under way and the parent run end KILLED (Interrupted)."""
     for option, value in (("--workers", workers), ("--heartbeat", heartbeat)):
         if value < 1:
             raise ConfigError(f"{option}: {value} is not allowed (1 or more)")
@@ -86,12 +102,13 @@ def tune(
         "fgdepth.objective": tuning.objective_label(config.tune.objective),
     }  # fmt: skip
     with trk.tracked_run(
-        experiment_name, f"tune {name}", settings.get("artifact_root"), tags=tags
-    ) as run:
+        experiment_name, f"tune {name}", settings.get("artifact_root"), tags=tags,
+        stopped=(Interrupted,),
+    ) as run:  # fmt: skip
         trainer = TrialTrainer(tracking, experiment_name, run.info.run_id)
         outcome = tuning.tune(
             config, experiment, trainer, name=name, storage=storage, workers=workers, out=out,
-            heartbeat=heartbeat, print_fn=print_fn,
+            heartbeat=heartbeat, print_fn=print_fn, stop=stop,
         )  # fmt: skip
         params = tuning.study_params(config, experiment, name, storage, workers)
         _log_outcome(outcome, params, list(tuning.objectives(config.tune.objective)))
@@ -112,26 +129,52 @@ def _log_outcome(outcome: tuning.TuneOutcome, params: dict, objectives: list[str
     )
 
 
-def tune_command(config: Config, experiment: str, train_best: str | None, **options) -> int:
+def tune_again(argv, experiment: str, name: str) -> str:
+    """The command that continues study ``name``: this one's words, with ``--study NAME``
+    where they lack it (the default name follows the experiment and profile)."""
+    words = ["fgdepth", *argv] if argv else ["fgdepth", "tune", "--experiment", experiment]
+    if not any(w == "--study" or w.startswith("--study=") for w in words):
+        words += ["--study", name]
+    return shlex.join(words)
+
+
+def tune_command(
+    config: Config, experiment: str, train_best: str | None, argv=(), **options
+) -> int:
     """``fgdepth tune``: the study, what it found, and with ``train_best`` (a profile) a normal
-    training run of the best configuration."""
+    training run of the best configuration. ``argv``: the command's words, to say how to
+    continue the study after a signal."""
     trk.quiet_libraries()
-    outcome = tune(config, experiment, **options)
-    print(f"\ntrials: {outcome.counts}")
-    names = ", ".join(outcome.study.metric_names or ["value"])
-    print(f"best trial {outcome.best_trial}: {names} = {outcome.best_value}")
-    for key, value in outcome.best_params.items():
-        print(f"  {key}: {value}")
-    print(f"best configuration: {outcome.best_yaml}")
-    print(f"plots and the table of trials: {outcome.best_yaml.parent}")
-    if train_best:
-        print("\n== training the best configuration ==", flush=True)
-        best = load_experiment(outcome.best_yaml, train_best)
-        spec = RunSpec(
-            best, options.get("tracking", "local"), options.get("experiment_name"),
-            run_name=f"{best.name} ({train_best})", entry_point="tune",
-            tags={"optuna.study": outcome.study.study_name, "fgdepth.tuned": "best"},
-        )  # fmt: skip
-        result, run_id = train(spec)
-        print(json.dumps({"run_id": run_id, "metrics": result.metrics}, indent=2))
+    name = tuning.study_name(config, options.get("study_name"))
+    with handled_signals() as stop:
+        try:
+            outcome = tune(config, experiment, stop=stop, **options)
+        except (Interrupted, StopNow) as exc:
+            again = tune_again(argv, experiment, name)
+            return stopped(exc, f"its runs ended KILLED; study '{name}' continues (a stopped "
+                                f"trial runs again) with: {again}")  # fmt: skip
+        print(f"\ntrials: {outcome.counts}")
+        names = ", ".join(outcome.study.metric_names or ["value"])
+        print(f"best trial {outcome.best_trial}: {names} = {outcome.best_value}")
+        for key, value in outcome.best_params.items():
+            print(f"  {key}: {value}")
+        print(f"best configuration: {outcome.best_yaml}")
+        print(f"plots and the table of trials: {outcome.best_yaml.parent}")
+        return _train_best(outcome, train_best, options, stop) if train_best else 0
+
+
+def _train_best(outcome: tuning.TuneOutcome, profile: str, options: dict, stop) -> int:
+    print("\n== training the best configuration ==", flush=True)
+    best = load_experiment(outcome.best_yaml, profile)
+    spec = RunSpec(
+        best, options.get("tracking", "local"), options.get("experiment_name"),
+        run_name=f"{best.name} ({profile})", entry_point="tune",
+        tags={"optuna.study": outcome.study.study_name, "fgdepth.tuned": "best"},
+    )  # fmt: skip
+    started: list[str] = []
+    try:
+        result, run_id = train(spec, stop=stop, on_run_start=started.append)
+    except (Interrupted, StopNow) as exc:
+        return stopped(exc, go_on(spec, started[0] if started else None))
+    print(json.dumps({"run_id": run_id, "metrics": result.metrics}, indent=2))
     return 0

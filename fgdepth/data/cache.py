@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from fgdepth.data.batch import DEPTH_MAX, as_float
+from fgdepth.data.cleanup import workers_folder
 from fgdepth.data.dataset import Dataset
 from fgdepth.data.disk import check_room, disk_full_as, reserve
 from fgdepth.data.format import DataError, Problem, read_rgb_sizes, read_sample_sizes
@@ -458,7 +459,8 @@ def _build_into(dataset, folders, tmps, want, held, workers, skip_bad, quiet) ->
         # a new cache's backgrounds: all of them (few, and rows added later share them)
         "bg_keys": [key for key in tmps if "bg" in PARTS[key[1]]],
     }
-    run = dict(workers=workers, quiet=quiet, setup=_setup, setup_args=(job,))
+    run = dict(workers=workers, quiet=quiet, setup=_setup, setup_args=(job,),
+               pid_dir=workers_folder(cache_root()))  # fmt: skip
     label = ", ".join(f"{s} px{'' if p == 'all' else ' ' + p}" for s, p in into)
     # backgrounds first, then rows, in one pool: its workers start once
     tasks = [("bg", c) for c in chunked(len(bg_files) if job["bg_keys"] else 0, 16)]

@@ -1,4 +1,5 @@
-"""Leftovers of processes that died: the temporary folders of a cache they were building."""
+"""Leftovers of processes that died: the temporary folders of a cache they were building, and
+the decode workers of such a build that outlived it."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import os
 import re
 import shutil
 from pathlib import Path
+
+from fgdepth.parallel import end_lost_workers
 
 _TMP = re.compile(r"\.tmp(\d+)$")  # NAME.tmpPID: a cache folder that process PID is building
 
@@ -21,6 +24,17 @@ def process_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def workers_folder(root: str | Path) -> Path:
+    """Where the workers of a cache build under ``root`` leave a file each while they run."""
+    return Path(root) / ".workers"
+
+
+def end_lost_builds(root: str | Path) -> list[int]:
+    """End the decode workers of the cache builds under ``root`` whose process is gone (each
+    ends itself on its own; this is for those that could not); returns their pids."""
+    return end_lost_workers(workers_folder(root))
 
 
 def remove_stale_tmp(root: str | Path) -> list[Path]:

@@ -30,6 +30,7 @@ from fgdepth.data.format import (
     read_manifest,
     read_sample_sizes,
 )
+from fgdepth.parallel import WorkerGuard
 
 
 class _Decoder(TorchDataset):
@@ -132,6 +133,7 @@ class LoadedData:
             pin_memory=pin_memory, persistent_workers=workers > 0,
             prefetch_factor=4 if workers > 0 else None,
             multiprocessing_context=mp.get_context(method) if workers > 0 else None,
+            worker_init_fn=WorkerGuard() if workers > 0 else None,  # they end with this process
         )  # fmt: skip
         if workers > 0:
             iter(self._loader)  # start the workers now: they import while the stage sets up

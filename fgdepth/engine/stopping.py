@@ -10,6 +10,7 @@ batch.
 from __future__ import annotations
 
 import math
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +26,21 @@ class Interrupted(Exception):
     def __init__(self, reason: str, where: str):
         super().__init__(f"{reason}: stopped at {where}")
         self.reason = reason
+
+
+class StopNow(KeyboardInterrupt):
+    """A second signal: stop at once, wherever the work is. A KeyboardInterrupt, so that no
+    ``except Exception`` on its way catches it; ``reason`` names the signal."""
+
+    def __init__(self, reason: str):
+        super().__init__(f"{reason} again: stopped at once")
+        self.reason = reason
+
+
+def exit_code(reason: str) -> int:
+    """The exit status of a process that a signal stopped, as if the signal had ended it:
+    130 for SIGINT, 143 for SIGTERM."""
+    return 128 + signal.Signals[reason] if reason in SIGNALS else 1
 
 
 def _stop_code(reason: str | None) -> float:

@@ -22,6 +22,7 @@ from typing import Any
 import optuna
 
 from fgdepth.config import Config
+from fgdepth.engine.stopping import Interrupted
 from fgdepth.errors import UserError
 from fgdepth.tuning.space import (
     PRUNERS,
@@ -104,9 +105,12 @@ def tune(
     out: Path | None = None,
     heartbeat: int = 60,
     print_fn=print,
+    stop=None,
 ) -> TuneOutcome:
     """Run (or continue) study ``name`` over ``config``'s search space with ``workers``
-    processes, each trial trained by ``trainer``; then write the summary and best.yaml."""
+    processes, each trial trained by ``trainer``; then write the summary and best.yaml.
+    ``stop()`` names a signal this process got: the workers' trials stop (each FAIL, queued
+    to run again) and Interrupted says so."""
     storage = storage or DEFAULT_STORAGE
     study = create_study(config, name, storage, heartbeat, trainer.end_lost_run)
     before = counts(study)
@@ -120,7 +124,10 @@ def tune(
         f"{masked(storage)} --artifact-dir {artifacts})"
     )
     job = Job(config, storage, name, trainer, heartbeat, here(), 0, str(artifacts))
-    codes = run_workers(job, workers)
+    codes = run_workers(job, workers, stop)
+    reason = stop() if stop is not None else None
+    if reason:
+        raise Interrupted(reason, f"the next batch of each of its {workers} workers")
     if any(codes):  # a worker died: finish its part here (its trial comes back as a retry)
         print_fn(f"worker exit codes {codes}: finishing the study in this process")
         run_worker(job)

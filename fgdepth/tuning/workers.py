@@ -3,23 +3,38 @@
 A trial is trained by the application's ``Trainer`` (its runs tracked wherever the
 application tracks them); this module knows only Optuna. The trainer crosses into worker
 processes, so it must pickle (a dataclass of plain fields does).
+
+A signal stops a worker as it stops training (``Interrupted``, or ``StopNow`` for a second
+one): the trial under way ends FAIL and is queued to run again with the same values, so that
+the same ``fgdepth tune`` command continues the study where it stopped. The process that
+started the workers passes its signals on to them, and a worker whose starter is gone stops.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import logging
 import multiprocessing
+import os
+import signal
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from multiprocessing.connection import wait
 from typing import Any, Protocol
 
 import optuna
+from optuna.storages import RetryHeartbeatStaleTrialCallback as Retry
+from optuna.trial import TrialState
 
 from fgdepth.config import Config
 from fgdepth.engine import DivergenceError
 from fgdepth.engine.callbacks import Callback, FitResult
+from fgdepth.engine.stopping import SIGNALS, Interrupted, exit_code
 from fgdepth.metrics import SCORE_TERMS
+from fgdepth.parallel import WorkerGuard
 from fgdepth.tuning.space import (
     PRUNERS,
     SAMPLERS,
@@ -47,8 +62,13 @@ class Trainer(Protocol):
 
     parent_run_id: str  # the study's tracked run; trial runs are its children
 
-    def setup(self) -> None:
-        """Once per worker process, before its first trial."""
+    def setup(self, own_process: bool = False) -> None:
+        """Once per worker, before its first trial; ``own_process``: a process of its own,
+        which then handles its signals itself."""
+
+    def stop_requested(self) -> str | None:
+        """The signal that asked this process to stop, if one came (checked between trials;
+        the trial under way is stopped by its training)."""
 
     def train(self, config: Config, trial: TrialRun) -> FitResult:
         """Train one trial's config; TrialPruned passes through."""
@@ -92,11 +112,14 @@ def _trial_run(job: Job, trial: optuna.Trial, config: Config, params: dict) -> T
     )
 
 
-def objective(job: Job) -> Callable[[optuna.Trial], Any]:
-    """The function Optuna calls per trial: train, then the validation objective."""
+def objective(job: Job, numbers: list[int] | None = None) -> Callable[[optuna.Trial], Any]:
+    """The function Optuna calls per trial: train, then the validation objective;
+    ``numbers`` gets each trial's number as it starts."""
     from fgdepth.tuning.summary import upload_trial_files
 
     def run(trial: optuna.Trial):
+        if numbers is not None:
+            numbers.append(trial.number)
         trial.set_user_attr("worker", here())
         trial.set_user_attr("coordinator", job.coordinator)
         trial.set_user_attr("mlflow_parent_run_id", job.trainer.parent_run_id)
@@ -127,13 +150,45 @@ def _load(job: Job, storage) -> optuna.Study:
     )
 
 
-def run_worker(job: Job) -> None:
-    """Run trials of the study until it has its trial count."""
+class _NoTracebackForStops(logging.Filter):
+    """Optuna logs a trial that a signal stopped as failed, with a traceback: the line stays
+    (the trial did fail), the traceback goes (a stop is not a bug)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], Interrupted | KeyboardInterrupt):
+            record.exc_info = record.exc_text = None
+        return True
+
+
+logging.getLogger("optuna.study._optimize").addFilter(_NoTracebackForStops())
+
+
+def _retry_stopped(study: optuna.Study, number: int, trainer) -> None:
+    """Trial ``number``, which a signal stopped: FAIL (Optuna's doing, or here when the signal
+    came before Optuna could record it), and queued to run again with the same values."""
+    try:
+        trial = next(t for t in study.get_trials(deepcopy=False) if t.number == number)
+        if trial.state == TrialState.RUNNING:
+            study.tell(number, state=TrialState.FAIL)
+            trial = next(t for t in study.get_trials(deepcopy=False) if t.number == number)
+        if trial.state != TrialState.FAIL:
+            return
+        Retry(max_retry=None)(study, trial)  # as for a lost worker: retry_history
+        if trial.user_attrs.get("mlflow_run_id"):
+            trainer.tag_run(trial.user_attrs["mlflow_run_id"], {"optuna.state": "FAIL"})
+    except Exception as exc:  # the stop goes on; the study's next run finds the trial stale
+        logging.getLogger("fgdepth").warning("trial %d: not queued again (%s)", number, exc)
+
+
+def run_worker(job: Job, own_process: bool = False) -> None:
+    """Run trials of the study until it has its trial count, or until a signal stops this
+    process (Interrupted, StopNow): the trial under way then ends FAIL, queued to run again."""
     trainer = job.trainer
-    trainer.setup()
+    trainer.setup(own_process)
     storage = open_storage(job.storage, job.heartbeat, trainer.end_lost_run)
     study = _load(job, storage)
-    run = objective(job)
+    numbers: list[int] = []
+    run = objective(job, numbers)
 
     def tag_state(study, trial) -> None:  # the trial's final state on its tracked run
         if trial.user_attrs.get("mlflow_run_id"):
@@ -141,8 +196,17 @@ def run_worker(job: Job) -> None:
 
     heartbeats = isinstance(storage, optuna.storages.RDBStorage)
     while True:
+        reason = trainer.stop_requested()
+        if reason:
+            raise Interrupted(reason, "the start of a trial")
         if trials_to_go(study, job.config.tune.trials) > 0:
-            study.optimize(run, n_trials=1, catch=(DivergenceError,), callbacks=[tag_state])
+            numbers.clear()
+            try:
+                study.optimize(run, n_trials=1, catch=(DivergenceError,), callbacks=[tag_state])
+            except (Interrupted, KeyboardInterrupt):
+                if numbers:
+                    _retry_stopped(study, numbers[-1], trainer)
+                raise
         elif heartbeats and running(study):
             # other workers' trials: they end, or their worker died and they come back as
             # retries once their heartbeat is stale; either way wait and look again
@@ -153,11 +217,36 @@ def run_worker(job: Job) -> None:
 
 def _worker_process(job: Job) -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    run_worker(job)
+    WorkerGuard(os.getppid())()  # its starter gone, a worker stops as on SIGTERM
+    try:
+        run_worker(job, own_process=True)
+    except (Interrupted, KeyboardInterrupt) as exc:  # said by the starter, which passed it on
+        sys.exit(exit_code(getattr(exc, "reason", "SIGINT")))
 
 
-def run_workers(job: Job, workers: int) -> list[int]:
-    """``workers`` processes on one study (in this process when 1); their exit codes."""
+def _pass_on(procs, reason: str) -> None:
+    for p in procs:
+        if p.is_alive() and reason in SIGNALS:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(p.pid, signal.Signals[reason])
+
+
+def _wait_for(procs, stop) -> None:
+    """Until every worker ended; the first signal this process gets goes on to each."""
+    passed = False
+    while alive := [p for p in procs if p.is_alive()]:
+        wait([p.sentinel for p in alive], timeout=0.5)
+        reason = stop() if stop is not None else None
+        if reason and not passed:
+            _pass_on(alive, reason)
+            passed = True
+    for p in procs:
+        p.join()
+
+
+def run_workers(job: Job, workers: int, stop=None) -> list[int]:
+    """``workers`` processes on one study (in this process when 1); their exit codes.
+    ``stop()`` names the signal this process got, if any: each worker gets it too."""
     if workers <= 1:
         run_worker(job)
         return [0]
@@ -168,6 +257,13 @@ def run_workers(job: Job, workers: int) -> list[int]:
     ]
     for p in procs:
         p.start()
-    for p in procs:
-        p.join()
+    try:
+        _wait_for(procs, stop)
+    except BaseException as exc:  # a second signal (StopNow), or a failure here: the workers
+        _pass_on(procs, getattr(exc, "reason", "SIGTERM"))  # stop, at once for a second one
+        for p in procs:
+            p.join(timeout=60)
+            if p.is_alive():
+                p.kill()
+        raise
     return [p.exitcode for p in procs]

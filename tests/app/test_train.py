@@ -138,3 +138,87 @@ def test_the_resume_hint_names_the_state_folder_and_tracking_it_was_started_with
     assert resume_command(spec, run_id) == (
         f"fgdepth train --resume {run_id} --checkpoint-dir '{states}' --tracking {settings}"
     )
+
+
+# --- one process per run; no process outlives a killed run ------------------------------------
+
+
+@pytest.mark.slow
+def test_a_second_process_that_would_train_a_run_is_refused_naming_the_one_that_does(tmp_path):
+    """A fresh run and a resume of it, then two resumes of it at once: the second of each pair
+    is refused in one line before it writes anything; the first goes on to the end."""
+    import signal
+    import socket
+
+    from tests.test_reliability import ARGS, TRAINING_METRICS, fgdepth, finished
+    from tests.test_reliability import stop_within_an_epoch as pause_within_an_epoch
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(uri)
+    client.search_experiments()
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    first = fgdepth([*ARGS, "--experiment-name", "one"], env, tmp_path)
+    run_id = pause_within_an_epoch(first, tmp_path)["run_id"]  # paused, holding the run
+    lock = tmp_path / "outputs" / "checkpoints" / run_id / "state.lock"
+    for holder in (first, None):
+        if holder is None:  # now a resume holds it: stop the first, resume, pause at a state
+            os.kill(first.pid, signal.SIGTERM)
+            os.kill(first.pid, signal.SIGCONT)
+            assert finished(first)[0] == 143
+            holder = fgdepth(["train", "--resume", run_id], env, tmp_path)
+            end = time.monotonic() + 300
+            while lock.read_text() != f"pid {holder.pid} on {socket.gethostname()}":
+                assert holder.poll() is None and time.monotonic() < end
+                time.sleep(0.05)
+            os.kill(holder.pid, signal.SIGSTOP)
+        code, out, err = finished(fgdepth(["train", "--resume", run_id], env, tmp_path))
+        assert code == 2 and out == "" and len(err.strip().splitlines()) == 1, err[-2000:]
+        assert err.startswith(f"fgdepth: run {run_id} is being trained by pid {holder.pid} on "
+                              f"{socket.gethostname()} (it holds ")  # fmt: skip
+    os.kill(holder.pid, signal.SIGCONT)
+    code, _, err = finished(holder)
+    assert code == 0, err[-2000:]
+    assert client.get_run(run_id).info.status == "FINISHED"
+    for name in TRAINING_METRICS:  # trained by one process at a time: no step twice
+        steps = [m.step for m in client.get_metric_history(run_id, name)]
+        assert sorted(steps) == list(range(5)), (name, steps)
+    assert not lock.parent.exists()  # finished: its states and lock are gone
+
+
+@pytest.fixture(scope="module")
+def rows_to_decode(tmp_path_factory):
+    """Enough rows that decoding them keeps two workers busy for a while."""
+    from fgdepth.config import SynthConfig
+    from fgdepth.data.synth import generate
+
+    out = tmp_path_factory.mktemp("many") / "ds"
+    generate(SynthConfig(n=600, size=64, seed=3, backgrounds=5), out, quiet=True)
+    return out
+
+
+@pytest.mark.slow
+def test_a_run_killed_while_its_cache_is_built_leaves_no_process_behind(tmp_path, rows_to_decode):
+    """SIGKILL during the decode: its workers, their fork server and the resource tracker all
+    end by themselves (each worker watches the run's process)."""
+    import signal
+
+    from tests.test_parallel import descendants, grandchildren, wait_until_gone
+    from tests.test_reliability import fgdepth
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    MlflowClient(uri).search_experiments()
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "FGDEPTH_CACHE": str(tmp_path / "cache")}
+    args = ["train", "--config", "bce_ssim", "--profile", "smoke", "--data", str(rows_to_decode),
+            "--set", "data.workers=2", "--set", "scale.min_samples=2000",  # every row decoded
+            "--no-system-metrics"]  # fmt: skip
+    proc = fgdepth(args, env, tmp_path)
+    end = time.monotonic() + 600  # a bound for a loaded machine, not a speed
+    while not grandchildren(proc.pid) and proc.poll() is None and time.monotonic() < end:
+        time.sleep(0.005)
+    os.kill(proc.pid, signal.SIGSTOP)  # the workers stay, waiting for their next rows
+    left = descendants(proc.pid)
+    assert grandchildren(proc.pid), left  # the decode workers under their fork server
+    assert any((tmp_path / "cache").glob("*.tmp*"))  # a cache half built
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert wait_until_gone(left) == []
