@@ -31,11 +31,12 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from fgdepth.config import Config, ConfigError
+from fgdepth.data.disk import check_writable
 from fgdepth.data.preview import prediction_grid
 from fgdepth.data.units import DepthEncoding, parse
 from fgdepth.engine.callbacks import Callback, EpochResult, FitResult, StageResult, data_modes
 from fgdepth.engine.stopping import StopNow
-from fgdepth.errors import NotFound
+from fgdepth.errors import NotFound, UserError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = Path(__file__).resolve().parent / "mlruns_config"  # shipped in the package
@@ -101,17 +102,98 @@ def read_tracking_config(name_or_path: str = "local") -> dict:
     return {k: data.get(k) and os.path.expandvars(data[k]) for k in TRACKING_KEYS}
 
 
-def setup_tracking(config_name: str = "local") -> dict:
+def setup_tracking(config_name: str = "local", writes: bool = True) -> dict:
     """Point mlflow at the store; returns the tracking settings in use. A tracking server is
-    asked once whether it lets this client in (``MLFLOW_TRACKING_USERNAME`` and
-    ``MLFLOW_TRACKING_PASSWORD`` when it requires a sign-in)."""
+    asked once, within seconds, whether it answers (``check_reachable``) and lets this client
+    in (``MLFLOW_TRACKING_USERNAME`` and ``MLFLOW_TRACKING_PASSWORD`` when it requires a
+    sign-in); a local store that a command ``writes`` to must be writable. Each is one line
+    before any work."""
     settings = read_tracking_config(config_name)
     uri = os.environ.get("MLFLOW_TRACKING_URI") or settings["tracking_uri"]
     settings["tracking_uri"] = uri
     mlflow.set_tracking_uri(uri)
     if is_server(uri):
+        retry_briefly()
+        check_reachable(uri)
         check_access(uri)
+    elif writes:
+        check_local_store(uri, settings.get("artifact_root"))
     return settings
+
+
+# A server that stops answering during a run is retried (urllib3 says so on the console) for
+# about half a minute, not MLflow's default of about four minutes in silence; the run's state
+# is kept, to resume it once the server is back.
+HTTP_RETRIES = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "5",  # 1 + 2 + 4 + 8 + 16 s between the tries
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",  # seconds a request may take
+}
+SERVER_TIMEOUT_S = 5  # to answer the first question: is it there at all
+
+
+def retry_briefly() -> None:
+    """MLflow's HTTP retries as ``HTTP_RETRIES`` says, where the environment sets none."""
+    for key, value in HTTP_RETRIES.items():
+        os.environ.setdefault(key, value)
+
+
+class ServerUnreachable(UserError):
+    """A tracking server that does not answer; one line naming it and what failed."""
+
+
+def _base_url(uri: str) -> str:
+    """``uri`` without a user and password (MLflow sends those itself, as a header)."""
+    parts = urllib.parse.urlsplit(uri)
+    netloc = parts.hostname or ""
+    if ":" in netloc:  # an IPv6 address
+        netloc = f"[{netloc}]"
+    if parts.port:
+        netloc += f":{parts.port}"
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc)).rstrip("/")
+
+
+def unanswered(uri: str, timeout: float = SERVER_TIMEOUT_S) -> str | None:
+    """Why the server at ``uri`` does not answer one GET of its ``/health`` within ``timeout``
+    seconds (``Connection refused``); None when it answers. Any HTTP answer counts (401 from
+    a server that asks for a sign-in too: ``check_access`` tells that apart)."""
+    import http.client
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{_base_url(uri)}/health", timeout=timeout):
+            return None
+    except urllib.error.HTTPError:
+        return None  # it answers
+    except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        return getattr(reason, "strerror", None) or str(reason) or type(reason).__name__
+
+
+def check_reachable(uri: str, timeout: float = SERVER_TIMEOUT_S) -> None:
+    """ServerUnreachable, one line naming the server and what failed, when it does not answer
+    within ``timeout`` seconds: found at once, not after minutes of retries."""
+    why = unanswered(uri, timeout)
+    if why is not None:
+        raise ServerUnreachable(
+            f"tracking server {masked_uri(uri)} does not answer ({why}); "
+            "start it, or point MLFLOW_TRACKING_URI or --tracking at one that runs"
+        )
+
+
+def check_local_store(uri: str, artifact_root: str | None) -> None:
+    """A local store (a SQLite file, a folder) and a local artifact folder can be written;
+    Unwritable (one line naming the path) when not."""
+    if uri.startswith("sqlite:///") and uri[len("sqlite:///") :] not in ("", ":memory:"):
+        db = Path(urllib.parse.unquote(uri[len("sqlite:///") :]).split("?")[0])
+        check_writable(db, "file")
+        if db.exists():
+            check_writable(db.parent, "dir")  # SQLite writes its journal beside the file
+    elif uri.startswith("file:") or "://" not in uri:
+        check_writable(urllib.parse.urlsplit(uri).path if uri.startswith("file:") else uri)
+    if _local_folder(artifact_root):
+        check_writable(artifact_root, "dir")
 
 
 def is_server(uri: str) -> bool:
@@ -600,23 +682,41 @@ def tracked_run(
     try:
         yield run
     except StopNow as exc:  # a second signal: stopped at once
-        mlflow.set_tag("fgdepth.stopped", str(exc))
-        mlflow.end_run("KILLED")
+        _close(run, "KILLED", "fgdepth.stopped", str(exc))
         raise
     except KeyboardInterrupt:
-        mlflow.set_tag("fgdepth.failure", "interrupted (Ctrl-C / SIGINT)")
-        mlflow.end_run("KILLED")
+        _close(run, "KILLED", "fgdepth.failure", "interrupted (Ctrl-C / SIGINT)")
         raise
     except stopped as exc:
-        mlflow.set_tag("fgdepth.stopped", str(exc)[:5000] or type(exc).__name__)
-        mlflow.end_run("KILLED")
+        _close(run, "KILLED", "fgdepth.stopped", str(exc)[:5000] or type(exc).__name__)
         raise
     except BaseException as exc:
-        mlflow.set_tag("fgdepth.failure", f"{type(exc).__name__}: {exc}"[:5000])
-        mlflow.end_run("FAILED")
+        _close(run, "FAILED", "fgdepth.failure", f"{type(exc).__name__}: {exc}"[:5000])
         raise
     else:
         mlflow.end_run("FINISHED")
+
+
+class ServerLost(UserError):
+    """A tracking server that stopped answering while a run was under way; one line."""
+
+
+def _close(run, status: str, tag: str, reason: str) -> None:
+    """End the active ``run`` with ``reason`` in ``tag``. When its tracking server has
+    stopped answering (what most likely ended the run), ServerLost says so in one line, after
+    one more try, not another round of retries."""
+    uri = mlflow.get_tracking_uri()
+    why = unanswered(uri) if is_server(uri) else None
+    if why is not None:
+        os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"  # and at exit, where MLflow ends it
+        with contextlib.suppress(Exception):
+            mlflow.end_run(status)
+        raise ServerLost(
+            f"tracking server {masked_uri(uri)} stopped answering ({why}) during run "
+            f"{run.info.run_id}, which could not be ended {status}"
+        ) from None
+    mlflow.set_tag(tag, reason)
+    mlflow.end_run(status)
 
 
 def generated_name(name: str | None) -> bool:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from fgdepth.app.profile import AUTO, CHOICES, resolve_profile
 from fgdepth.config import PRECISIONS
-from fgdepth.data.disk import DiskFull
+from fgdepth.data.disk import check_writable, write_errors_as, write_failure
 from fgdepth.errors import ConfigError, DataError, UserError
 from fgdepth.parallel import default_workers
 
@@ -30,7 +30,8 @@ def _synth(args) -> int:
     if args.zip and out.suffix != ".zip":
         out = out.with_suffix(".zip")
     spec = SynthConfig(n=args.n, size=args.size, seed=args.seed, backgrounds=args.backgrounds)
-    generate(spec, out, as_zip=args.zip, workers=args.workers)
+    with write_errors_as(out):  # where it writes is checked before the first background
+        generate(spec, out, as_zip=args.zip, workers=args.workers)
     print(f"wrote {spec.n} samples on {spec.n_backgrounds} backgrounds to {out}")
     if args.preview:
         from fgdepth.data import open_dataset
@@ -38,8 +39,9 @@ def _synth(args) -> int:
 
         dataset = open_dataset(out)
         step = max(1, len(dataset) // 6)
-        Path(args.preview).parent.mkdir(parents=True, exist_ok=True)
-        preview(dataset, range(0, min(len(dataset), 6 * step), step)).save(args.preview)
+        with write_errors_as(args.preview):
+            Path(args.preview).parent.mkdir(parents=True, exist_ok=True)
+            preview(dataset, range(0, min(len(dataset), 6 * step), step)).save(args.preview)
         print(f"preview: {args.preview}")
     return 0
 
@@ -63,6 +65,7 @@ def _check_synth_args(args) -> None:
 
         if Path(args.preview).suffix.lower() not in Image.registered_extensions():
             raise ConfigError(f"--preview {args.preview}: not an image file name (.png, .jpg)")
+        check_writable(args.preview, "file")
 
 
 def _inspect(args) -> int:
@@ -82,10 +85,13 @@ def _inspect(args) -> int:
 
 def _pack(args) -> int:
     from fgdepth.data import open_dataset
+    from fgdepth.data.disk import check_new_folder
     from fgdepth.data.pack import pack
 
+    check_new_folder(args.out, source=args.path)  # before the dataset's manifest is read
     dataset = open_dataset(args.path)
-    out = pack(dataset, Path(args.out), args.rows_per_shard)
+    with write_errors_as(args.out):
+        out = pack(dataset, Path(args.out), args.rows_per_shard)
     print(f"wrote {len(dataset)} rows in {len(out.shards)} shard(s) to {args.out}")
     return 0
 
@@ -143,7 +149,7 @@ def _evaluate(args) -> int:
     from fgdepth.tracking import quiet_libraries, setup_tracking
 
     quiet_libraries()
-    setup_tracking(args.tracking)
+    setup_tracking(args.tracking, writes=False)
     overrides = {"seed": args.split_seed, "test": args.test, "val": args.val,
                  "skip_bad": True if args.skip_bad else None}  # fmt: skip
     out = evaluate_logged_model(
@@ -201,22 +207,25 @@ def _predict(args) -> int:
         raise DataError("give --bg and --fgbg, or --manifest")
     if not args.manifest and not (args.bg and args.fgbg):
         raise DataError("give both --bg and --fgbg")
+    out = Path(args.out)
+    check_writable(out, "dir")  # before the model is loaded
     quiet_libraries()
-    setup_tracking(args.tracking)
+    setup_tracking(args.tracking, writes=False)
     model, trained, encoding = load_model(args.model)
     size = checked_size(model, args.size) or trained or 64
-    out = Path(args.out)
     if args.manifest:
-        rows = predict_manifest(
-            model, size, Path(args.manifest), out, args.stop_on_error, encoding=encoding
-        )
+        with write_errors_as(out):
+            rows = predict_manifest(
+                model, size, Path(args.manifest), out, args.stop_on_error, encoding=encoding
+            )
         print(f"predictions: {out / 'predictions.csv'}")
         failed = sum(row["status"] != "ok" for row in rows)
         if failed:
             print(f"fgdepth: {failed} of {len(rows)} pair(s) failed: see the status column",
                   file=sys.stderr)  # fmt: skip
         return 1 if failed else 0
-    pair = predict_files(model, size, Path(args.bg), Path(args.fgbg), out, encoding)
+    with write_errors_as(out):
+        pair = predict_files(model, size, Path(args.bg), Path(args.fgbg), out, encoding)
     result = {"name": "pair", **pair}
     print(f"{args.fgbg}: foreground distance {distance_text(result['distance'], encoding)}")
     print(json.dumps(result, indent=2, allow_nan=False))
@@ -464,8 +473,11 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"fgdepth: {_one_line(str(exc))}", file=sys.stderr)
         return 2
-    except DiskFull as exc:  # a cache, state or model that did not fit: nothing half-written
-        print(f"fgdepth: {exc}", file=sys.stderr)
+    except OSError as exc:  # a write the OS refused (a full disk, ulimit -f, a read-only disk)
+        failed = write_failure(exc)
+        if failed is None:
+            raise
+        print(f"fgdepth: {_one_line(str(failed))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as exc:  # Ctrl-C before the handlers, or a second signal
         from fgdepth.engine.stopping import StopNow, exit_code

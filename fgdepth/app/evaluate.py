@@ -12,6 +12,7 @@ from fgdepth import tracking as trk
 from fgdepth.app.datasets import resolve_dataset
 from fgdepth.config import PRECISIONS, Config, ConfigError, build, check_values
 from fgdepth.data import DataError, Dataset, build_model_cache
+from fgdepth.data.cache import check_cache_root
 
 
 def load_model(spec: str):
@@ -111,6 +112,7 @@ def evaluate_logged_model(
 
     if precision is not None and precision not in PRECISIONS:  # not quietly another precision
         raise ConfigError(f"--precision: '{precision}' is not one of {', '.join(PRECISIONS)}")
+    check_cache_root()  # the data is decoded into a cache there
     model, trained, _ = load_model(spec)
     size = checked_size(model, size) or trained or 64
     default = Config() if data is not None else None  # the default splits, on --data

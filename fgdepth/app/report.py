@@ -35,6 +35,8 @@ from mlflow.tracking import MlflowClient
 from fgdepth import tracking as trk
 from fgdepth.app.evaluate import ScoringData, load_model, scoring_data
 from fgdepth.config import Config, build
+from fgdepth.data.cache import check_cache_root
+from fgdepth.data.disk import check_writable
 from fgdepth.errors import ConfigError, NotFound
 from fgdepth.metrics import LOWER_IS_BETTER, spread_text
 from fgdepth.metrics import score as weighted_score
@@ -596,6 +598,8 @@ def report_command(experiments, out, include_trials, references, tracking, regis
     """``fgdepth report``: the report, its table on the console, and the best run registered
     (of the newest group)."""
     check_rank_by(rank_by)  # before the report is built, with or without --register
+    check_writable(out, "dir")
+    check_cache_root()  # the test samples are decoded into a cache there
     trk.quiet_libraries()
     trk.setup_tracking(tracking)
     report = make_report(

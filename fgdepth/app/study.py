@@ -20,6 +20,7 @@ from fgdepth.app.datasets import builtin_exists, data_path, is_builtin, resolve_
 from fgdepth.app.signals import handled_signals, stopped
 from fgdepth.app.train import RunSpec, go_on, train
 from fgdepth.config import Config, ConfigError, scaled_stages
+from fgdepth.data.disk import check_writable
 from fgdepth.data.preview import prediction_grid
 from fgdepth.engine.checks import load_experiment
 from fgdepth.engine.stopping import Interrupted, StopNow
@@ -290,7 +291,12 @@ def study_command(names, profile, data, seeds, tracking, experiment_name, out,
 
     check_minutes(minutes)
     trk.quiet_libraries()
-    trk.read_tracking_config(tracking)  # a bad --tracking is found before the study starts
+    # a bad --tracking, a server that does not answer, a place it cannot write: found before
+    # the study starts
+    trk.setup_tracking(tracking)
+    for folder in (RunSpec.checkpoint_dir, out):
+        if folder:
+            check_writable(folder, "dir")
     start = time.monotonic()
     minutes = BUDGET_MINUTES.get(profile) if minutes is None else minutes or None
     with handled_signals() as stop:  # a signal stops the study and says how to go on

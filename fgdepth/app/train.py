@@ -17,6 +17,7 @@ from fgdepth.app.datasets import resolve_dataset
 from fgdepth.app.signals import handled_signals, stopped
 from fgdepth.config import Config, ConfigError, build
 from fgdepth.data import Dataset
+from fgdepth.data.disk import check_writable
 from fgdepth.engine import fit
 from fgdepth.engine.callbacks import Callback, ConsoleCallback, FitResult
 from fgdepth.engine.checkpoint import (
@@ -255,8 +256,11 @@ def train_command(spec: RunSpec, resume: str | None = None, workers: int = 1, ar
 
     if workers < 1:
         raise ConfigError(f"--workers: {workers} is not a number of processes (1 or more)")
-    trk.read_tracking_config(spec.tracking)  # a bad --tracking or --resume: one line, before
-    if resume is not None:  # any process starts or any data is made
+    # a bad --tracking or --resume, a server that does not answer, a folder that cannot take
+    # the states: one line, before any process starts or any data is made
+    trk.setup_tracking(spec.tracking)
+    check_writable(spec.checkpoint_dir, "dir")
+    if resume is not None:
         _state_path(resume, Path(spec.checkpoint_dir))
     if workers > 1 and not launched_by_torchrun():
         import torch
@@ -295,6 +299,15 @@ def _resumed(spec: RunSpec, resume: str, world) -> RunSpec:
     )
 
 
+def _after_loss(spec: RunSpec, started: list[str]) -> str:
+    """What to do once a lost tracking server answers again: resume the run from its last
+    state, when one was written, else train again."""
+    state = Path(spec.checkpoint_dir) / started[0] / "state.pt" if started else None
+    if state is not None and (state.exists() or previous_state(state).exists()):
+        return f"its state is kept: once the server answers, {resume_command(spec, started[0])}"
+    return "it saved no state yet: once the server answers, train again"
+
+
 def _train_rank(spec: RunSpec, resume: str | None, world) -> int:
     trk.quiet_libraries()
     if resume is not None:
@@ -311,6 +324,8 @@ def _train_rank(spec: RunSpec, resume: str | None, world) -> int:
         if not world.main:  # rank 0 says it
             return exit_code(exc.reason)
         return stopped(exc, go_on(spec, started[0] if started else None))
+    except trk.ServerLost as exc:
+        raise trk.ServerLost(f"{exc}; {_after_loss(spec, started)}") from None
     if world.main:
         minutes = round(result.seconds / 60, 2)
         metrics = {k: round(v, 5) for k, v in result.metrics.items()}

@@ -21,6 +21,7 @@ from fgdepth.app.signals import (
 from fgdepth.app.train import RunSpec, go_on, train
 from fgdepth.config import Config, ConfigError
 from fgdepth.data import Dataset
+from fgdepth.data.disk import check_writable
 from fgdepth.engine.checks import load_experiment
 from fgdepth.engine.stopping import Interrupted, StopNow
 
@@ -90,8 +91,12 @@ def tune(
             raise ConfigError(f"{option}: {value} is not allowed (1 or more)")
     name = tuning.study_name(config, study_name)
     storage = storage or tuning.DEFAULT_STORAGE
-    trk.read_tracking_config(tracking)  # every choice checked before any work: --tracking,
-    tuning.open_study(config, name, storage, heartbeat)  # the search space and the storage
+    # every choice checked before any work: --tracking (and its server), where the study
+    # writes (the summary, the trials' files), the search space and the storage
+    trk.setup_tracking(tracking)
+    for folder in (out or tuning.default_out(name), tuning.artifact_dir(storage)):
+        check_writable(folder, "dir")
+    tuning.open_study(config, name, storage, heartbeat)
     resolve_dataset(config)  # generated once here, before workers start
     settings = trk.setup_tracking(tracking)
     experiment_name = experiment_name or trk.DEFAULT_EXPERIMENT

@@ -6,7 +6,7 @@ import fcntl
 from pathlib import Path
 
 from fgdepth.config import SynthConfig
-from fgdepth.data.cache import cache_root
+from fgdepth.data.cache import cache_root, check_cache_root
 from fgdepth.data.synth import dataset_yaml, generate
 from fgdepth.data.units import DATASET_YAML
 
@@ -23,6 +23,7 @@ def builtin_dataset(synth: SynthConfig, workers: int = 1) -> Path:
     """The folder of the built-in dataset ``synth``, generating it if needed."""
     folder = builtin_folder(synth)
     root = folder.parent
+    check_cache_root()  # it lives there, beside a lock file even once generated
     root.mkdir(parents=True, exist_ok=True)
     with open(root / f"{folder.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)

@@ -30,7 +30,7 @@ import torch
 from fgdepth.data.batch import DEPTH_MAX, as_float
 from fgdepth.data.cleanup import workers_folder
 from fgdepth.data.dataset import Dataset
-from fgdepth.data.disk import check_room, disk_full_as, reserve
+from fgdepth.data.disk import Unwritable, check_room, check_writable, disk_full_as, reserve
 from fgdepth.data.format import DataError, Problem, read_rgb_sizes, read_sample_sizes
 from fgdepth.parallel import chunked, run_chunks
 
@@ -41,6 +41,15 @@ def cache_root() -> Path:
     """``$FGDEPTH_CACHE`` when set, else ``~/.cache/fgdepth``."""
     env = os.environ.get("FGDEPTH_CACHE")
     return Path(env) if env else Path.home() / ".cache" / "fgdepth"
+
+
+def check_cache_root() -> None:
+    """The cache folder can be written (checked before any work that fills it: a decode
+    cache, the built-in dataset); Unwritable, one line naming it, when it cannot."""
+    try:
+        check_writable(cache_root(), "dir")
+    except Unwritable as exc:
+        raise Unwritable(f"{exc}; point FGDEPTH_CACHE at a writable folder") from None
 
 
 # what each part of a cache holds

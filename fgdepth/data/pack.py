@@ -15,6 +15,7 @@ at a row — while a node reads large files from shared storage instead of 10^6 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tarfile
@@ -23,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fgdepth.data.disk import OutputRefused, check_new_folder
+from fgdepth.data.disk import OutputRefused, check_new_folder, write_errors_as
 from fgdepth.data.units import DATASET_YAML
 from fgdepth.errors import DataError
 
@@ -50,10 +51,23 @@ class Packed:
     shards: list[str]
 
 
-def pack(dataset, out: Path, rows_per_shard: int = 10000) -> Packed:
-    """Write ``dataset`` (an opened folder or zip) as shards under ``out``; returns them."""
+@contextlib.contextmanager
+def _tar(file):
+    """A WebDataset TarWriter on ``file``. After a failed write it is closed at once, its
+    error ignored: tarfile would otherwise write again, and complain, when collected."""
     import webdataset as wds  # noqa: PLC0415
 
+    writer = wds.TarWriter(file, mtime=0)  # a fixed date: the same bytes every time
+    try:
+        yield writer
+    except BaseException:
+        with contextlib.suppress(Exception):
+            writer.close()
+        raise
+
+
+def pack(dataset, out: Path, rows_per_shard: int = 10000) -> Packed:
+    """Write ``dataset`` (an opened folder or zip) as shards under ``out``; returns them."""
     if rows_per_shard < 1:
         raise OutputRefused(f"--rows-per-shard: {rows_per_shard} is not allowed (1 or more)")
     check_new_folder(out, source=dataset.path)
@@ -67,8 +81,7 @@ def pack(dataset, out: Path, rows_per_shard: int = 10000) -> Packed:
     shards: list[str] = []
     for start in range(0, n, rows_per_shard):
         shard = f"shards/shard-{len(shards):06d}.tar"
-        with open(out / shard, "wb") as f:
-            writer = wds.TarWriter(f, mtime=0)  # a fixed date: the same bytes every time
+        with write_errors_as(out / shard), open(out / shard, "wb") as f, _tar(f) as writer:
             for i in range(start, min(n, start + rows_per_shard)):
                 sample = {"__key__": f"r{i:09d}"}
                 for col in ROW_COLUMNS:

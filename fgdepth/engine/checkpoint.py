@@ -31,17 +31,46 @@ def tensor_bytes(obj) -> int:
     return 0
 
 
+class _KeepsWriteErrors:
+    """A file whose failed write is kept: torch.save reports one as a RuntimeError of its
+    own ("unexpected pos"), without the OS's reason (a full disk, the file size limit)."""
+
+    def __init__(self, file):
+        self.file, self.error = file, None
+
+    def write(self, data) -> int:
+        try:
+            return self.file.write(data)
+        except OSError as exc:
+            self.error = exc
+            raise
+
+    def flush(self) -> None:
+        self.file.flush()
+
+
+def _save(obj, file) -> None:
+    """torch.save, raising the OS's error when a write fails."""
+    kept = _KeepsWriteErrors(file)
+    try:
+        torch.save(obj, kept)
+    except RuntimeError:
+        if kept.error is None:
+            raise
+        raise kept.error from None
+
+
 def atomic_save(obj, path: str | Path, previous: str | Path | None = None) -> Path:
     """torch.save to a temporary file in the same folder, fsync, then rename over ``path``;
     with ``previous``, the file that was at ``path`` is first renamed to it. An interrupted
-    or failed write (a full disk: DiskFull, one line) leaves ``path`` as it was and no
-    temporary file."""
+    or failed write (a full disk: DiskFull; the file size limit, a read-only disk:
+    WriteFailed; one line each) leaves ``path`` as it was and no temporary file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with disk_full_as(path, tensor_bytes(obj)), os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+            _save(obj, f)
             f.flush()
             os.fsync(f.fileno())
         if previous is not None and path.exists():
@@ -71,6 +100,23 @@ class CheckpointError(DataError):
     """A file that cannot be used as a checkpoint or training state; one line for the user."""
 
 
+# how torch's weights-only loader (2.13) names code it refuses to run while unpickling: a
+# function or class it does not allow, or one of a module it blocks (os, sys: e.g. os.system)
+_CODE = (
+    re.compile(r"GLOBAL (\S+) was not an allowed global"),
+    re.compile(r"unsupported GLOBAL (\S+) whose module \S+ is blocked"),
+)
+
+
+def _code_named(message: str) -> str | None:
+    """What code an unpickling error names (``print``, ``posix.system``), else None."""
+    for pattern in _CODE:
+        found = pattern.search(message)
+        if found:
+            return found.group(1).strip()
+    return None
+
+
 def _torch_load(path: str | Path, what: str):
     """``torch.load(weights_only=True)`` with one line for each way the file can be wrong;
     never the advice to load it with ``weights_only=False``."""
@@ -82,10 +128,10 @@ def _torch_load(path: str | Path, what: str):
     except FileNotFoundError:
         raise NotFound(f"{path}: no such {what}") from None
     except pickle.UnpicklingError as exc:
-        code = re.search(r"GLOBAL (\S+) was not an allowed global", str(exc))
+        code = _code_named(str(exc))
         if code:
             raise CheckpointError(
-                f"{path}: refused: it holds code ({code.group(1)}), which would run when it is "
+                f"{path}: refused: it holds code ({code}), which would run when it is "
                 f"loaded; a {what} holds only tensors and plain data"
             ) from None
         raise CheckpointError(f"{path}: not a {what} (not a torch file)") from None

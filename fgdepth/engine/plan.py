@@ -9,6 +9,7 @@ import numpy as np
 
 from fgdepth.config import Config, ConfigError, StageConfig, scaled_stages
 from fgdepth.data import Dataset, Problem
+from fgdepth.data.cache import check_cache_root
 from fgdepth.data.modes import DataPlan, DataShape, data_shape, plan_stage_data
 from fgdepth.engine.checks import check
 from fgdepth.models import model_class
@@ -52,15 +53,19 @@ def check_samples(config: Config, stages: list[StageConfig], n_train: int) -> li
 
 
 def plan_data(config: Config, stages: list[StageConfig], input_scale: int, shape: DataShape):
-    """How each stage reads its data, by ``data.cache`` and ``data.cache_budget_gb``."""
+    """How each stage reads its data, by ``data.cache`` and ``data.cache_budget_gb``; a cache
+    folder that a stage would write to and cannot is one line now, not after a stage."""
     budget = config.data.cache_budget_gb
-    return plan_stage_data(
+    plans = plan_stage_data(
         [s.size for s in stages],
         input_scale,
         shape,
         config.data.cache,
         None if budget is None else int(budget * 1e9),
     )
+    if any(p.new_bytes for p in plans):
+        check_cache_root()
+    return plans
 
 
 @dataclass

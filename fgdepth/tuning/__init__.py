@@ -88,6 +88,11 @@ def study_name(config: Config, name: str | None = None) -> str:
     return name or f"{config.name}-{config.profile}"
 
 
+def default_out(name: str) -> Path:
+    """Where study ``name`` writes its summary when no folder is given."""
+    return Path("outputs") / "tune" / name
+
+
 def open_study(config: Config, name: str, storage: str = "", heartbeat: int = 60):
     """Check the search space, then create (or load) the study: before any run or worker."""
     check_space(config)
@@ -146,7 +151,7 @@ def _finish(study, config, experiment, parent, out, codes) -> TuneOutcome:
             f"study '{study.study_name}': no trial completed ({states or 'no trials'}); "
             "no best configuration"
         )
-    out = Path(out or Path("outputs") / "tune" / study.study_name)
+    out = Path(out or default_out(study.study_name))
     files = write_summary(study, config, out)
     best_yaml, trial, value = write_best(study, config, experiment, out)
     return TuneOutcome(

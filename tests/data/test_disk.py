@@ -44,3 +44,46 @@ def test_a_full_disk_at_a_state_write_fails_the_run_in_one_line(
     (state,) = (tmp_path / "states").glob("*/state.pt")  # the first state, whole
     assert torch.load(state, weights_only=True)["format"] == writes[0]
     assert not list((tmp_path / "states").glob("*/.*tmp"))
+
+
+@pytest.mark.parametrize(
+    "path, kind, message",
+    [
+        ("new/deeper", "dir", None),  # made with its parents
+        ("folder", "dir", None),
+        ("notes.txt", "file", None),  # a file there, writable: replaced
+        ("new/grid.png", "file", None),
+        ("notes.txt", "dir", "notes.txt: exists and is not a folder"),
+        ("folder", "file", "folder: is a folder, not a file"),
+        ("notes.txt/sub", "dir", "notes.txt/sub: cannot be made: {tmp}/notes.txt is a file"),
+        ("notes.txt/a/b.png", "file", "b.png: cannot be made: {tmp}/notes.txt is a file"),
+    ],
+)
+def test_check_writable_takes_the_right_kind_of_place(tmp_path, monkeypatch, path, kind, message):
+    from fgdepth.data.disk import Unwritable, check_writable
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "notes.txt").write_text("mine")
+    (tmp_path / "folder").mkdir()
+    if message is None:
+        check_writable(path, kind)
+        assert not (tmp_path / "new").exists()  # a check writes nothing
+        return
+    with pytest.raises(Unwritable) as err:
+        check_writable(path, kind)
+    assert message.format(tmp=tmp_path) in str(err.value)
+
+
+def test_a_write_the_os_refuses_names_the_file_or_the_place(tmp_path):
+    from fgdepth.data.disk import WriteFailed, write_errors_as
+
+    with pytest.raises(WriteFailed) as err, write_errors_as(tmp_path / "out"):
+        raise OSError(errno.EFBIG, "File too large")  # a write(): no file named
+    assert str(err.value) == f"{tmp_path / 'out'}: file too large (over this process's file " \
+        "size limit, ulimit -f)"  # fmt: skip
+    with pytest.raises(WriteFailed) as err, write_errors_as(tmp_path / "out"):
+        raise OSError(errno.EROFS, "Read-only file system", str(tmp_path / "out" / "a.png"))
+    assert str(err.value) == f"{tmp_path / 'out' / 'a.png'}: a read-only file system"
+    with pytest.raises(OSError) as err, write_errors_as(tmp_path / "out"):
+        raise OSError(errno.ECONNREFUSED, "Connection refused")  # not a write: as it was
+    assert not isinstance(err.value, WriteFailed)

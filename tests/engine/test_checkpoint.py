@@ -28,6 +28,20 @@ class Code:
         return (print, ("this ran",))
 
 
+class Shell:
+    """Unpickling this would run a shell command (torch blocks the module ``os`` outright)."""
+
+    def __reduce__(self):
+        return (os.system, ("echo this ran",))
+
+
+class Custom:
+    """A class of the user's own: unpickling it would import and run its module's code."""
+
+    def __init__(self):
+        self.value = 1
+
+
 def _random_bytes(path):
     path.write_bytes(os.urandom(2000))
 
@@ -38,6 +52,14 @@ def _other_torch_file(path):
 
 def _code(path):
     torch.save({"format": FORMAT, "model": Code()}, path)
+
+
+def _shell(path):
+    torch.save({"format": FORMAT, "model": Shell()}, path)
+
+
+def _custom(path):
+    torch.save({"format": FORMAT, "model": Custom()}, path)
 
 
 def _newer(path):
@@ -65,6 +87,8 @@ def _folder(path):
         (_truncated, "not a checkpoint (not a readable torch file: cut short, corrupt"),
         (_other_torch_file, "not an fgdepth checkpoint"),
         (_code, "refused: it holds code (print), which would run when it is loaded"),
+        (_shell, "refused: it holds code (posix.system), which would run when it is loaded"),
+        (_custom, f"refused: it holds code ({__name__}.Custom), which would run when it"),
         (_newer, "a checkpoint of a newer fgdepth (format 7; this version reads 1)"),
         (_wrong_weights, "a checkpoint whose weights do not fit its model (unet {'width': 8})"),
     ],
@@ -113,6 +137,27 @@ def test_a_full_disk_keeps_the_previous_state_and_says_so_in_one_line(tmp_path, 
     assert "\n" not in str(exc.value)
     assert torch.load(path, weights_only=True)["step"] == 1  # the earlier state, whole
     assert [p.name for p in tmp_path.iterdir()] == ["state.pt"]  # no temporary file
+
+
+def test_a_file_size_limit_keeps_the_previous_state_and_names_the_file(tmp_path):
+    """torch.save reports a failed write as a RuntimeError of its own; the OS's reason (here
+    EFBIG: the process's file size limit, as ``ulimit -f`` sets it) is what the user reads."""
+    import resource
+
+    path = tmp_path / "state.pt"
+    atomic_save({"step": 1, "w": torch.zeros(10)}, path)
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, hard))  # Python ignores SIGXFSZ
+    try:
+        with pytest.raises(OSError) as exc:
+            atomic_save({"step": 2, "w": torch.zeros(100_000)}, path)  # 400 kB
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    assert exc.value.errno == errno.EFBIG
+    assert str(exc.value) == f"{path}: file too large (over this process's file size limit, " \
+        "ulimit -f)"  # fmt: skip
+    assert torch.load(path, weights_only=True)["step"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["state.pt"]
 
 
 def test_tensor_bytes_counts_nested_tensors():
