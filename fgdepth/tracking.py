@@ -44,9 +44,10 @@ DEFAULT_EXPERIMENT = "fgdepth"
 # the UI opens a model-training experiment on its runs, not on the GenAI traces view
 EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
 SAMPLES_KEY = "test_samples"  # the image series of the test samples: a step per stage
-# the final model's test samples, under one name in every run (the Compare page pairs them) and
-# as a table (the evaluation view shows it): the same rows in every run on the same data
-TEST_PICTURE = "samples/test.png"
+# the final model's test samples, under one name in every run and at the artifacts' root (the
+# Compare page pairs the files it finds there, and lists no folders), and as a table (the
+# evaluation view shows it): the same rows in every run on the same data
+TEST_PICTURE = "test_samples.png"
 TEST_TABLE = "eval/test_samples.json"
 NOTE = "mlflow.note.content"  # the run's description in the UI
 

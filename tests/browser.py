@@ -85,17 +85,22 @@ def loaded_images(driver) -> list[tuple[str, int, int]]:
 
 
 def click_text(driver, text: str, timeout: float = 30) -> None:
-    """Click the element whose own text is ``text`` (waiting for it to appear)."""
+    """Click the shown element whose own text is ``text`` (waiting for it to appear): a page
+    may also hold the text in elements it hides, which cannot be clicked."""
     from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.common.by import By
 
     def find(d):
         try:
-            return d.find_element(By.XPATH, f"//*[normalize-space(text())='{text}']")
+            same = f"normalize-space(.)='{text}'"  # the deepest element that reads ``text``
+            found = d.find_elements(By.XPATH, f"//*[{same} and not(*[{same}])]")
+            return next((e for e in found if e.is_displayed()), found[0] if found else None)
         except WebDriverException:
             return None
 
-    wait_for(driver, find, timeout, what=f"'{text}'").click()
+    element = wait_for(driver, find, timeout, what=f"'{text}'")
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", element)
+    driver.execute_script("arguments[0].click()", element)  # also where a tree draws over it
 
 
 def screenshot(driver, name: str, folder: Path) -> Path:

@@ -18,6 +18,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from fgdepth.serving import encode_file
+from fgdepth.tracking import TEST_PICTURE
 from tests.services import http_server, mlflow_server
 
 pytestmark = pytest.mark.slow  # a tracking server on PostgreSQL, training processes
@@ -161,7 +162,7 @@ def test_every_artifact_comes_back_through_the_servers_proxy(server, team_runs, 
     train = next(r for r in team_runs.runs if r.info.run_name == "alice")
     run_id = train.info.run_id
     top = {a.path for a in admin.list_artifacts(run_id)}
-    assert {"config.yaml", "metrics.json", "samples", "images", "checkpoint"} <= top
+    assert {"config.yaml", "metrics.json", TEST_PICTURE, "images", "checkpoint"} <= top
     (model,) = admin.search_logged_models(
         [train.info.experiment_id], filter_string=f"source_run_id = '{run_id}'"
     )
@@ -169,7 +170,7 @@ def test_every_artifact_comes_back_through_the_servers_proxy(server, team_runs, 
     wanted = {  # the pictures, the checkpoint, the model: path on the server -> artifact URI
         f"{run_id}/artifacts/{path}": f"{train.info.artifact_uri}/{path}"
         for path in (
-            next(a.path for a in admin.list_artifacts(run_id, "samples")),
+            TEST_PICTURE,
             next(a.path for a in admin.list_artifacts(run_id, "images")),
             "checkpoint/model.pt",
         )

@@ -108,7 +108,7 @@ def test_a_run_finishes_with_its_model_and_leaves_no_state(store, tmp_path):
     run = client.get_run(run_id)
     assert run.info.status == "FINISHED" and run.info.run_name == "r"
     assert run.data.tags["k"] == "v" and run.data.tags["fgdepth.entry_point"] == "e"
-    assert run.data.metrics["mask_iou"] == pytest.approx(result.metrics["mask_iou"])
+    assert run.data.metrics["test_mask_iou"] == pytest.approx(result.metrics["mask_iou"])
     assert "checkpoint" in {a.path for a in client.list_artifacts(run_id)}
     assert model_size(run_id) == result.stages[-1].config.size  # the logged model's metadata
     assert not (tmp_path / "outputs" / "checkpoints" / run_id).exists()
