@@ -53,4 +53,4 @@ def test_an_installed_fgdepth_trains_a_shipped_experiment_from_an_empty_folder(t
     _run(train, empty, env)
     client = MlflowClient(env["MLFLOW_TRACKING_URI"])
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
-    assert [(r.info.run_name, r.info.status) for r in runs] == [("default", "FINISHED")]
+    assert [(r.info.run_name, r.info.status) for r in runs] == [("default seed 0", "FINISHED")]
