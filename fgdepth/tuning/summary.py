@@ -191,14 +191,7 @@ def _plots(study: optuna.Study, config: Config, out: Path) -> dict[str, Path]:
     import matplotlib.pyplot as plt
 
     files = {}
-    for name, make in _plot_makers(study, config.tune.objective).items():
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            try:
-                ax = make()
-            except (ValueError, RuntimeError, ZeroDivisionError) as exc:
-                log.warning("%s not drawn: %s", name, exc)
-                continue
+    for name, ax in _drawn(_plot_makers(study, config.tune.objective)):
         fig = ax.figure if hasattr(ax, "figure") else ax.flat[0].figure
         fig.set_size_inches(8, 5)
         fig.tight_layout()
@@ -206,6 +199,20 @@ def _plots(study: optuna.Study, config: Config, out: Path) -> dict[str, Path]:
         plt.close(fig)
         files[name] = out / name
     return files
+
+
+def _drawn(makers: dict):
+    """(name, plot) for each maker that draws: a study too small for a plot (one trial, no
+    intermediate values) skips that plot with a warning."""
+    for name, make in makers.items():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                plot = make()
+            except (ValueError, RuntimeError, ZeroDivisionError) as exc:
+                log.warning("%s not drawn: %s", name, exc)
+                continue
+        yield name, plot
 
 
 def _interactive_plots(study: optuna.Study, config: Config, out: Path) -> dict[str, Path]:
@@ -236,14 +243,7 @@ def _interactive_plots(study: optuna.Study, config: Config, out: Path) -> dict[s
     if len(names) in (2, 3):
         makers["Pareto front"] = lambda: vis.plot_pareto_front(study, target_names=names)
     parts = []
-    for title, make in makers.items():
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            try:
-                figure = make()
-            except (ValueError, RuntimeError, ZeroDivisionError) as exc:
-                log.warning("%s not drawn: %s", title, exc)
-                continue
+    for title, figure in _drawn(makers):
         # plotly.js once, inside the page: the UI shows it without reaching the network
         parts.append(f"<h2>{title}</h2>" + figure.to_html(
             full_html=False, include_plotlyjs=not parts
