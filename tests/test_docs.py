@@ -171,7 +171,7 @@ PLACEHOLDERS = {
     "DIR": "outputs/x",
     "FILE": "optuna.log",
     "NAME": "default",
-    "STUDY": "default-cpu",
+    "STUDY": "default-cpu-cefab434",
     "PROFILE": "cpu",
     "KEY": "lr",
     "VALUE": "0.01",

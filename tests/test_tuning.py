@@ -15,6 +15,7 @@ from fgdepth.engine.fit import DivergenceError
 from fgdepth.tuning import (
     PRUNERS,
     PruningCallback,
+    StudyData,
     apply_params,
     best_config,
     best_experiment,
@@ -24,11 +25,15 @@ from fgdepth.tuning import (
     masked,
     objective_values,
     objectives,
+    open_storage,
+    open_study,
     schedule_label,
     score,
+    study_name,
     study_params,
     trials_to_go,
 )
+from fgdepth.tuning.storage import DATA, DATA_FORCED, DATA_PATH
 
 
 def smoke(*sets, experiment="bce_ssim"):
@@ -317,6 +322,62 @@ def test_best_yaml_holds_the_tuned_values_at_the_original_scale_not_the_profiles
     for key in ("name", "description", "tune"):  # best.yaml's own name; the study's space
         best, expected = (dataclasses.replace(c, **{key: None}) for c in (best, expected))
     assert best == expected
+
+
+# --- the data a study tunes on ---------------------------------------------------------------
+
+A, B = StudyData("aaaa1111", "/data/a"), StudyData("bbbb2222", "the built-in data synth-n40")
+STORAGES = {"sqlite": "sqlite:///{tmp}/optuna.db", "journal": "journal:{tmp}/journal.log"}
+
+
+def test_the_default_study_name_holds_the_data_key_and_a_given_name_is_kept():
+    assert study_name(smoke(), None, A.key) == "bce_ssim-smoke-aaaa1111"
+    assert study_name(smoke(), "mine", A.key) == "mine"
+
+
+@pytest.mark.parametrize("storage", list(STORAGES))
+def test_a_study_refuses_other_data_unless_forced_and_records_it(tmp_path, storage):
+    check_study_data(STORAGES[storage].format(tmp=tmp_path))
+
+
+def check_study_data(url: str) -> None:
+    """A study records its data; on other data it is refused in one line, or with
+    ``force_data`` continued, which it records once and says each time."""
+    said: list[str] = []
+    study = open_study(smoke(), "s", url, data=A, print_fn=said.append)
+    assert study.user_attrs == {DATA: A.key, DATA_PATH: A.where}
+    open_study(smoke(), "s", url, data=A, print_fn=said.append)  # the same data: continued
+    assert said == []
+    with pytest.raises(ConfigError) as refused:
+        open_study(smoke(), "s", url, data=B)
+    assert str(refused.value) == (
+        "study 's' was tuned on other data or splits (aaaa1111, /data/a); this data is "
+        "bbbb2222 (the built-in data synth-n40): leave out --study for a study of its own, or "
+        "add --force-data to continue it on this data"
+    )
+    for _ in range(2):
+        study = open_study(smoke(), "s", url, data=B, force_data=True, print_fn=said.append)
+    mixes = (
+        "study 's' mixes data: tuned on aaaa1111, /data/a, continued (--force-data) on "
+        "bbbb2222 (the built-in data synth-n40)"
+    )
+    assert said == [mixes, mixes]
+    assert study.user_attrs[DATA] == A.key  # still the study's own data
+    assert study.user_attrs[DATA_FORCED] == [{"key": B.key, "path": B.where}]
+
+
+@pytest.mark.parametrize("storage", list(STORAGES))
+def test_a_study_made_before_studies_recorded_their_data_takes_this_data(tmp_path, storage):
+    url = STORAGES[storage].format(tmp=tmp_path)
+    old = optuna.create_study(study_name="old", storage=open_storage(url), direction="maximize")
+    old.optimize(lambda trial: 0.5, n_trials=1)
+    said: list[str] = []
+    study = open_study(smoke(), "old", url, data=A, print_fn=said.append)
+    assert said == ["study 'old' had no record of its data: taken to be this data, aaaa1111 "
+                    "(/data/a)"]  # fmt: skip
+    assert (study.user_attrs[DATA], study.user_attrs[DATA_PATH]) == (A.key, A.where)
+    with pytest.raises(ConfigError, match="was tuned on other data"):
+        open_study(smoke(), "old", url, data=B)
 
 
 # --- studies tracked in MLflow ---------------------------------------------------------------

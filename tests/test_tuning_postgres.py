@@ -13,7 +13,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-from tests.test_tuning import children
+from tests.test_tuning import check_study_data, children
 
 pytestmark = pytest.mark.slow  # PostgreSQL and tuning worker processes
 
@@ -97,6 +97,10 @@ def test_two_workers_share_a_postgres_study_and_the_password_stays_secret(postgr
 
 def masked_url(postgres, db=None):
     return f"postgresql://{postgres.user}:***@127.0.0.1:{postgres.port}/" + (db or "")
+
+
+def test_a_postgres_study_refuses_other_data_unless_forced_and_records_it(postgres):
+    check_study_data(postgres.url(postgres.database()))  # as on SQLite and a journal
 
 
 def test_a_worker_killed_with_sigkill_has_its_trial_failed_and_retried(postgres, env, tmp_path):

@@ -194,7 +194,7 @@ def _tune(args) -> int:
         _config_from_args(args), args.experiment, train_best, study_name=args.study or None,
         storage=args.storage, workers=args.workers, tracking=args.tracking,
         experiment_name=args.experiment_name, out=Path(args.out) if args.out else None,
-        heartbeat=args.heartbeat, argv=args.argv,
+        heartbeat=args.heartbeat, argv=args.argv, force_data=args.force_data == "yes",
     )  # fmt: skip
 
 
@@ -381,7 +381,19 @@ def build_parser() -> argparse.ArgumentParser:
     tn.add_argument("--experiment", default="default", help="experiment name or YAML file")
     _add_train_options(tn)
     tn.add_argument("--trials", type=_whole, default=None)
-    tn.add_argument("--study", default=None, help="study name (default EXPERIMENT-PROFILE)")
+    tn.add_argument(
+        "--study",
+        default=None,
+        help="study name (default EXPERIMENT-PROFILE-KEY, KEY: a digest of the data and splits)",
+    )
+    tn.add_argument(
+        "--force-data",
+        nargs="?",
+        const="yes",
+        default="no",
+        choices=["yes", "no"],
+        help="continue the --study on other data than it was tuned on (recorded in the study)",
+    )
     tn.add_argument(
         "--storage",
         default="",

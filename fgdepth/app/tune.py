@@ -3,6 +3,7 @@ children of one MLflow run per study."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shlex
 from dataclasses import dataclass, field
@@ -10,7 +11,7 @@ from pathlib import Path
 
 from fgdepth import tracking as trk
 from fgdepth import tuning
-from fgdepth.app.datasets import resolve_dataset
+from fgdepth.app.datasets import is_builtin, resolve_dataset
 from fgdepth.app.signals import (
     StopSignals,
     handled_signals,
@@ -21,6 +22,7 @@ from fgdepth.app.signals import (
 from fgdepth.app.train import RunSpec, go_on, train
 from fgdepth.config import Config, ConfigError
 from fgdepth.data import Dataset
+from fgdepth.data.builtin import builtin_folder
 from fgdepth.data.disk import check_writable
 from fgdepth.engine.checks import load_experiment
 from fgdepth.engine.stopping import Interrupted, StopNow
@@ -69,6 +71,25 @@ class TrialTrainer:
         trk.set_tags(run_id, tags)
 
 
+def study_data(config: Config) -> tuning.StudyData:
+    """The data a study of ``config`` tunes on: a key of the dataset and of the rows its trials
+    train and are scored on (the splits, the validation rows), and where the data is. The
+    built-in data is known by its settings, which give byte-identical files wherever they are
+    generated: machines that share a study agree on it, and it is keyed before it is made.
+    Data on disk is known by its fingerprint (manifest, and each file's size and date)."""
+    data = config.data
+    if is_builtin(config):
+        name = builtin_folder(data.synth).name
+        identity, where = f"builtin {name}", f"the built-in data {name}"
+    else:
+        dataset = resolve_dataset(config)
+        identity, where = dataset.fingerprint(), str(Path(dataset.path).resolve())
+    # eval.max_samples is left out: it caps the test rows, which never choose a trial
+    rows = (float(data.test), float(data.val), data.split_seed, data.val_samples)
+    key = hashlib.sha256(f"{identity} {rows}".encode()).hexdigest()[:8]
+    return tuning.StudyData(key, where)
+
+
 def tune(
     config: Config,
     experiment: str,
@@ -82,21 +103,28 @@ def tune(
     heartbeat: int = 60,
     print_fn=print,
     stop=None,
+    data: tuning.StudyData | None = None,
+    force_data: bool = False,
 ) -> tuning.TuneOutcome:
     """Run (or continue) a study over ``config``'s search space with ``workers`` processes,
     tracked as one MLflow parent run with a child run per trial. ``stop()`` names a signal
-    this process got: the trials under way and the parent run end KILLED (Interrupted)."""
+    this process got: the trials under way and the parent run end KILLED (Interrupted).
+    ``data``: ``study_data(config)``, if known; a study tuned on other data is refused unless
+    ``force_data``."""
     for option, value in (("--workers", workers), ("--heartbeat", heartbeat)):
         if value < 1:
             raise ConfigError(f"{option}: {value} is not allowed (1 or more)")
-    name = tuning.study_name(config, study_name)
+    data = data or study_data(config)
+    name = tuning.study_name(config, study_name, data.key)
     storage = storage or tuning.DEFAULT_STORAGE
     # every choice checked before any work: --tracking (and its server), where the study
     # writes (the summary, the trials' files), the search space and the storage
     trk.setup_tracking(tracking)
     for folder in (out or tuning.default_out(name), tuning.artifact_dir(storage)):
         check_writable(folder, "dir")
-    tuning.open_study(config, name, storage, heartbeat)
+    tuning.open_study(
+        config, name, storage, heartbeat, data=data, force_data=force_data, print_fn=print_fn
+    )
     resolve_dataset(config)  # generated once here, before workers start
     settings = trk.setup_tracking(tracking)
     experiment_name = experiment_name or trk.DEFAULT_EXPERIMENT
@@ -136,7 +164,7 @@ def _log_outcome(outcome: tuning.TuneOutcome, params: dict, objectives: list[str
 
 def tune_again(argv, experiment: str, name: str) -> str:
     """The command that continues study ``name``: this one's words, with ``--study NAME``
-    where they lack it (the default name follows the experiment and profile)."""
+    where they lack it (the default name follows the experiment, the profile and the data)."""
     words = ["fgdepth", *argv] if argv else ["fgdepth", "tune", "--experiment", experiment]
     if not any(w == "--study" or w.startswith("--study=") for w in words):
         words += ["--study", name]
@@ -150,10 +178,11 @@ def tune_command(
     training run of the best configuration. ``argv``: the command's words, to say how to
     continue the study after a signal."""
     trk.quiet_libraries()
-    name = tuning.study_name(config, options.get("study_name"))
+    data = study_data(config)  # the built-in data is made later, in tune(), once
+    name = tuning.study_name(config, options.get("study_name"), data.key)
     with handled_signals() as stop:
         try:
-            outcome = tune(config, experiment, stop=stop, **options)
+            outcome = tune(config, experiment, stop=stop, data=data, **options)
         except (Interrupted, StopNow) as exc:
             again = tune_again(argv, experiment, name)
             return stopped(exc, f"its runs ended KILLED; study '{name}' continues (a stopped "

@@ -4,7 +4,9 @@ A study searches the experiment's ``tune`` block (learning rate per stage, resiz
 loss weights, batch size). Each trial is a normal training run, trained and tracked by the
 application's ``Trainer``; the validation score is reported every epoch so that a pruner can
 stop hopeless trials early (``TrialPruned``: to Optuna a pruned trial, to the engine a stop).
-Running again with the same study name continues the study up to its trial count.
+Running again with the same study name continues the study up to its trial count; the
+default name holds a key of the data (``study_name``), so that each dataset and split has a
+study of its own.
 
 - ``space``: the search space, pruners and samplers by name, the pruning callback;
 - ``storage``: storage URLs, lost-trial recovery, counting trials across workers;
@@ -42,6 +44,8 @@ from fgdepth.tuning.space import (
 )
 from fgdepth.tuning.storage import (
     DEFAULT_STORAGE,
+    StudyData,
+    check_data,
     counts,
     create_study,
     here,
@@ -64,10 +68,11 @@ warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning
 
 __all__ = [
     "DEFAULT_STORAGE", "PRUNERS", "SAMPLERS", "Job", "NoTrialCompleted", "PruningCallback",
-    "Trainer", "TrialPruned", "TrialRun", "TuneOutcome", "apply_params", "artifact_dir",
-    "best_config", "best_experiment", "check_space", "counts", "create_study", "formula",
-    "masked", "objective_label", "objective_values", "objectives", "open_storage", "open_study",
-    "schedule_label", "score", "study_params", "suggest", "trials_to_go", "tune", "tuned_keys",
+    "StudyData", "Trainer", "TrialPruned", "TrialRun", "TuneOutcome", "apply_params",
+    "artifact_dir", "best_config", "best_experiment", "check_data", "check_space", "counts",
+    "create_study", "formula", "masked", "objective_label", "objective_values", "objectives",
+    "open_storage", "open_study", "schedule_label", "score", "study_params", "suggest",
+    "trials_to_go", "tune", "tuned_keys",
 ]  # fmt: skip
 
 
@@ -84,8 +89,11 @@ class TuneOutcome:
     exit_codes: list[int]
 
 
-def study_name(config: Config, name: str | None = None) -> str:
-    return name or f"{config.name}-{config.profile}"
+def study_name(config: Config, name: str | None, data_key: str) -> str:
+    """``name``, or EXPERIMENT-PROFILE-KEY: ``data_key`` (the application's) stands for the
+    data and splits, so that tuning on other data starts a study of its own instead of
+    learning from, and ranking against, trials on other rows."""
+    return name or f"{config.name}-{config.profile}-{data_key}"
 
 
 def default_out(name: str) -> Path:
@@ -93,10 +101,24 @@ def default_out(name: str) -> Path:
     return Path("outputs") / "tune" / name
 
 
-def open_study(config: Config, name: str, storage: str = "", heartbeat: int = 60):
-    """Check the search space, then create (or load) the study: before any run or worker."""
+def open_study(
+    config: Config,
+    name: str,
+    storage: str = "",
+    heartbeat: int = 60,
+    *,
+    data: StudyData | None = None,
+    force_data: bool = False,
+    print_fn=print,
+):
+    """Check the search space, then create (or load) the study, and check (or record) the
+    ``data`` it tunes on (see ``check_data``): before any run or worker."""
     check_space(config)
-    return create_study(config, name, storage or DEFAULT_STORAGE, heartbeat)
+    study = create_study(config, name, storage or DEFAULT_STORAGE, heartbeat)
+    note = check_data(study, data, force_data) if data is not None else None
+    if note:
+        print_fn(note)
+    return study
 
 
 def tune(

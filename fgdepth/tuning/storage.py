@@ -5,12 +5,16 @@
 - ``journal:PATH``: Optuna's journal file, for several processes on one machine;
 - ``postgresql://user@host/db``: several machines. RDB storages (SQLite, PostgreSQL) keep a
   heartbeat per running trial: a worker that dies leaves its trial failed and retried.
+
+A study records the data it tunes on in its user attributes (kept by every storage alike):
+continuing it on other data is refused unless asked for, and then recorded.
 """
 
 from __future__ import annotations
 
 import os
 import socket
+from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
@@ -22,6 +26,17 @@ from fgdepth.tuning.space import objectives
 
 DEFAULT_STORAGE = "sqlite:///optuna.db"
 MAX_RETRY = 2  # a trial whose worker died is run again at most this often
+# the study's user attributes that say what it was tuned on
+DATA, DATA_PATH, DATA_FORCED = "fgdepth.data", "fgdepth.data_path", "fgdepth.data_forced"
+
+
+@dataclass(frozen=True)
+class StudyData:
+    """The data a study tunes on, as the application names it: ``key``, a short digest of the
+    rows and splits that trials train and are scored on; ``where``, its place, for people."""
+
+    key: str
+    where: str
 
 
 def masked(url: str) -> str:
@@ -144,6 +159,34 @@ def create_study(
         )
     study.set_metric_names(names)
     return study
+
+
+def check_data(study: optuna.Study, data: StudyData, force: bool = False) -> str | None:
+    """Record the data of a new study (or of one made before studies recorded it); refuse to
+    continue a study on other data unless ``force``, which is then recorded in the study.
+    Returns a line to print, or None."""
+    name, attrs = study.study_name, study.user_attrs
+    here = f"{data.key} ({data.where})"
+    if attrs.get(DATA) is None:
+        study.set_user_attr(DATA, data.key)
+        study.set_user_attr(DATA_PATH, data.where)
+        if study.get_trials(deepcopy=False):
+            return f"study '{name}' had no record of its data: taken to be this data, {here}"
+        return None
+    if attrs[DATA] == data.key:
+        return None
+    own = f"{attrs[DATA]}, {attrs.get(DATA_PATH, '?')}"
+    if not force:
+        raise ConfigError(
+            f"study '{name}' was tuned on other data or splits ({own}); this data is {here}: "
+            "leave out --study for a study of its own, or add --force-data to continue it on "
+            "this data"
+        )
+    forced = attrs.get(DATA_FORCED, [])
+    entry = {"key": data.key, "path": data.where}
+    if entry not in forced:
+        study.set_user_attr(DATA_FORCED, [*forced, entry])
+    return f"study '{name}' mixes data: tuned on {own}, continued (--force-data) on {here}"
 
 
 # --- counting trials across workers ----------------------------------------------------------

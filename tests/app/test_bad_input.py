@@ -52,7 +52,6 @@ def _every_trial_fails(monkeypatch):
     def diverge(self, config, trial):
         raise DivergenceError("the loss became NaN")
 
-    monkeypatch.setattr(app_tune, "resolve_dataset", lambda config, path=None: None)
     monkeypatch.setattr(app_tune.TrialTrainer, "train", diverge)
 
 

@@ -53,6 +53,19 @@ def test_tune_flags_become_config_overrides(calls):
     assert config.tune.trials == 3 and config.tune.pruner.name == "none"
     assert config.tune.objective.multi and experiment == "bce_ssim" and train_best == "smoke"
     assert options["storage"] == "" and options["workers"] == 1 and options["out"] is None
+    assert options["force_data"] is False
+
+
+# --force-data as written by hand, and as the MLproject passes it (-P force_data=yes|no)
+@pytest.mark.parametrize(
+    ("words", "force"),
+    [([], False), (["--force-data"], True), (["--force-data", "yes"], True),
+     (["--force-data", "no"], False)],
+)  # fmt: skip
+def test_tune_force_data_reaches_the_study(calls, words, force):
+    assert cli.main(["tune", "--profile", "smoke", *words, "--study", "s"]) == 0
+    _, options = calls["tune"]
+    assert options["force_data"] is force and options["study_name"] == "s"
 
 
 def test_study_passes_the_experiments(calls):

@@ -13,6 +13,8 @@ from mlflow.tracking import MlflowClient
 
 from fgdepth import tracking as trk
 from fgdepth.app.signals import handled_signals, installed_signals
+from fgdepth.app.tune import study_data
+from fgdepth.config import load_config
 from fgdepth.engine.stopping import StopNow, exit_code
 from tests.test_reliability import fgdepth
 
@@ -136,12 +138,13 @@ def test_tune_stopped_by_a_signal_ends_its_runs_killed_and_says_how_to_continue(
     returncode, _, err = stop(proc, output, signals)
     assert returncode == code, err[-3000:]
     (line,) = [line for line in err.splitlines() if line.startswith(said)]
-    again = f"fgdepth tune {' '.join(args[1:])} --study bce_ssim-smoke"
-    assert line.endswith(f"study 'bce_ssim-smoke' continues (a stopped trial runs again) with: "
-                         f"{again}")  # fmt: skip
+    config = load_config("bce_ssim", "smoke", ["batch_size=2", f"data.path={synth_dir}"])
+    name = f"bce_ssim-smoke-{study_data(config).key}"  # the default name, of this data
+    again = f"fgdepth tune {' '.join(args[1:])} --study {name}"
+    assert line.endswith(f"study '{name}' continues (a stopped trial runs again) with: {again}")
     opened = runs(uri)
     assert len(opened) == 2 and {r.info.status for r in opened} == {"KILLED"}  # parent, trial
-    study = optuna.load_study(study_name="bce_ssim-smoke", storage=storage)
+    study = optuna.load_study(study_name=name, storage=storage)
     stopped, retry = study.get_trials()  # the stopped trial, and the same values queued again
     assert stopped.state == optuna.trial.TrialState.FAIL
     assert retry.state == optuna.trial.TrialState.WAITING and retry.params == stopped.params
