@@ -53,6 +53,7 @@ from fgdepth.config import load_config, scaled_stages  # noqa: E402
 from fgdepth.data import build_cache, build_model_cache  # noqa: E402
 from fgdepth.engine.evaluate import predict, to_device  # noqa: E402
 from fgdepth.engine.plan import split_indices  # noqa: E402
+from fgdepth.metrics import verdict  # noqa: E402
 from fgdepth.tracking import load_logged_model  # noqa: E402
 
 TARGETS = {"mask_iou": 0.93, "depth_rmse": 0.04, "minutes": 5.0}
@@ -237,15 +238,6 @@ def commit() -> str:
     return git("rev-parse", "--short", "HEAD").strip() + ("+changes" if dirty else "")
 
 
-def verdict(default: list[float], variant: list[float], direction: str) -> tuple[float, str]:
-    """The seeds' spread and better / same / worse for the variant's mean against the
-    default's."""
-    spread = max(max(default) - min(default), max(variant) - min(variant))
-    gain = sum(variant) / len(variant) - sum(default) / len(default)
-    gain = gain if direction == "higher" else -gain
-    return spread, "better" if gain > spread else "worse" if gain < -spread else "same"
-
-
 def floors_of(refs: dict) -> dict[str, str]:
     """The floors' values per headline metric, as text."""
     out = {}
@@ -294,7 +286,7 @@ def protocol_table(family: str, runs: dict, labels: tuple[str, str], command: st
     for metric, direction in HEADLINE.items():
         a = [r["metrics"][metric] for r in default]
         b = [r["metrics"][metric] for r in variant]
-        spread, said = verdict(a, b, direction)
+        spread, said = verdict(a, b, direction == "lower")
         verdicts[metric] = said
         rows.append([metric, " / ".join(f"{v:.4f}" for v in a), " / ".join(f"{v:.4f}" for v in b),
                      f"{spread:.4f}", said, floors[metric]])  # fmt: skip

@@ -191,6 +191,9 @@ class TuneConfig:
     """The search space of ``fgdepth tune`` and how trials are judged."""
 
     trials: int = 20
+    # a time budget in minutes: trials start until it is spent and the one under way ends at
+    # it (pruned, once a trial has completed); ``trials`` is then no limit
+    minutes: float | None = None
     lr: RangeConfig | None = None  # the peak learning rate of each stage (one per stage)
     # resize schedules to choose from: each a list of stages ({size, samples, epochs}, or any
     # stage key) laid over the experiment's stages (the last one repeats when a schedule is
@@ -232,6 +235,9 @@ class Config:
     seed: int = 0
     deterministic: bool = False
     max_minutes: float | None = None
+    # minutes of training steps (validation, tests and pictures aside): the stages' samples
+    # fitted to them on this machine, and training ends at them (``engine.budget``)
+    train_minutes: float | None = None
     checkpoint_minutes: float = 10.0  # a resumable state also every this often within an epoch
     # the profile applied (the commands resolve ``auto`` first: ``fgdepth.app.profile``);
     # without one, the experiment as written, which is the `full` profile's scale
@@ -612,4 +618,6 @@ def check_values(config: Config) -> None:
         _at_least("eval.max_samples", config.eval.max_samples, 1)
     if config.max_minutes is not None:
         _positive("max_minutes", config.max_minutes, zero=True)
+    if config.train_minutes is not None:
+        _positive("train_minutes", config.train_minutes)
     _positive("checkpoint_minutes", config.checkpoint_minutes)

@@ -63,6 +63,16 @@ def spread(values) -> tuple[float, float]:
     return mean, var**0.5
 
 
+def verdict(baseline, variant, lower_is_better: bool = False) -> tuple[float, str]:
+    """The seeds' spread (the larger of the two runs' ranges) and ``better``, ``same`` or
+    ``worse`` for the variant's mean against the baseline's: a difference within the spread
+    is the same."""
+    spread = max(max(baseline) - min(baseline), max(variant) - min(variant))
+    gain = sum(variant) / len(variant) - sum(baseline) / len(baseline)
+    gain = -gain if lower_is_better else gain
+    return spread, "better" if gain > spread else "worse" if gain < -spread else "same"
+
+
 def spread_text(mean: float, std: float, digits: int = 4) -> str:
     """``mean ± std``; the mean alone when there is no deviation (one run), a dash when there
     is no value."""

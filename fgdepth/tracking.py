@@ -547,7 +547,9 @@ class MLflowCallback(Callback):
 
     def on_fit_end(self, result: FitResult) -> None:
         # the test metrics were logged per stage (test_*): the last stage's are the headline
-        self._metrics({"minutes": result.seconds / 60}, "train_", 0)
+        # minutes of the whole fit, and of its training steps alone (a time budget's count)
+        minutes = {"minutes": result.seconds / 60, "step_minutes": result.train_seconds / 60}
+        self._metrics(minutes, "train_", 0)
         final = next((s for s in reversed(result.stages) if s.images), None)
         if final is not None:
             self.client.log_image(self.run_id, picture(final.images), TEST_PICTURE)
@@ -560,6 +562,7 @@ class MLflowCallback(Callback):
         summary = {
             "metrics": result.metrics,
             "minutes": result.seconds / 60,
+            "train_step_minutes": result.train_seconds / 60,
             "train_samples_per_s": result.train_samples_per_s,
             "stopped_early": result.stopped_early,
             "stages": [

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from fgdepth.metrics import METRIC_NAMES, MetricAccumulator, masked_median, ssim_window
+from fgdepth.metrics import METRIC_NAMES, MetricAccumulator, masked_median, ssim_window, verdict
 
 
 def test_ssim_window_fits_the_image():
@@ -124,3 +124,20 @@ def test_the_distance_error_in_metres_is_taken_per_image():
     plain = MetricAccumulator()  # no encoding: no metres
     plain.update(mask, pred, mask, depth)
     assert "fg_distance_error_m" not in plain.compute()
+
+
+@pytest.mark.parametrize(
+    ("default", "variant", "lower", "said"),
+    [
+        ([0.90, 0.92], [0.95, 0.96], False, "better"),  # gain 0.045 > spread 0.02
+        ([0.90, 0.92], [0.92, 0.93], False, "same"),  # gain 0.015 < spread 0.02
+        ([0.90, 0.92], [0.85, 0.86], False, "worse"),
+        ([0.08, 0.09], [0.05, 0.06], True, "better"),  # lower is better: a drop gains
+        ([0.08, 0.09], [0.10, 0.12], True, "worse"),
+        ([0.08, 0.08], [0.08, 0.08], True, "same"),  # no spread, no difference
+    ],
+)
+def test_a_verdict_needs_a_difference_beyond_the_spread(default, variant, lower, said):
+    spread, got = verdict(default, variant, lower)
+    assert got == said
+    assert spread == pytest.approx(max(max(default) - min(default), max(variant) - min(variant)))

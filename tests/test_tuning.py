@@ -2,6 +2,7 @@
 
 import dataclasses
 import importlib
+import time
 
 import optuna
 import pytest
@@ -218,6 +219,20 @@ def test_the_pruning_callback_reports_each_epoch_and_stops_when_told():
     with pytest.raises(optuna.TrialPruned, match="pruned at epoch 1"):
         cb.on_epoch_end(epoch(1, 0.6), None)
     assert trial.reported == [(0, pytest.approx(0.35)), (1, pytest.approx(0.45))]
+
+
+def test_a_spent_time_budget_prunes_the_trial_under_way_once_a_trial_has_completed():
+    """Before any trial completed, the trial under way is the study's only chance of a best
+    configuration: it goes on past the budget; after one has, it is pruned at the budget."""
+    study = optuna.create_study(direction="maximize", pruner=optuna.pruners.NopPruner())
+    val = {"mask_iou": 0.5, "depth_rmse": 0.1, "fg_distance_error": 0.05}
+    result = EpochResult(0, "s", 0, 0, {}, val, 0.01, 1.0, 1.0)
+    objective = smoke().tune.objective
+    PruningCallback(study.ask(), objective, deadline=time.time() - 1).on_epoch_end(result, None)
+    study.add_trial(optuna.create_trial(value=0.1))  # a completed trial
+    PruningCallback(study.ask(), objective, deadline=time.time() + 60).on_epoch_end(result, None)
+    with pytest.raises(optuna.TrialPruned, match="time budget is spent"):
+        PruningCallback(study.ask(), objective, deadline=time.time() - 1).on_epoch_end(result, None)
 
 
 def test_database_passwords_are_masked():

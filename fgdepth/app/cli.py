@@ -182,6 +182,7 @@ def _tune(args) -> int:
     overrides = list(args.set or [])
     for key, value in (
         ("tune.trials", args.trials),
+        ("tune.minutes", args.minutes or None),
         ("tune.pruner.name", args.pruner),
         ("tune.sampler", args.sampler),
         ("tune.objective.multi", True if args.multi_objective else None),
@@ -195,6 +196,7 @@ def _tune(args) -> int:
         storage=args.storage, workers=args.workers, tracking=args.tracking,
         experiment_name=args.experiment_name, out=Path(args.out) if args.out else None,
         heartbeat=args.heartbeat, argv=args.argv, force_data=args.force_data == "yes",
+        compare=args.compare == "yes",
     )  # fmt: skip
 
 
@@ -382,6 +384,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_options(tn)
     tn.add_argument("--trials", type=_whole, default=None)
     tn.add_argument(
+        "--minutes", type=float, default=None, metavar="M",
+        help="a time budget: trials start until M minutes have passed (--trials is then no "
+        "limit); the trial under way ends at it. 0: none",
+    )  # fmt: skip
+    tn.add_argument(
         "--study",
         default=None,
         help="study name (default EXPERIMENT-PROFILE-KEY, KEY: a digest of the data and splits)",
@@ -407,6 +414,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--heartbeat", type=int, default=60, help="seconds between a trial's heartbeats (RDB)"
     )
     tn.add_argument("--out", default=None, help="default outputs/tune/STUDY")
+    tn.add_argument(
+        "--compare", nargs="?", const="yes", default="no", choices=["yes", "no"],
+        help="then train the best configuration and the experiment with 2 seeds each and score "
+        "both on the test split: tuned_vs_default.csv and .png beside the study's summary",
+    )  # fmt: skip
     tn.add_argument(
         "--train-best",
         metavar="PROFILE",

@@ -3,9 +3,10 @@ seeds, every run under the same time budget, and compare them in one table and o
 
 The experiments differ in cost per sample (the original network costs about 26 times the
 default model), so at a profile with a budget (``BUDGET_MINUTES``) every run trains for the
-same minutes: its recipe's samples are scaled by one factor to fit, from a few timed steps
-(``engine.budget``). Before the first run the study prints how long it expects to take, and
-after each run how long is left."""
+same minutes (``train_minutes``): the run fits its recipe's samples to them by timed steps of
+its own model, fits its later stages again to the pace it trained at, and ends its training at
+them (``engine.budget``). Before the first run the study prints how long it expects to take,
+and after each run how long is left."""
 
 from __future__ import annotations
 
@@ -90,7 +91,7 @@ def expected_seconds(config: Config, rate) -> float:
     from fgdepth.engine.budget import recipe_seconds
 
     stages = scaled_stages(config)
-    train = recipe_seconds(config, rate)
+    train = config.train_minutes * 60 if config.train_minutes else recipe_seconds(config, rate)
     val = sum(config.data.val_samples * s.epochs / rate(config, s) for s in stages)
     tested = stages if config.eval.stage_tests else stages[-1:]
     rows = config.eval.max_samples or 1000  # the test split is capped by the profiles
@@ -115,10 +116,8 @@ def data_seconds(configs: list[Config], workers: int) -> float:
 
 
 def plan_study(names, seeds, profile, data, overrides=(), minutes=None) -> list[StudyRun]:
-    """Every (experiment, seed) as a checked config, fitted to ``minutes`` of training when
-    given, with its expected seconds; raises ConfigError before anything trains."""
-    from fgdepth.engine.budget import fit_to_budget
-
+    """Every (experiment, seed) as a checked config, to train for ``minutes`` when given,
+    with its expected seconds; raises ConfigError before anything trains."""
     extra: dict = {}
     if data is not None:
         extra["data"] = {"path": data_path(data)}
@@ -128,7 +127,7 @@ def plan_study(names, seeds, profile, data, overrides=(), minutes=None) -> list[
     rates, runs = Rates(), []
     for name, base in zip(names, bases, strict=True):
         if minutes:
-            base = fit_to_budget(base, minutes * 60, rates)
+            base = replace(base, train_minutes=minutes)
             if not any(o.startswith("max_minutes=") for o in overrides):  # a safety stop
                 base = replace(base, max_minutes=round(minutes * 1.5 + 1, 2))
         expected = expected_seconds(base, rates)
@@ -181,7 +180,7 @@ def train_runs(runs: list[StudyRun], tracking, experiment_name, system_metrics, 
         )  # fmt: skip
         note = started.append if started is not None else None
         result, run_id = train(spec, stop=stop, on_run_start=note)
-        train_s = sum(e.seconds for s in result.stages for e in s.epochs)
+        train_s = result.train_seconds
         rows.append({
             "experiment": r.name, "seed": r.seed, "run_id": run_id,
             "minutes": result.seconds / 60, "train_minutes": train_s / 60,
@@ -249,7 +248,8 @@ def design_line(runs: list[StudyRun], minutes: float | None) -> str:
     seeds_text = f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {','.join(map(str, seeds))}"
     if minutes:
         how = (f"every run trained for the same {minutes:g} minutes (its recipe's samples "
-               "scaled to fit, from timed steps; 'samples' is what it trained)")  # fmt: skip
+               "fitted to them by timed steps and again before each stage, training ended at "
+               "them; 'train min' and 'samples' are what it trained)")  # fmt: skip
     else:
         how = "every run trained its recipe as written at the profile"
     return f"Profile `{first.profile}`, {seeds_text}; {how}."

@@ -3,10 +3,13 @@ children of one MLflow run per study."""
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
+import math
 import shlex
-from dataclasses import dataclass, field
+import time
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from fgdepth import tracking as trk
@@ -19,11 +22,13 @@ from fgdepth.app.signals import (
     stop_on_signals,
     stopped,
 )
+from fgdepth.app.study import Rates, expected_seconds
 from fgdepth.app.train import RunSpec, go_on, train
 from fgdepth.config import Config, ConfigError
 from fgdepth.data import Dataset
 from fgdepth.data.builtin import builtin_folder
 from fgdepth.data.disk import check_writable
+from fgdepth.engine.budget import recipe_seconds
 from fgdepth.engine.checks import load_experiment
 from fgdepth.engine.stopping import Interrupted, StopNow
 
@@ -114,6 +119,7 @@ def tune(
     for option, value in (("--workers", workers), ("--heartbeat", heartbeat)):
         if value < 1:
             raise ConfigError(f"{option}: {value} is not allowed (1 or more)")
+    start = time.time()  # a time budget counts from the command's start
     data = data or study_data(config)
     name = tuning.study_name(config, study_name, data.key)
     storage = storage or tuning.DEFAULT_STORAGE
@@ -126,14 +132,14 @@ def tune(
         config, name, storage, heartbeat, data=data, force_data=force_data, print_fn=print_fn
     )
     resolve_dataset(config)  # generated once here, before workers start
+    config, trial_s = equal_time(config)
+    minutes = config.tune.minutes
+    print_fn(expectation(config, experiment, trial_s, workers))
+    deadline = start + minutes * 60 if minutes else None
     settings = trk.setup_tracking(tracking)
     experiment_name = experiment_name or trk.DEFAULT_EXPERIMENT
     trk.experiment_id(experiment_name, settings.get("artifact_root"))
-    tags = {
-        "fgdepth.kind": "tune", "optuna.study": name, "optuna.storage": tuning.masked(storage),
-        "fgdepth.process": tuning.here(),
-        "fgdepth.objective": tuning.objective_label(config.tune.objective),
-    }  # fmt: skip
+    tags = _parent_tags(config, name, storage, deadline)
     with trk.tracked_run(
         experiment_name, f"tune {name}", settings.get("artifact_root"), tags=tags,
         stopped=(Interrupted,),
@@ -141,11 +147,49 @@ def tune(
         trainer = TrialTrainer(tracking, experiment_name, run.info.run_id)
         outcome = tuning.tune(
             config, experiment, trainer, name=name, storage=storage, workers=workers, out=out,
-            heartbeat=heartbeat, print_fn=print_fn, stop=stop,
+            heartbeat=heartbeat, print_fn=print_fn, stop=stop, deadline=deadline,
         )  # fmt: skip
         params = tuning.study_params(config, experiment, name, storage, workers)
         _log_outcome(outcome, params, list(tuning.objectives(config.tune.objective)))
     return outcome
+
+
+def _parent_tags(config: Config, name: str, storage: str, deadline: float | None) -> dict:
+    tags = {
+        "fgdepth.kind": "tune", "optuna.study": name, "optuna.storage": tuning.masked(storage),
+        "fgdepth.process": tuning.here(),
+        "fgdepth.objective": tuning.objective_label(config.tune.objective),
+    }  # fmt: skip
+    if deadline is not None:  # local time, as Optuna dates its trials
+        tags["fgdepth.deadline"] = datetime.datetime.fromtimestamp(deadline).isoformat()
+    return tags
+
+
+def equal_time(config: Config) -> tuple[Config, float]:
+    """``config`` with every trial to train for the same minutes (``train_minutes``): those
+    the experiment's own recipe takes at its profile on this machine (timed steps), unless
+    it sets them, so that the best trial is a better use of the same minutes, not more
+    minutes; and the seconds a trial is expected to take with its evaluation."""
+    rates = Rates(steps=3)
+    minutes = config.train_minutes or round(recipe_seconds(config, rates) / 60, 3)
+    config = replace(config, train_minutes=minutes)
+    return config, expected_seconds(config, rates)
+
+
+def expectation(config: Config, experiment: str, trial_s: float, workers: int) -> str:
+    """What the study expects, before its first trial."""
+    each = (
+        f"each trial trains for {config.train_minutes:g} min (the {experiment} recipe's time at "
+        f"`{config.profile}` on this machine) and takes about {trial_s / 60:.1f} min in all"
+    )
+    budget = config.tune.minutes
+    if budget:
+        n = max(1, math.floor(budget * 60 / trial_s * workers))
+        return (f"{each}; budget {budget:g} min: about {n} trial(s) with {workers} worker(s), "
+                "more where the pruner stops some early")  # fmt: skip
+    total = config.tune.trials * trial_s / 60 / workers
+    ends = time.strftime("%H:%M", time.localtime(time.time() + total * 60))
+    return f"{each}; {config.tune.trials} trial(s): at most about {total:.0f} min (ends by {ends})"
 
 
 def _log_outcome(outcome: tuning.TuneOutcome, params: dict, objectives: list[str]) -> None:
@@ -172,11 +216,17 @@ def tune_again(argv, experiment: str, name: str) -> str:
 
 
 def tune_command(
-    config: Config, experiment: str, train_best: str | None, argv=(), **options
+    config: Config,
+    experiment: str,
+    train_best: str | None,
+    argv=(),
+    compare: bool = False,
+    **options,
 ) -> int:
-    """``fgdepth tune``: the study, what it found, and with ``train_best`` (a profile) a normal
-    training run of the best configuration. ``argv``: the command's words, to say how to
-    continue the study after a signal."""
+    """``fgdepth tune``: the study, what it found, with ``compare`` the best configuration
+    and the experiment trained again and compared on the test split (``app.tuned``), and
+    with ``train_best`` (a profile) a normal training run of the best configuration.
+    ``argv``: the command's words, to say how to continue the study after a signal."""
     trk.quiet_libraries()
     data = study_data(config)  # the built-in data is made later, in tune(), once
     name = tuning.study_name(config, options.get("study_name"), data.key)
@@ -194,7 +244,31 @@ def tune_command(
             print(f"  {key}: {value}")
         print(f"best configuration: {outcome.best_yaml}")
         print(f"plots and the table of trials: {outcome.best_yaml.parent}")
+        if compare:
+            code = _compare(outcome, options, stop)
+            if code:
+                return code
         return _train_best(outcome, train_best, options, stop) if train_best else 0
+
+
+def _compare(outcome: tuning.TuneOutcome, options: dict, stop) -> int:
+    from fgdepth.app import tuned
+
+    name = outcome.study.study_name
+    try:
+        done = tuned.compare(
+            outcome.config, outcome.best_params, study=name, parent_run_id=outcome.parent_run_id,
+            out=outcome.best_yaml.parent, tracking=options.get("tracking", "local"),
+            experiment_name=options.get("experiment_name"), stop=stop,
+        )  # fmt: skip
+    except (Interrupted, StopNow) as exc:
+        return stopped(exc, "the comparison's run ended KILLED; the study is complete: "
+                            "run the same command again to compare")  # fmt: skip
+    print(f"\nbest trial {outcome.best_trial} against the default, on the test split "
+          f"({len(tuned.SEEDS)} seeds each):")  # fmt: skip
+    print("\n".join(tuned.lines(done.rows)))
+    print(f"table and picture: {done.files[tuned.CSV_NAME]}, {done.files[tuned.PICTURE_NAME]}")
+    return 0
 
 
 def _train_best(outcome: tuning.TuneOutcome, profile: str, options: dict, stop) -> int:

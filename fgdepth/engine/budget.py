@@ -1,6 +1,8 @@
-"""A run fitted to a time budget: every stage's samples scaled by one factor, so that the
-recipe keeps its shape (sizes, epochs, the share of each stage) and is expected to train for
-the budget on this machine, by the rates of a few timed steps (``timing.training_rate``)."""
+"""A run fitted to a budget of training time (``train_minutes``): every stage's samples scaled
+by one factor, so that the recipe keeps its shape (sizes, epochs, the share of each stage) and
+is expected to train for the budget on this machine, by the rates of a few timed steps
+(``timing.training_rate``); fitted again before each later stage, by the pace the run has
+trained at."""
 
 from __future__ import annotations
 
@@ -17,12 +19,45 @@ def recipe_seconds(config: Config, rate: Rate) -> float:
     return sum(s.samples * s.epochs / rate(config, s) for s in scaled_stages(config))
 
 
-def fit_to_budget(config: Config, seconds: float, rate: Rate) -> Config:
-    """``config`` with ``scale.samples`` set so that its stages are expected to train for
-    ``seconds``. A stage is still capped at the train split when it runs (``check_samples``),
-    so a cheap recipe with a large budget trains for less than the budget."""
-    if seconds <= 0:
-        raise ValueError(f"a time budget must be positive, got {seconds} s")
-    factor = seconds / recipe_seconds(config, rate)
-    scale = dataclasses.replace(config.scale, samples=config.scale.samples * factor)
-    return dataclasses.replace(config, scale=scale)
+StageRate = Callable[[StageConfig], float]  # a run's own: its model, precision and device
+
+
+def fit_stages(
+    stages: list[StageConfig],
+    first: int,
+    seconds: float,
+    rate: StageRate,
+    pace: float = 1.0,
+    floor: int = 1,
+) -> list[StageConfig]:
+    """``stages`` with those from ``first`` on scaled by one factor, so that they are expected
+    to train for ``seconds``: by their timed ``rate`` times ``pace`` (how much slower than
+    its timed steps the run has trained so far; 1 before it starts). Each epoch keeps at
+    least ``floor`` samples (a batch)."""
+    rest = stages[first:]
+    expected = pace * sum(s.samples * s.epochs / rate(s) for s in rest)
+    factor = max(seconds, 0.0) / expected if expected > 0 else 1.0
+    scaled = [dataclasses.replace(s, samples=max(floor, round(s.samples * factor))) for s in rest]
+    return [*stages[:first], *scaled]
+
+
+class TrainingBudget:
+    """A run's training time (its steps: not validation, tests or pictures) shared among its
+    stages: fitted before the first stage from timed steps, then again before each later
+    stage from how fast the run actually trained, so that the estimate's error in one stage
+    is made up in the next. The last stage ends at the budget whatever its samples."""
+
+    def __init__(self, seconds: float, rate: StageRate, floor: int = 1):
+        self.seconds, self.rate, self.floor = seconds, rate, floor
+
+    def plan(self, stages: list[StageConfig]) -> list[StageConfig]:
+        return fit_stages(stages, 0, self.seconds, self.rate, floor=self.floor)
+
+    def refit(self, stages: list[StageConfig], first: int, spent: float) -> list[StageConfig]:
+        """Stages ``first`` on, after ``spent`` seconds of training in the stages before."""
+        timed = sum(s.samples * s.epochs / self.rate(s) for s in stages[:first])
+        pace = spent / timed if timed > 0 and spent > 0 else 1.0
+        return fit_stages(stages, first, self.seconds - spent, self.rate, pace, self.floor)
+
+    def left(self, spent: float) -> float:
+        return self.seconds - spent

@@ -43,6 +43,7 @@ class FitResult:
     train_samples_per_s: float
     stopped_early: str | None = None  # why training stopped before its end, if it did
     skipped_rows: list[int] = field(default_factory=list)  # bad rows left out (skip_bad)
+    train_seconds: float = 0.0  # in training steps (what ``train_minutes`` counts)
 
 
 class Callback:

@@ -8,7 +8,9 @@ when to stop early is ``stopping``'s. Every stage reads its data from a cache or
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import math
 import random
 import time
 from collections.abc import Iterable
@@ -20,6 +22,7 @@ from torch import nn
 from fgdepth.config import Config
 from fgdepth.data import Dataset, build_caches
 from fgdepth.data.modes import decode_workers, open_stage_data
+from fgdepth.engine.budget import TrainingBudget
 from fgdepth.engine.callbacks import Callback, CallbackList, EpochResult, FitResult, StageResult
 from fgdepth.engine.distributed import current_world, device_for, share, sync_buffers
 from fgdepth.engine.epoch import DivergenceError, StageRun, prepare_stage, train_epoch
@@ -100,6 +103,7 @@ class _Fit:
             torch.Generator(device=self.device).manual_seed(config.seed + world.rank),
         )
         self.pos = self._restore(resume) if resume is not None else Position()
+        self.budget = self._fit_to_budget() if config.train_minutes else None
         self.policy = StopPolicy(
             stop, config.max_minutes, config.checkpoint_minutes, self.pos.elapsed, world
         )
@@ -110,6 +114,7 @@ class _Fit:
             for i, test in enumerate(self.pos.stage_tests)
         ]
         self.stopped: str | None = None
+        self.budget_spent = False
 
     def _restore(self, resume: dict) -> Position:
         pos = position_of(resume)
@@ -121,6 +126,41 @@ class _Fit:
             )
             pos.acc = None  # the state's sums are over all ranks: rank 0 carries them
         return pos
+
+    def _fit_to_budget(self) -> TrainingBudget:
+        """``train_minutes``: the stages' samples fitted to it by timed steps of this run's
+        model (on rank 0, shared), or those a resumed state was fitted to."""
+        rates: dict = {}
+
+        def rate(stage) -> float:
+            key = (stage.size, stage.batch_size, tuple(stage.freeze))
+            if key not in rates:  # a few steps after warm-up: the first ones are slower
+                rates[key] = training_rate(
+                    self.config, stage, self.device, self.precision, steps=5, warmup=2
+                )
+            return rates[key]
+
+        budget = TrainingBudget(self.config.train_minutes * 60, rate, self.config.batch_size)
+        if self.pos.samples is None:
+            stages = budget.plan(self.plan.stages) if self.world.main else None
+            self.pos.samples = [s.samples for s in share(stages, self.world)]
+        self._set_samples(self.pos.samples)
+        return budget
+
+    def _set_samples(self, samples: list[int]) -> None:
+        self.plan.stages = [
+            dataclasses.replace(s, samples=int(n))
+            for s, n in zip(self.plan.stages, samples, strict=True)
+        ]
+
+    def _refit(self, si: int) -> None:
+        """Before a later stage of a run with a training budget: its stages from here on
+        fitted again, by the rate the run has trained at so far."""
+        stages = None
+        if self.world.main:
+            stages = self.budget.refit(self.plan.stages, si, self.pos.train_seconds)
+        self.pos.samples = [s.samples for s in share(stages, self.world)]
+        self._set_samples(self.pos.samples)
 
     def run(self) -> FitResult:
         plan, config = self.plan, self.config
@@ -138,13 +178,13 @@ class _Fit:
                      skip_bad=config.data.skip_bad, rows=plan.rows)  # fmt: skip
         for si in range(self.pos.stage, len(plan.stages)):
             self.stage(si)
-            if self.stopped:
+            if self.stopped or self.budget_spent:
                 break
         elapsed = self.pos.elapsed + time.monotonic() - self.start
         result = FitResult(
             self.model, config, self.results, self.results[-1].test, elapsed,
             self.pos.trained / max(self.pos.train_seconds, 1e-9), self.stopped,
-            sorted(self.skipped),
+            sorted(self.skipped), self.pos.train_seconds,
         )  # fmt: skip
         self.cb.on_fit_end(result)
         return result
@@ -157,6 +197,9 @@ class _Fit:
         )  # fmt: skip
         # a state taken within the stage continues it; one taken at its start just starts it
         resuming = self.resume is not None and self.pos.within_stage(si)
+        if self.budget is not None and si > 0 and not resuming:
+            self._refit(si)
+            stage = self.plan.stages[si]
         run = prepare_stage(
             config, stage, self.model, data, self.device, self.precision, self.gens.augment,
             not resuming, self.world,
@@ -169,7 +212,7 @@ class _Fit:
         first = self.pos.epoch if resuming else 0
         for epoch in range(first, stage.epochs):
             epochs.append(self.epoch(run, si, epoch, resuming and epoch == first))
-            if self.stopped:
+            if self.stopped or self.budget_spent:
                 break
         self._finish_stage(run, si, epochs)
         data.close()
@@ -179,9 +222,7 @@ class _Fit:
         if mid_epoch and pos.rows is not None:
             rows, first, sums = pos.rows, pos.offset, pos.acc
         else:
-            n_rows = min(stage.samples, len(self.splits["train"]))  # fewer once bad rows are out
-            rows = self.gens.rows.choice(self.splits["train"], size=n_rows, replace=False)
-            first, sums = 0, None
+            rows, first, sums = self._epoch_rows(stage.samples), 0, None
 
         def save(done: int, sums: dict) -> None:
             self.cb.on_checkpoint(self._state(run, si, epoch, done, rows, sums))
@@ -189,8 +230,11 @@ class _Fit:
         t0 = time.monotonic()
         label = f"{stage.name or si} {epoch + 1}/{stage.epochs}"
         where = f"stage {si} epoch {epoch}"
+        if self.budget is not None:
+            self.policy.train_for(self.budget.left(pos.train_seconds))
         out = train_epoch(run, rows, label, first, sums, self.policy, save, where)
         seconds = time.monotonic() - t0
+        self.policy.train_for(math.inf)
         pos.train_seconds += seconds
         pos.trained += out.done - first
         lr = run.opt.param_groups[0]["lr"]
@@ -204,14 +248,33 @@ class _Fit:
         self.cb.on_epoch_end(result, self.model)
         self.cb.on_checkpoint(self._state(run, si, epoch + 1))
         self.policy.checkpointed()
-        if out.deadline or self.policy.deadline_passed():
+        if self.policy.deadline_passed():
             self.stopped = (
                 f"max_minutes={self.config.max_minutes} reached in stage {si} epoch {epoch}"
             )
+        elif out.deadline:  # the training budget: the run's planned end, unless stages remain
+            last = si + 1 == len(self.plan.stages) and epoch + 1 == stage.epochs
+            self.stopped = (
+                None
+                if last
+                else (
+                    f"train_minutes={self.config.train_minutes} spent in stage {si} epoch {epoch}"
+                )
+            )
+            self.budget_spent = True
         return result
 
+    def _epoch_rows(self, samples: int) -> np.ndarray:
+        """An epoch's rows, shuffled: ``samples`` of the train split (fewer once bad rows are
+        out), or, where a training budget asks for more, the split over and over."""
+        train = self.splits["train"]
+        if samples <= len(train) or self.budget is None:
+            return self.gens.rows.choice(train, size=min(samples, len(train)), replace=False)
+        rounds = -(-samples // len(train))
+        return np.concatenate([self.gens.rows.permutation(train) for _ in range(rounds)])[:samples]
+
     def _finish_stage(self, run: StageRun, si: int, epochs: list[EpochResult]) -> None:
-        last = self.stopped or si + 1 == len(self.plan.stages)
+        last = self.stopped or self.budget_spent or si + 1 == len(self.plan.stages)
         test = self._evaluate(run.data, "test") if last or self.config.eval.stage_tests else {}
         images = []
         if self.world.main:
@@ -222,7 +285,7 @@ class _Fit:
         self.results.append(result)
         self.cb.on_stage_end(result, self.model)
         freeze_groups(self.model, [])
-        if not self.stopped and si + 1 < len(self.plan.stages):
+        if not (self.stopped or self.budget_spent) and si + 1 < len(self.plan.stages):
             self.cb.on_checkpoint(self._state(run, si + 1, 0))
 
     def _evaluate(self, data, split: str) -> dict[str, float]:
@@ -248,6 +311,7 @@ class _Fit:
         pos = Position(
             stage, epoch, offset, self.pos.step, self.pos.trained, self.pos.train_seconds,
             rows=rows, acc=sums, stage_tests=[r.test for r in self.results],
+            samples=self.pos.samples,
         )  # fmt: skip
         return capture(
             pos, model=self.model, optimizer=run.opt, schedule=run.schedule,

@@ -32,6 +32,7 @@ class Position:
     rows: np.ndarray | None = None  # the rows of the epoch under way
     acc: dict | None = None  # its metric sums so far (over all ranks)
     stage_tests: list = field(default_factory=list)  # test metrics of the finished stages
+    samples: list | None = None  # each stage's samples as a time budget fitted them
 
     def within_stage(self, stage: int) -> bool:
         """Whether this position is inside ``stage`` (not at its very start)."""
@@ -79,7 +80,7 @@ def capture(
         "trained": pos.trained, "train_seconds": pos.train_seconds, "elapsed": elapsed,
         "rows": None if rows is None else torch.from_numpy(np.asarray(rows)),
         "acc": None if acc is None else {k: v.cpu() for k, v in acc.items()},
-        "stage_tests": list(pos.stage_tests),
+        "stage_tests": list(pos.stage_tests), "samples": pos.samples,
         "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
         "rng": generators.state(),
@@ -96,5 +97,5 @@ def position_of(state: dict) -> Position:
     return Position(
         state["stage"], state["epoch"], state["offset"], state["step"], state["trained"],
         state["train_seconds"], state["elapsed"], None if rows is None else rows.numpy(),
-        state.get("acc"), list(state["stage_tests"]),
+        state.get("acc"), list(state["stage_tests"]), state.get("samples"),
     )  # fmt: skip

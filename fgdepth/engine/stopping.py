@@ -82,6 +82,8 @@ class StopPolicy:
         now = time.monotonic()
         self.stop, self.world = stop, world
         self.end = now + max_minutes * 60 - spent if max_minutes else math.inf
+        self.train_end = math.inf  # see ``train_for``
+        self.last_batch, self.batch_s = now, math.inf  # when the batch before ended; see below
         self.every = checkpoint_minutes * 60
         self.last_checkpoint = now
         self.max_minutes = max_minutes
@@ -89,14 +91,26 @@ class StopPolicy:
     def after_batch(self) -> Verdict:
         now = time.monotonic()
         reason = self.stop() if self.stop is not None else None
+        # a training budget ends before a batch that would end more than half past it, so
+        # that a run trains for its budget give or take half a batch (the quickest batch so
+        # far in the epoch: its first one also starts the data workers)
+        self.batch_s = min(self.batch_s, now - self.last_batch)
+        self.last_batch = now
         flags = [
             _stop_code(reason),
-            float(now > self.end),
+            float(now > self.end or now + self.batch_s / 2 > self.train_end),
             float(now - self.last_checkpoint >= self.every),
         ]
         code, deadline, due = largest(flags, self.world)
         stop = _stop_reason(code, reason) if code > 0 else None
         return Verdict(stop, deadline > 0, due > 0 or stop is not None)
+
+    def train_for(self, seconds: float) -> None:
+        """The training time left in a run's budget of training time: the epoch under way
+        ends once it is spent (``math.inf``: no such budget, or between epochs)."""
+        self.train_end = self.last_batch = time.monotonic()
+        self.train_end += seconds
+        self.batch_s = math.inf
 
     def deadline_passed(self) -> bool:
         return largest([float(time.monotonic() > self.end)], self.world)[0] > 0

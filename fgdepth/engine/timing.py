@@ -19,10 +19,15 @@ from fgdepth.models import build_model
 
 
 def training_rate(
-    config: Config, stage: StageConfig, device: torch.device, precision: str, steps: int = 3
+    config: Config,
+    stage: StageConfig,
+    device: torch.device,
+    precision: str,
+    steps: int = 3,
+    warmup: int = 1,
 ) -> float:
     """Training samples per second of ``config``'s model at ``stage``'s size and batch size:
-    forward, loss, backward and optimizer step, timed over ``steps`` steps after one warm-up
+    forward, loss, backward and optimizer step, timed over ``steps`` steps after ``warmup``
     (data loading excluded: see ``fgdepth.data.stream`` for that side). The stage's frozen
     groups are frozen, as in training."""
     model = build_model(config.model.name, **config.model.options).to(device)
@@ -49,7 +54,8 @@ def training_rate(
         loss.backward()
         opt.step()
 
-    step()
+    for _ in range(warmup):  # the first steps allocate and pick kernels: slower
+        step()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     start = time.perf_counter()

@@ -16,6 +16,7 @@ study of its own.
 
 from __future__ import annotations
 
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,6 +88,7 @@ class TuneOutcome:
     best_yaml: Path
     files: dict[str, Path]
     exit_codes: list[int]
+    config: Config | None = None  # the study's: every trial is it with the trial's values
 
 
 def study_name(config: Config, name: str | None, data_key: str) -> str:
@@ -133,24 +135,32 @@ def tune(
     heartbeat: int = 60,
     print_fn=print,
     stop=None,
+    deadline: float | None = None,
 ) -> TuneOutcome:
     """Run (or continue) study ``name`` over ``config``'s search space with ``workers``
     processes, each trial trained by ``trainer``; then write the summary and best.yaml.
     ``stop()`` names a signal this process got: the workers' trials stop (each FAIL, queued
-    to run again) and Interrupted says so."""
+    to run again) and Interrupted says so. ``deadline`` (``time.time()``): the time budget's
+    end, from ``tune.minutes``; no trial starts after it."""
     storage = storage or DEFAULT_STORAGE
     study = create_study(config, name, storage, heartbeat, trainer.end_lost_run)
     before = counts(study)
+    if deadline is None:
+        target = f"target {config.tune.trials}"
+    else:
+        target = f"trials start until {time.strftime('%H:%M:%S', time.localtime(deadline))}"
     print_fn(
         f"study '{name}' on {masked(storage)}: {sum(before.values())} trial(s) so far, "
-        f"target {config.tune.trials}; {workers} worker(s); parent run {trainer.parent_run_id}"
+        f"{target}; {workers} worker(s); parent run {trainer.parent_run_id}"
     )
     artifacts = artifact_dir(storage).resolve()
     print_fn(
         f"each trial's picture and metrics: {artifacts} (see them with: optuna-dashboard "
         f"{masked(storage)} --artifact-dir {artifacts})"
     )
-    job = Job(config, storage, name, trainer, heartbeat, here(), 0, str(artifacts))
+    job = Job(
+        config, storage, name, trainer, heartbeat, here(), 0, str(artifacts), deadline, workers
+    )
     codes = run_workers(job, workers, stop)
     reason = stop() if stop is not None else None
     if reason:
@@ -178,5 +188,5 @@ def _finish(study, config, experiment, parent, out, codes) -> TuneOutcome:
     best_yaml, trial, value = write_best(study, config, experiment, out)
     return TuneOutcome(
         study, parent, counts(study), value, dict(trial.params), trial.number, best_yaml, files,
-        codes,
+        codes, config,
     )  # fmt: skip

@@ -4,6 +4,8 @@ the pruning callback with its one exception."""
 from __future__ import annotations
 
 import dataclasses
+import math
+import time
 from typing import Any
 
 import optuna
@@ -141,6 +143,8 @@ def _check_ranges(config: Config) -> None:
         )
     if tune.trials < 1:
         raise ConfigError(f"tune.trials: must be at least 1, got {tune.trials}")
+    if tune.minutes is not None and not (math.isfinite(tune.minutes) and tune.minutes > 0):
+        raise ConfigError(f"tune.minutes: {tune.minutes} is not allowed (a number above 0)")
     if not any(weights(tune.objective).values()):
         raise ConfigError("tune.objective: every weight is 0, nothing to optimise")
     ranges = [("lr", tune.lr), *((f"loss_weights.{h}", r) for h, r in tune.loss_weights.items())]
@@ -227,11 +231,14 @@ class TrialPruned(optuna.TrialPruned, Interrupted):
 
 
 class PruningCallback(Callback):
-    """Reports the validation score each epoch; stops the trial when the pruner says so."""
+    """Reports the validation score each epoch; stops the trial when the pruner says so, or
+    when the study's time budget (``deadline``, as ``time.time()``) is spent and a trial has
+    completed (before that, the trial under way is the study's only chance of a result)."""
 
-    def __init__(self, trial: optuna.Trial, objective: ObjectiveConfig):
+    def __init__(self, trial: optuna.Trial, objective: ObjectiveConfig, deadline=None):
         self.trial = trial
         self.objective = objective
+        self.deadline = deadline
 
     def on_epoch_end(self, result: EpochResult, model) -> None:
         if self.objective.multi:
@@ -240,3 +247,12 @@ class PruningCallback(Callback):
         self.trial.report(value, result.step)
         if self.trial.should_prune():
             raise TrialPruned(f"pruned at epoch {result.step}: validation score {value:.4f}")
+        if self.deadline is not None and time.time() >= self.deadline and self._one_completed():
+            raise TrialPruned(
+                f"pruned at epoch {result.step}: the study's time budget is spent "
+                f"(validation score {value:.4f})"
+            )
+
+    def _one_completed(self) -> bool:
+        done = (optuna.trial.TrialState.COMPLETE,)
+        return bool(self.trial.study.get_trials(deepcopy=False, states=done))

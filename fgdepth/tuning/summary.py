@@ -265,11 +265,14 @@ def study_params(config: Config, experiment: str, name: str, storage: str, worke
 
     tune = config.tune
     objective = tune.objective
+    budget = {"minutes": tune.minutes} if tune.minutes else {"trials": tune.trials}
+    if config.train_minutes:  # each trial's training time (``app.tune``: the recipe's)
+        budget["trial_train_minutes"] = config.train_minutes
     return {
         "experiment": experiment,
         "study": name,
         "storage": masked(storage),
-        "trials": tune.trials,
+        **budget,
         "workers": workers,
         "profile": config.profile,
         "pruner": "none (multi-objective)" if objective.multi else tune.pruner.name,

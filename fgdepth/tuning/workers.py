@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import math
 import multiprocessing
 import os
 import signal
@@ -92,6 +93,8 @@ class Job:
     coordinator: str = ""  # host:pid of the `fgdepth tune` process
     worker: int = 0
     artifacts: str = ""  # the trials' files (see summary.artifact_dir)
+    deadline: float | None = None  # the study's time budget ends (``time.time()``), if it has one
+    workers: int = 1  # processes on the study: for the time left
 
 
 def _trial_run(job: Job, trial: optuna.Trial, config: Config, params: dict) -> TrialRun:
@@ -107,7 +110,7 @@ def _trial_run(job: Job, trial: optuna.Trial, config: Config, params: dict) -> T
         trial.number,
         f"{job.study_name} trial {trial.number}",
         tags,
-        [PruningCallback(trial, config.tune.objective)],
+        [PruningCallback(trial, config.tune.objective, job.deadline)],
         lambda run_id: trial.set_user_attr("mlflow_run_id", run_id),
     )
 
@@ -195,14 +198,19 @@ def run_worker(job: Job, own_process: bool = False) -> None:
             trainer.tag_run(trial.user_attrs["mlflow_run_id"], {"optuna.state": trial.state.name})
 
     heartbeats = isinstance(storage, optuna.storages.RDBStorage)
+    # with a time budget, trials start until it is spent, however many that makes
+    target = job.config.tune.trials if job.deadline is None else math.inf
+    callbacks = [tag_state, progress(job, target)]
     while True:
         reason = trainer.stop_requested()
         if reason:
             raise Interrupted(reason, "the start of a trial")
-        if trials_to_go(study, job.config.tune.trials) > 0:
+        if job.deadline is not None and time.time() >= job.deadline:
+            return
+        if trials_to_go(study, target) > 0:
             numbers.clear()
             try:
-                study.optimize(run, n_trials=1, catch=(DivergenceError,), callbacks=[tag_state])
+                study.optimize(run, n_trials=1, catch=(DivergenceError,), callbacks=callbacks)
             except (Interrupted, KeyboardInterrupt):
                 if numbers:
                     _retry_stopped(study, numbers[-1], trainer)
@@ -213,6 +221,42 @@ def run_worker(job: Job, own_process: bool = False) -> None:
             time.sleep(min(job.heartbeat, 5))
         else:
             return
+
+
+def progress(job: Job, target: float) -> Callable[[optuna.Study, Any], None]:
+    """After each trial, one line on the console (flushed, so that it shows when piped): how
+    the trial ended, the best so far, and the time left: to the budget, or the trials to go
+    at the mean time of those that ended."""
+
+    def line(study: optuna.Study, trial) -> None:
+        trials = study.get_trials(deepcopy=False)
+        ended = [t for t in trials if t.state.is_finished() and t.datetime_complete]
+        minutes = [(t.datetime_complete - t.datetime_start).total_seconds() / 60 for t in ended]
+        took = minutes[-1] if ended and ended[-1].number == trial.number else math.nan
+        value = f" {trial.values[0]:.4f}" if trial.values and len(trial.values) == 1 else ""
+        if job.deadline is not None:
+            left = max(job.deadline - time.time(), 0.0) / 60
+        else:
+            to_go = max(trials_to_go(study, target), 0)
+            left = to_go * (sum(minutes) / len(minutes)) / job.workers if minutes else 0.0
+        ends = time.strftime("%H:%M", time.localtime(time.time() + left * 60))
+        print(
+            f"trial {trial.number} {trial.state.name.lower()}{value} after {took:.1f} min; "
+            f"{len(ended)} ended, best {_best(study)}; about {left:.1f} min left "
+            f"(ends about {ends})",
+            flush=True,
+        )
+
+    return line
+
+
+def _best(study: optuna.Study) -> str:
+    if len(study.directions) > 1:
+        return f"{len(study.best_trials)} on the Pareto front"
+    try:
+        return f"{study.best_value:.4f} (trial {study.best_trial.number})"
+    except ValueError:  # none completed yet
+        return "none yet"
 
 
 def _worker_process(job: Job) -> None:

@@ -1,6 +1,8 @@
 """``fgdepth tune``: a study per dataset and split; a named study on other data is refused in
 one line unless ``--force-data``. (The studies themselves: tests/test_tuning.py.)"""
 
+import csv
+import os
 import re
 
 import optuna
@@ -106,3 +108,68 @@ def test_each_dataset_has_a_study_and_a_named_one_continues_on_other_data_only_w
     forced = study(names[a])
     assert len(forced.trials) == 2  # continued, on b
     assert forced.user_attrs[DATA_FORCED] == [{"key": keys[b], "path": str(b.resolve())}]
+
+
+@pytest.mark.slow  # a real study of smoke trials and its comparison, in a subprocess: about 70 s
+def test_a_time_budget_stops_starting_trials_at_it_and_the_best_is_compared_to_the_default(
+    tmp_path,
+):
+    """``--minutes``: no trial starts after the budget, the one under way ends within a
+    trial's time of it, every trial trains for the same minutes (the recipe's), and each
+    trial's line reaches a console that is a pipe (stdout is not a terminal here).
+    ``--compare``: the best configuration and the default, two seeds each, as child runs of
+    the study's run; the table and picture beside the summary and on the parent run."""
+    import datetime
+    import subprocess
+    import sys
+
+    from mlflow.tracking import MlflowClient
+
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db",
+           "FGDEPTH_CACHE": str(tmp_path / "cache")}  # fmt: skip
+    env.pop("MLFLOW_RUN_ID", None)
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    done = subprocess.run(
+        [sys.executable, "-m", "fgdepth", "tune", "--experiment", "bce_ssim", "--profile",
+         "smoke", "--minutes", "0.25", "--trials", "1", "--storage", storage,
+         "--no-system-metrics", "--compare", "--out", str(tmp_path / "out")],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    (name,) = [s.study_name for s in optuna.get_all_study_summaries(open_storage(storage))]
+    trials = optuna.load_study(study_name=name, storage=open_storage(storage)).trials
+    client = MlflowClient(env["MLFLOW_TRACKING_URI"])
+    parent = client.search_runs(
+        [e.experiment_id for e in client.search_experiments()],
+        filter_string="tags.`fgdepth.kind` = 'tune'",
+    )[0]
+    deadline = datetime.datetime.fromisoformat(parent.data.tags["fgdepth.deadline"])
+    assert len(trials) > 1  # --trials 1 is no limit under a budget
+    assert all(t.datetime_start <= deadline for t in trials)
+    longest = max(t.datetime_complete - t.datetime_start for t in trials)
+    assert max(t.datetime_complete for t in trials) <= deadline + longest
+    lines = done.stdout.splitlines()
+    assert any(line.startswith("each trial trains for ") and "budget 0.25 min" in line
+               for line in lines)  # fmt: skip
+    progress = [line for line in lines if re.match(r"trial \d+ (complete|pruned) ", line)]
+    assert len(progress) == len(trials) and "min left (ends about " in progress[-1]
+
+    minutes = parent.data.params["trial_train_minutes"]
+    runs = client.search_runs(
+        [parent.info.experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'",
+    )
+    compared = [r for r in runs if "fgdepth.compare" in r.data.tags]
+    assert len(runs) - len(compared) == len(trials)
+    assert {r.data.params.get("train_minutes") for r in runs} == {minutes}  # compared ones too
+    assert sorted((r.data.tags["fgdepth.compare"], r.data.params["seed"]) for r in compared) == [
+        ("default", "0"), ("default", "1"), ("tuned", "0"), ("tuned", "1"),
+    ]  # fmt: skip
+    rows = list(csv.DictReader((tmp_path / "out" / "tuned_vs_default.csv").open()))
+    assert [r["metric"].split(" (")[0] for r in rows] == [
+        "mask_iou", "depth_rmse", "fg_distance_error", "score",
+    ]  # fmt: skip
+    assert {r["verdict"] for r in rows} <= {"better", "same", "worse"}
+    logged = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"tuned_vs_default.csv", "tuned_vs_default.png"} <= logged
+    assert parent.data.tags["fgdepth.tuned_score"] == rows[-1]["verdict"]

@@ -6,6 +6,7 @@ import torch
 
 from fgdepth.config import ConfigError, load_config
 from fgdepth.engine import Callback, DivergenceError, fit
+from fgdepth.engine.budget import TrainingBudget
 from fgdepth.engine.checks import load_experiment
 from fgdepth.engine.plan import plan_run
 from fgdepth.metrics import METRIC_NAMES
@@ -163,6 +164,57 @@ def test_max_minutes_stops_within_one_batch_then_tests(train_dataset):
     assert set(result.metrics) >= set(METRIC_NAMES)
 
 
+def stopped_at_the_second_batch(config, dataset) -> dict:
+    """The state a run leaves when a signal stops it after its second batch."""
+    from fgdepth.engine.fit import Interrupted
+
+    states, calls = States(), []
+
+    def stop():
+        calls.append(1)
+        return "SIGTERM" if len(calls) == 2 else None
+
+    with pytest.raises(Interrupted):
+        fit(config, dataset, [states], stop=stop)
+    return states.states[-1]
+
+
+def too_fast(*args, **kwargs):
+    """Timed steps that promise far more than a 2-core CPU trains: 2000 samples/s at 32 px."""
+    return 2000.0
+
+
+def test_a_training_budget_ends_training_at_it_whatever_the_timed_steps_said(
+    train_dataset, monkeypatch
+):
+    """Fitted by steps that promised too much, the first stage asks for far more rows than
+    the split has (drawn over and over) and far more time than the budget: training ends
+    at the budget, the stage is tested and the run says why it ended there."""
+    monkeypatch.setattr(sys.modules["fgdepth.engine.fit"], "training_rate", too_fast)
+    config = load_config("default", "smoke", ["train_minutes=0.05", "batch_size=8"])
+    result = fit(config, train_dataset)
+    assert len(result.stages) == 1 and "train_minutes=0.05" in result.stopped_early
+    assert result.stages[0].config.samples > len(plan_run(config, train_dataset, 2).splits["train"])
+    # 3 s, give or take a batch of 8 at 32 px: well under a second even on a loaded CPU
+    assert result.train_seconds == pytest.approx(3.0, abs=1.0)
+    assert set(result.metrics) >= set(METRIC_NAMES)
+
+
+def test_a_run_with_a_training_budget_resumes_with_the_samples_it_was_fitted_to(
+    train_dataset, monkeypatch
+):
+    config = load_config("default", "smoke", ["train_minutes=0.05", "batch_size=8"])
+    state = stopped_at_the_second_batch(config, train_dataset)
+    assert state["samples"] and len(state["samples"]) == 3  # fitted before the first stage
+
+    # steps timed again would now fit other samples: the state's are kept
+    monkeypatch.setattr(sys.modules["fgdepth.engine.fit"], "training_rate", too_fast)
+    resumed = fit(config, train_dataset, resume=state)
+    assert resumed.stages[0].config.samples == state["samples"][0]
+    fresh = TrainingBudget(3.0, too_fast, 8).plan(plan_run(config, train_dataset, 2).stages)
+    assert fresh[0].samples != state["samples"][0]
+
+
 @pytest.fixture(scope="module")
 def uninterrupted(train_dataset):
     """One deterministic smoke run per data mode, to compare against: ``uninterrupted(mode)``,
@@ -190,19 +242,9 @@ STREAM_IS_SLOW = pytest.param("never", id="stream", marks=pytest.mark.slow)
 
 @pytest.mark.parametrize("mode", [pytest.param("always", id="cache"), STREAM_IS_SLOW])
 def test_a_stopped_run_resumes_to_the_same_result(train_dataset, uninterrupted, mode):
-    from fgdepth.engine.fit import Interrupted
-
     sets = ["deterministic=true", "precision=fp32", "data.workers=1", f"data.cache={mode}"]
     config = load_config("bce_ssim", "smoke", sets)
-    calls, states = [], States()
-
-    def stop():
-        calls.append(1)
-        return "SIGTERM" if len(calls) == 2 else None
-
-    with pytest.raises(Interrupted):
-        fit(config, train_dataset, [states], stop=stop)
-    state = states.states[-1]
+    state = stopped_at_the_second_batch(config, train_dataset)
     assert state["offset"] > 0  # mid-epoch
     resumed = fit(config, train_dataset, resume=state)
     assert resumed.metrics == pytest.approx(uninterrupted(mode).metrics, abs=1e-5)
