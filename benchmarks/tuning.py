@@ -1,15 +1,25 @@
-"""Pruning benchmark: the same trial budget with the median pruner and without pruning.
+"""Does tuning pay? A study with a time budget on each data family, then its best configuration
+against the default recipe on the test split, which no trial saw.
 
-Both studies run `fgdepth tune` on the same experiment, profile, seed and sampler, so their
-first trials draw the same values; each gets its own Optuna and MLflow store in OUT.
+Per family (``benchmarks/families.py``: built-in, street, room) it runs what a user would type,
+``fgdepth tune --experiment default --profile cpu --data FAMILY --minutes M --compare``, in a
+subprocess with its own Optuna and MLflow stores; every trial trains for the default recipe's
+minutes, and the comparison trains the best configuration and the default again with seeds 0
+and 1 each (``fgdepth.app.tuned``). The section shows each family's ``tuned_vs_default.csv``:
+every headline metric and the study's score, mean ± standard deviation, the seeds' spread and
+the verdict (better or worse only beyond the spread).
 
-python benchmarks/tuning.py            # 12 trials each; writes BENCHMARKS.md's 'tuning' section
-python benchmarks/tuning.py --smoke    # seconds; prints only
+    python benchmarks/tuning.py --minutes 60                 # every family; BENCHMARKS.md
+    python benchmarks/tuning.py --minutes 20 --families room # one family, a shorter study
+    python benchmarks/tuning.py --pruners --minutes 20       # median / hyperband / none under
+                                                             # the same budget, built-in data
+    python benchmarks/tuning.py --smoke                      # seconds; prints only
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import subprocess
@@ -18,94 +28,126 @@ import time
 from pathlib import Path
 
 import optuna
-import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 
+from benchmarks import families  # noqa: E402
 from benchmarks.common import machine, publish, table  # noqa: E402
 
-# a study at the `cpu` profile with a quarter of its samples and smaller validation/test sets:
-# about a minute a trial on 2 cores
-REDUCED_CPU = [
-    "--profile", "cpu", "--set", "scale.samples=0.01", "--set", "data.val_samples=200",
-    "--set", "eval.max_samples=400",
-]  # fmt: skip
-SMOKE = ["--profile", "smoke"]
+ROWS = 12000  # each family's rows, as the quality protocol writes them
+PRUNERS = ("median", "hyperband", "none")
 
 
-def run_study(out: Path, pruner: str, trials: int, experiment: str, profile: list[str]) -> dict:
-    folder = out / pruner
+def run_study(folder: Path, data: str | None, minutes: float, profile: str, extra=()) -> dict:
+    """One ``fgdepth tune`` in ``folder`` (its stores, summary and log); what it found."""
     folder.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{folder}/mlflow.db"}
+    env.pop("MLFLOW_RUN_ID", None)
     storage = f"sqlite:///{folder}/optuna.db"
     cmd = [
-        sys.executable, "-m", "fgdepth", "tune", "--experiment", experiment, *profile,
-        "--trials", str(trials), "--pruner", pruner, "--storage", storage,
-        "--study", f"bench-{pruner}", "--out", str(folder / "study"), "--no-system-metrics",
+        sys.executable, "-m", "fgdepth", "tune", "--experiment", "default", "--profile",
+        profile, "--minutes", str(minutes), "--storage", storage, "--study", "bench",
+        "--out", str(folder / "study"), "--no-system-metrics", *extra,
     ]  # fmt: skip
+    if data:
+        cmd += ["--data", data]
     start = time.perf_counter()
     done = subprocess.run(cmd, env=env, cwd=folder, capture_output=True, text=True)
-    minutes = (time.perf_counter() - start) / 60
+    wall = (time.perf_counter() - start) / 60
     (folder / "log.txt").write_text(done.stdout + done.stderr)
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{done.stderr[-3000:]}")
-    study = optuna.load_study(study_name=f"bench-{pruner}", storage=storage)
-    trials = study.get_trials()
-    best = study.best_trial
+    study = optuna.load_study(study_name="bench", storage=storage)
+    states = [t.state.name for t in study.trials]
+    compared = folder / "study" / "tuned_vs_default.csv"
     return {
-        "pruner": pruner,
-        "minutes": minutes,
-        "complete": sum(t.state.name == "COMPLETE" for t in trials),
-        "pruned": sum(t.state.name == "PRUNED" for t in trials),
-        "best_value": best.value,
-        "best_trial": best.number,
-        "best_val": {k[4:]: v for k, v in best.user_attrs.items() if k.startswith("val_")},
-        "best_params": best.params,
-        "best_yaml": yaml.safe_load((folder / "study" / "best.yaml").read_text()),
-        "epochs": sum(len(t.intermediate_values) for t in trials),
+        "minutes": wall,
+        "trials": len(states),
+        "complete": states.count("COMPLETE"),
+        "pruned": states.count("PRUNED"),
+        "best_value": study.best_value,
+        "best_params": study.best_params,
+        "expected": next((x for x in done.stdout.splitlines() if x.startswith("each trial")), ""),
+        "compare": list(csv.DictReader(compared.open())) if compared.exists() else [],
     }
+
+
+def family_table(result: dict) -> str:
+    rows = [
+        [r["metric"], f"{float(r['default_mean']):.4f} ± {float(r['default_std']):.4f}",
+         f"{float(r['tuned_mean']):.4f} ± {float(r['tuned_std']):.4f}",
+         f"{float(r['spread']):.4f}", r["verdict"]]
+        for r in result["compare"]
+    ]  # fmt: skip
+    return table(["metric", "default (2 seeds)", "tuned (2 seeds)", "spread", "verdict"], rows)
+
+
+def pays(args, out: Path) -> str:
+    names = ["built-in"] if args.smoke else args.families.split(",")
+    profile = "smoke" if args.smoke else "cpu"
+    parts = []
+    for family in names:
+        data = None if args.smoke else str(families.dataset(Path(args.data_root), family, ROWS))
+        result = run_study(out / family, data, args.minutes, profile, ["--compare"])
+        (out / family / "results.json").write_text(json.dumps(result, indent=2, default=str))
+        shown = (
+            "the built-in data"
+            if data is None
+            else f"`{families.command(Path(args.data_root), family, ROWS)}`"
+        )
+        parts += [
+            f"### {family}",
+            "",
+            f"Data: {shown}. {result['trials']} trials ({result['complete']} complete, "
+            f"{result['pruned']} pruned) in {result['minutes']:.1f} min including the "
+            f"comparison; best trial's values: `{result['best_params']}`.",
+            f"{result['expected']}.",
+            "",
+            family_table(result),
+            "",
+        ]
+    command = f"python benchmarks/tuning.py --minutes {args.minutes:g} --families {','.join(names)}"
+    return "\n".join([
+        "## Tuning: does a study beat the default?", "",
+        f"Machine: {machine()}.", f"Command: `{command}`.", "",
+        "Each family: `fgdepth tune --experiment default --profile cpu --data FAMILY --minutes "
+        f"{args.minutes:g} --compare`; every trial and every compared run trains for the default "
+        "recipe's minutes; the comparison is on the test split, seeds 0 and 1 each.", "",
+        *parts,
+    ])  # fmt: skip
+
+
+def pruners(args, out: Path) -> str:
+    profile = "smoke" if args.smoke else "cpu"
+    rows = []
+    for name in PRUNERS:
+        r = run_study(out / f"pruner-{name}", None, args.minutes, profile, ["--pruner", name])
+        rows.append(
+            [name, r["trials"], r["pruned"], f"{r['minutes']:.1f}", f"{r['best_value']:.4f}"]
+        )
+    command = f"python benchmarks/tuning.py --pruners --minutes {args.minutes:g}"
+    return "\n".join([
+        "## Tuning: pruners under the same time budget", "",
+        f"Machine: {machine()}.", f"Command: `{command}` (built-in data, profile {profile}).", "",
+        table(["pruner", "trials", "pruned", "minutes", "best validation score"], rows),
+    ])  # fmt: skip
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--smoke", action="store_true")
-    parser.add_argument("--trials", type=int, default=12)
-    parser.add_argument("--experiment", default="default")
+    parser.add_argument("--minutes", type=float, default=60.0, help="each study's budget")
+    parser.add_argument("--families", default=",".join(families.NAMES))
+    parser.add_argument("--pruners", action="store_true", help="compare the pruners instead")
+    parser.add_argument("--data-root", default=str(ROOT / "outputs" / "bench-quality"))
     parser.add_argument("--out", default="outputs/bench-tuning")
     args = parser.parse_args(argv)
-    trials = 3 if args.smoke else args.trials
-    profile = SMOKE if args.smoke else REDUCED_CPU
+    if args.smoke:
+        args.minutes = 0.2
     out = Path(args.out).resolve()
-    results = [run_study(out, p, trials, args.experiment, profile) for p in ("median", "none")]
-    (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
-    rows = [
-        [
-            r["pruner"],
-            r["complete"] + r["pruned"],
-            r["pruned"],
-            r["epochs"],
-            f"{r['minutes']:.1f}",
-            f"{r['best_value']:.4f}",
-            f"{r['best_val'].get('mask_iou', float('nan')):.4f}",
-            f"{r['best_val'].get('depth_rmse', float('nan')):.4f}",
-        ]
-        for r in results
-    ]
-    header = ["pruner", "trials", "pruned", "epochs trained", "minutes", "best score"]
-    header += ["its val mask_iou", "its val depth_rmse"]
-    command = f"python benchmarks/tuning.py --trials {trials} --experiment {args.experiment}"
-    body = "\n".join(
-        [
-            "## Tuning: pruning against no pruning",
-            "",
-            f"Machine: {machine()}.",
-            f"Command: `{command}` (each study: `fgdepth tune {' '.join(profile)}`, "
-            f"{trials} trials, seed 0, TPE sampler; score = val mask_iou - val depth_rmse).",
-            "",
-            table(header, rows),
-        ]
-    )
-    publish("tuning", body, write=not args.smoke)
+    body = pruners(args, out) if args.pruners else pays(args, out)
+    publish("tuning-pruners" if args.pruners else "tuning", body, write=not args.smoke)
     return 0
 
 

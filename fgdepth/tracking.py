@@ -482,7 +482,8 @@ class MLflowCallback(Callback):
         params["device"] = info["device"]
         params["depth_encoding"] = str(self.depth_encoding or "none")  # e.g. "log 1-40 m"
         for i, stage in enumerate(info["stages"]):  # after the profile's scaling
-            params[f"run.stages.{i}"] = f"{stage.size}px x {stage.samples} x {stage.epochs}ep"
+            samples = "samples fitted to train_minutes" if config.train_minutes else stage.samples
+            params[f"run.stages.{i}"] = f"{stage.size}px x {samples} x {stage.epochs}ep"
         # under `mlflow run` the entry point's own parameters are logged already, as given
         given = self.client.get_run(self.run_id).data.params
         full = flatten(config.to_dict())
@@ -534,6 +535,10 @@ class MLflowCallback(Callback):
             "train_",
             result.step,
         )
+
+    def on_stage_start(self, stage: int, config) -> None:
+        # a training budget fits a stage's samples as it starts: what it was given, per stage
+        self._metrics({"stage_samples": config.samples}, "train_", stage)
 
     def on_stage_end(self, result: StageResult, model) -> None:
         self._metrics(result.test, "test_", result.stage)

@@ -198,6 +198,8 @@ NEUTRAL = {
     "stages",
     # no search space unless a file gives one (`fgdepth tune` then says that there is none)
     "tune.lr",
+    "tune.loss_weights",
+    "tune.batch_size",
     "tune.schedules",
 }
 

@@ -28,6 +28,7 @@ from fgdepth.tuning import (
     objectives,
     open_storage,
     open_study,
+    recipe_params,
     schedule_label,
     score,
     study_name,
@@ -46,7 +47,7 @@ def smoke(*sets, experiment="bce_ssim"):
 
 def test_a_schedule_replaces_the_stages_and_each_stage_gets_its_learning_rate():
     config = smoke()
-    label = schedule_label(config.tune.schedules[1])
+    label = schedule_label(config.tune.schedules[3])
     assert label == "64px/180000x3 > 128px/40000x2"
     out = apply_params(config, {"schedule": label, "lr_stage0": 0.01, "lr_stage1": 0.002})
     assert [(s.name, s.size, s.samples, s.epochs) for s in out.stages] == [
@@ -84,7 +85,10 @@ def test_loss_weights_and_batch_size_are_searched_when_asked():
 @pytest.mark.parametrize(
     ("sets", "message"),
     [
-        (["tune.lr=null", "tune.schedules=[]"], "has no search space"),
+        (
+            ["tune.lr=null", "tune.schedules=[]", "tune.loss_weights={}", "tune.batch_size=[]"],
+            "has no search space",
+        ),
         (["tune.pruner.name=median2"], "unknown 'median2'; valid: hyperband, median, none"),
         (["tune.sampler=grid"], "valid: random, tpe"),
         (["tune.schedules=[[{sise: 64}]]"], "did you mean 'size'"),
@@ -235,6 +239,29 @@ def test_a_spent_time_budget_prunes_the_trial_under_way_once_a_trial_has_complet
         PruningCallback(study.ask(), objective, deadline=time.time() - 1).on_epoch_end(result, None)
 
 
+@pytest.mark.parametrize("experiment", ["default", "bce_ssim"])
+def test_a_new_study_first_tries_the_recipe_it_tunes(tmp_path, experiment):
+    """The recipe as a point of its own search space: its schedule, learning rates, loss
+    weights and batch size give back its stages and weights; a new study has it queued as
+    its first trial, a continued one does not get it again."""
+    config = load_config(experiment, "cpu")
+    own = recipe_params(config)
+    assert {"schedule", "lr_stage0", "loss_weight_mask", "batch_size"} <= set(own)
+    again = apply_params(config, own)
+
+    def recipe(c):  # each stage as it trains: its size, samples, epochs and peak learning rate
+        lr = c.optimizer.lr
+        return [(s.size, s.samples, s.epochs, s.optimizer.get("lr", lr)) for s in c.stages]
+
+    assert recipe(again) == recipe(config) and again.loss_weights == config.loss_weights
+    assert again.batch_size == config.batch_size
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    study = open_study(config, "s", storage, print_fn=lambda line: None)
+    (queued,) = study.get_trials()
+    assert queued.state == TrialState.WAITING and queued.system_attrs["fixed_params"] == own
+    assert len(open_study(config, "s", storage, print_fn=lambda line: None).get_trials()) == 1
+
+
 def test_database_passwords_are_masked():
     assert masked("postgresql://bob:s3cret@db:5432/optuna") == "postgresql://bob:***@db:5432/optuna"
     assert masked("sqlite:///optuna.db") == "sqlite:///optuna.db"
@@ -359,7 +386,7 @@ def check_study_data(url: str) -> None:
     """A study records its data; on other data it is refused in one line, or with
     ``force_data`` continued, which it records once and says each time."""
     said: list[str] = []
-    study = open_study(smoke(), "s", url, data=A, print_fn=said.append)
+    study = open_study(smoke(), "s", url, data=A, print_fn=lambda line: None)  # a new study
     assert study.user_attrs == {DATA: A.key, DATA_PATH: A.where}
     open_study(smoke(), "s", url, data=A, print_fn=said.append)  # the same data: continued
     assert said == []

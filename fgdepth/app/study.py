@@ -219,7 +219,7 @@ def markdown_table(rows) -> str:
             text = spread_text(*spreads[name][m])
             cells.append(f"**{text}**" if spreads[name][m][0] == best[m] else text)
         cells.append(",".join(str(r["seed"]) for r in group))
-        for key, digits in (("train_minutes", 1), ("samples", 0), ("minutes", 1)):
+        for key, digits in (("train_minutes", 2), ("samples", 0), ("minutes", 1)):
             cells.append(f"{spread([r[key] for r in group])[0]:,.{digits}f}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -38,6 +38,7 @@ from fgdepth.tuning.space import (
     objective_label,
     objective_values,
     objectives,
+    recipe_params,
     schedule_label,
     score,
     suggest,
@@ -72,8 +73,8 @@ __all__ = [
     "StudyData", "Trainer", "TrialPruned", "TrialRun", "TuneOutcome", "apply_params",
     "artifact_dir", "best_config", "best_experiment", "check_data", "check_space", "counts",
     "create_study", "formula", "masked", "objective_label", "objective_values", "objectives",
-    "open_storage", "open_study", "schedule_label", "score", "study_params", "suggest",
-    "trials_to_go", "tune", "tuned_keys",
+    "open_storage", "open_study", "recipe_params", "schedule_label", "score", "study_params",
+    "suggest", "trials_to_go", "tune", "tuned_keys",
 ]  # fmt: skip
 
 
@@ -120,6 +121,9 @@ def open_study(
     note = check_data(study, data, force_data) if data is not None else None
     if note:
         print_fn(note)
+    if not study.get_trials(deepcopy=False) and (own := recipe_params(config)):
+        study.enqueue_trial(own, user_attrs={"fgdepth.recipe": config.name})
+        print_fn(f"trial 0 is the {config.name} recipe itself: {own}")
     return study
 
 

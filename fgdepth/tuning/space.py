@@ -134,6 +134,30 @@ def suggest(trial: optuna.Trial, config: Config) -> dict[str, Any]:
     return dict(trial.params)
 
 
+def recipe_params(config: Config) -> dict[str, Any]:
+    """The experiment's own recipe as a point of its search space, as far as it is one: its
+    schedule (where ``tune.schedules`` lists it), each stage's peak learning rate, its loss
+    weights and batch size, each where the space holds it. A new study tries it first, so
+    its best is never worse on validation than the recipe it tunes."""
+    tune, params = config.tune, {}
+    stages = [{"size": s.size, "samples": s.samples, "epochs": s.epochs} for s in config.stages]
+    if schedule_label(stages) in [schedule_label(s) for s in tune.schedules]:
+        params["schedule"] = schedule_label(stages)
+    elif tune.schedules:
+        return {}  # another number of stages: its learning rates would not line up
+    if tune.lr:
+        for i, stage in enumerate(config.stages):
+            lr = float({**dataclasses.asdict(config.optimizer), **stage.optimizer}["lr"])
+            if tune.lr.low <= lr <= tune.lr.high:
+                params[f"lr_stage{i}"] = lr
+    for head, r in tune.loss_weights.items():
+        if r.low <= config.loss_weights.get(head, 1.0) <= r.high:
+            params[f"loss_weight_{head}"] = float(config.loss_weights.get(head, 1.0))
+    if config.batch_size in tune.batch_size:
+        params["batch_size"] = config.batch_size
+    return params
+
+
 def _check_ranges(config: Config) -> None:
     tune = config.tune
     if not (tune.lr or tune.schedules or tune.loss_weights or tune.batch_size):

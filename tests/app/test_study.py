@@ -25,7 +25,7 @@ def test_the_table_gives_mean_and_std_over_seeds_and_marks_the_best_mean():
     assert default[1] == f"0.9100 ± {math.sqrt(2 * 0.01**2):.4f}"
     assert default[3] == f"**0.0600 ± {math.sqrt(2 * 0.01**2):.4f}**"
     assert bce[1] == "**0.9500**"  # one seed: the value alone, and the best mask_iou
-    assert default[-4:] == ["0,1", "1.5", "1,000", "2.0"]  # seeds, train min, samples, minutes
+    assert default[-4:] == ["0,1", "1.50", "1,000", "2.0"]  # seeds, train min, samples, minutes
 
 
 def test_the_table_has_a_distance_column_where_lower_is_best():
