@@ -61,7 +61,9 @@ def run_study(folder: Path, data: str | None, minutes: float, profile: str, extr
     study = optuna.load_study(study_name="bench", storage=storage)
     states = [t.state.name for t in study.trials]
     compared = folder / "study" / "tuned_vs_default.csv"
+    recipe = study.best_trial.user_attrs.get("fgdepth.recipe")  # the study's trial 0
     return {
+        "best_is_recipe": recipe is not None,
         "minutes": wall,
         "trials": len(states),
         "complete": states.count("COMPLETE"),
@@ -107,6 +109,13 @@ def pays(args, out: Path) -> str:
             family_table(result),
             "",
         ]
+        if result["best_is_recipe"]:
+            parts += [
+                "No trial beat the recipe itself (the study's first trial) on validation: "
+                "the two columns are two pairs of runs of one recipe, and their difference "
+                "is the noise of a run at this budget.",
+                "",
+            ]
     command = f"python benchmarks/tuning.py --minutes {args.minutes:g} --families {','.join(names)}"
     return "\n".join([
         "## Tuning: does a study beat the default?", "",

@@ -212,13 +212,20 @@ def resume_command(spec: RunSpec, run_id: str) -> str:
 # --- the command ---------------------------------------------------------------------------------
 
 
+def kept_state(spec: RunSpec, run_id: str | None) -> bool:
+    """Whether run ``run_id`` wrote a state to resume from (the last, or the one before)."""
+    if run_id is None:
+        return False
+    state = Path(spec.checkpoint_dir) / run_id / "state.pt"
+    return state.exists() or previous_state(state).exists()
+
+
 def go_on(spec: RunSpec, run_id: str | None) -> str:
     """How to go on with a run a signal stopped: resume it from its state, where one was
     kept, else train it again."""
     if run_id is None:
         return "no run was started"
-    state = Path(spec.checkpoint_dir) / run_id / "state.pt"
-    if state.exists() or previous_state(state).exists():
+    if kept_state(spec, run_id):
         return f"continue with: {resume_command(spec, run_id)}"
     return f"run {run_id} kept no state to resume: train it again"
 
@@ -302,8 +309,7 @@ def _resumed(spec: RunSpec, resume: str, world) -> RunSpec:
 def _after_loss(spec: RunSpec, started: list[str]) -> str:
     """What to do once a lost tracking server answers again: resume the run from its last
     state, when one was written, else train again."""
-    state = Path(spec.checkpoint_dir) / started[0] / "state.pt" if started else None
-    if state is not None and (state.exists() or previous_state(state).exists()):
+    if started and kept_state(spec, started[0]):
         return f"its state is kept: once the server answers, {resume_command(spec, started[0])}"
     return "it saved no state yet: once the server answers, train again"
 

@@ -255,6 +255,9 @@ def _compare(outcome: tuning.TuneOutcome, options: dict, stop) -> int:
     from fgdepth.app import tuned
 
     name = outcome.study.study_name
+    if outcome.best_params == tuning.recipe_params(outcome.config):
+        print(f"\nthe best trial ({outcome.best_trial}) is the {outcome.config.name} recipe "
+              "itself: the comparison measures how far two runs of one recipe differ")  # fmt: skip
     try:
         done = tuned.compare(
             outcome.config, outcome.best_params, study=name, parent_run_id=outcome.parent_run_id,
