@@ -13,6 +13,7 @@ import optuna
 from fgdepth.config import Config, ConfigError, ObjectiveConfig, StageConfig, build
 from fgdepth.engine.callbacks import Callback, EpochResult
 from fgdepth.engine.checks import check
+from fgdepth.engine.stages import stage_optimizer_config
 from fgdepth.engine.stopping import Interrupted
 from fgdepth.metrics import LOWER_IS_BETTER, SCORE_TERMS
 from fgdepth.metrics import score as weighted_score
@@ -147,7 +148,7 @@ def recipe_params(config: Config) -> dict[str, Any]:
         return {}  # another number of stages: its learning rates would not line up
     if tune.lr:
         for i, stage in enumerate(config.stages):
-            lr = float({**dataclasses.asdict(config.optimizer), **stage.optimizer}["lr"])
+            lr = float(stage_optimizer_config(config, stage).lr)
             if tune.lr.low <= lr <= tune.lr.high:
                 params[f"lr_stage{i}"] = lr
     for head, r in tune.loss_weights.items():
