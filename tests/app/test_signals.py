@@ -36,6 +36,24 @@ def test_the_first_signal_asks_to_stop_and_a_second_stops_at_once(sig, code, cap
     assert f"fgdepth: {sig.name} received: stopping after the current batch" in said
 
 
+def _store_call(sig):
+    """A function as a tracking store's module would hold it: a second signal comes while it
+    works; it returns what it did."""
+    namespace = {"__name__": "mlflow.store.tracking.sqlalchemy_store", "signal": signal}
+    exec("def call(sig):\n    signal.raise_signal(sig)\n    return 'written'", namespace)
+    return namespace["call"](sig)
+
+
+def test_a_second_signal_inside_a_store_call_stops_once_the_call_has_returned():
+    with handled_signals():
+        signal.raise_signal(signal.SIGTERM)
+        assert _store_call(signal.SIGTERM) == "written"  # not stopped inside it
+        start = time.monotonic()
+        with pytest.raises(StopNow):
+            time.sleep(30)  # the stop comes within moments of the call's return
+    assert time.monotonic() - start < 10
+
+
 def test_a_run_stopped_at_once_ends_killed_with_the_signal(tmp_path, monkeypatch):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     MlflowClient(uri).search_experiments()
@@ -167,7 +185,9 @@ def test_a_study_stopped_by_a_signal_ends_its_run_killed_and_says_how_to_go_on(
     # a second signal stops at once, wherever the work is: also in the last moments of the
     # run, after it closed; never left RUNNING
     assert run.info.status in (("KILLED",) if len(signals) == 1 else ("KILLED", "FINISHED"))
-    (line,) = [line for line in err.splitlines() if line.startswith(said)]
+    lines = [line for line in err.splitlines() if line.startswith(said)]
+    assert len(lines) == 1, err[-3000:]
+    (line,) = lines
     assert f"the study has no resume: fgdepth {' '.join(args)} starts it again" in line
     if len(signals) == 1:  # stopped after a batch, with its state: resumable
         resume = f"fgdepth train --resume {run.info.run_id}"
