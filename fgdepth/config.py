@@ -187,6 +187,19 @@ class PrunerConfig:
 
 
 @dataclass
+class TimeSharesConfig:
+    """A resize schedule drawn per trial: a share of the training time for each size (a
+    parameter ``share_SIZE`` between 0 and 1 each, then taken as fractions of their sum). The
+    sizes are trained smallest first; one given less than ``min_share`` of the time is left
+    out. A stage's samples are its share of the recipe's compute (samples x epochs x size^2
+    summed over its stages) at its size; under a training time they are shares of that time."""
+
+    sizes: list[int] = field(default_factory=list)
+    min_share: float = 0.1
+    epochs: int = 2  # a size the recipe has no stage of: epochs per stage (the pruner's steps)
+
+
+@dataclass
 class TuneConfig:
     """The search space of ``fgdepth tune`` and how trials are judged."""
 
@@ -199,6 +212,7 @@ class TuneConfig:
     # stage key) laid over the experiment's stages (the last one repeats when a schedule is
     # longer); written at the original scale, like the experiment, and scaled by the profile
     schedules: list[list[dict[str, Any]]] = field(default_factory=list)
+    time_shares: TimeSharesConfig | None = None  # or: the sizes and their shares of the time
     loss_weights: dict[str, RangeConfig] = field(default_factory=dict)  # per head
     batch_size: list[int] = field(default_factory=list)  # choices
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)

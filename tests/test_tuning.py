@@ -82,9 +82,69 @@ def test_loss_weights_and_batch_size_are_searched_when_asked():
     assert out.batch_size == params["batch_size"]
 
 
+SHARES = ["tune.schedules=[]", "tune.time_shares={sizes: [48, 64, 96, 128, 192]}"]
+
+
+def compute(stage) -> int:
+    return stage.samples * stage.epochs * stage.size**2
+
+
+def test_time_shares_give_each_drawn_size_its_part_of_the_recipes_compute():
+    config = load_config("default", "cpu", SHARES)  # cpu: 96 px at most, 192 px left out
+    assert [s.size for s in config.stages] == [48, 64, 96, 192]
+    whole = sum(compute(s) for s in config.stages[:3])
+    out = apply_params(config, {"share_48": 0.6, "share_64": 0.0, "share_96": 0.2})
+    # 75 % and 25 %; a stage of a size the recipe has takes its epochs and learning rate
+    assert [(s.name, s.size, s.epochs, s.optimizer.get("lr")) for s in out.stages] == [
+        ("s48", 48, 2, None), ("s96", 96, 2, 0.002),
+    ]  # fmt: skip
+    parts = [compute(s) / whole for s in out.stages]
+    assert parts == pytest.approx([0.75, 0.25], abs=1e-5)  # to a sample's rounding
+    # a size the recipe has no stage of: the nearest stage's keys and tune.time_shares.epochs
+    full = load_config("default", "full", SHARES)
+    (s128,) = apply_params(full, {"share_128": 1.0}).stages
+    assert (s128.name, s128.size, s128.epochs, s128.optimizer["lr"]) == ("s128", 128, 2, 0.002)
+    assert compute(s128) == pytest.approx(sum(compute(s) for s in full.stages), rel=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("shares", "sizes"),
+    [
+        ({"share_48": 0.05, "share_64": 0.45, "share_96": 0.5}, [64, 96]),  # under min_share
+        ({"share_48": 0.0, "share_64": 0.0, "share_96": 0.0}, [48, 64, 96]),  # all: equal
+        ({"share_48": 0.0, "share_64": 0.0, "share_96": 1e-9}, [96]),
+    ],
+)
+def test_a_size_given_too_little_of_the_time_is_left_out(shares, sizes):
+    config = load_config("default", "cpu", SHARES)
+    out = apply_params(config, shares)
+    assert [s.size for s in out.stages] == sizes
+    whole = sum(compute(s) for s in config.stages[:3])
+    assert sum(compute(s) for s in out.stages) == pytest.approx(whole, rel=1e-4)
+
+
+@pytest.mark.parametrize("profile", ["cpu", "full"])
+def test_time_shares_are_drawn_for_the_sizes_the_profile_trains(profile):
+    config = load_config("default", profile, SHARES)
+    trial = optuna.create_study(direction="maximize").ask()
+    from fgdepth.tuning import suggest
+
+    params = suggest(trial, config)
+    drawn = sorted(int(k.split("_")[1]) for k in params if k.startswith("share_"))
+    assert drawn == ([48, 64, 96] if profile == "cpu" else [48, 64, 96, 128, 192])
+    stages = apply_params(config, params).stages
+    assert {f"lr_stage{i}" for i in range(len(stages))} == {k for k in params if "lr_" in k}
+    assert [s.optimizer["lr"] for s in stages] == [params[f"lr_stage{i}"] for i in
+                                                    range(len(stages))]  # fmt: skip
+
+
 @pytest.mark.parametrize(
     ("sets", "message"),
     [
+        (["tune.time_shares={sizes: [64]}"], "time_shares and schedules are both set"),
+        ([*SHARES[:1], "tune.time_shares={sizes: [64, 64]}"], "need distinct sizes"),
+        ([*SHARES, "tune.time_shares.min_share=1"], "is not in \\[0, 1\\)"),
+        ([*SHARES[:1], "tune.time_shares={sizes: [50, 64]}"], "multiples of 16"),
         (
             ["tune.lr=null", "tune.schedules=[]", "tune.loss_weights={}", "tune.batch_size=[]"],
             "has no search space",
@@ -255,6 +315,13 @@ def test_a_new_study_first_tries_the_recipe_it_tunes(tmp_path, experiment):
 
     assert recipe(again) == recipe(config) and again.loss_weights == config.loss_weights
     assert again.batch_size == config.batch_size
+    # in a space of time shares too: the stages the profile trains, each its part of the time
+    shares = load_config(experiment, "cpu", SHARES)
+    own_shares = recipe_params(shares)
+    assert {"share_48", "share_64", "share_96"} <= set(own_shares) and "schedule" not in own_shares
+    trained = [s for s in shares.stages if s.size <= 96]
+    assert recipe(apply_params(shares, own_shares))[:3] == recipe(dataclasses.replace(
+        shares, stages=trained))  # fmt: skip
     storage = f"sqlite:///{tmp_path}/optuna.db"
     study = open_study(config, "s", storage, print_fn=lambda line: None)
     (queued,) = study.get_trials()

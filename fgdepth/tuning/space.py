@@ -78,12 +78,68 @@ def _scheduled_stages(config: Config, label: str) -> list[StageConfig]:
     ]
 
 
+def _trained(config: Config, size: int, base: StageConfig) -> bool:
+    """Whether a stage of ``size`` is trained at the profile (not one it leaves out)."""
+    cap = config.scale.max_size
+    return not (cap and size > cap and base.when_capped == "skip")
+
+
+def _recipe_stages(config: Config) -> list[StageConfig]:
+    return [s for s in config.stages if _trained(config, s.size, s)] or list(config.stages)
+
+
+def recipe_compute(config: Config) -> float:
+    """What the recipe's stages that the profile trains cost, in samples x epochs x pixels
+    (at the original scale)."""
+    return float(sum(s.samples * s.epochs * s.size**2 for s in _recipe_stages(config)))
+
+
+def _nearest_stage(config: Config, size: int) -> StageConfig:
+    """The recipe's stage closest in size (the larger one of two as close): the one whose
+    other keys (learning rate, when_capped) a drawn stage of ``size`` takes."""
+    return min(config.stages, key=lambda s: (abs(s.size - size), -s.size))
+
+
+def share_sizes(config: Config) -> list[int]:
+    """The sizes of ``tune.time_shares`` up to the profile's ``max_size``, smallest first: a
+    share is drawn for each (a larger one would train at another size, or not at all)."""
+    sizes, cap = sorted(config.tune.time_shares.sizes), config.scale.max_size
+    return [s for s in sizes if not cap or s <= cap] or sizes[:1]
+
+
+def time_shares(config: Config, params: dict[str, Any]) -> dict[int, float]:
+    """A trial's ``share_SIZE`` values as fractions of the time, of the sizes it keeps (those
+    given at least ``min_share``; the largest share when none is), smallest size first."""
+    raw = {size: max(0.0, float(params.get(f"share_{size}", 0.0))) for size in share_sizes(config)}
+    total = sum(raw.values())
+    shares = {size: v / total if total else 1 / len(raw) for size, v in raw.items()}
+    kept = [size for size in shares if shares[size] >= config.tune.time_shares.min_share]
+    kept = kept or [max(shares, key=shares.get)]
+    rest = sum(shares[size] for size in kept)
+    return {size: shares[size] / rest for size in kept}
+
+
+def _shared_stages(config: Config, params: dict[str, Any]) -> list[StageConfig]:
+    """The stages a trial's time shares give: each size's share of the recipe's compute."""
+    compute = recipe_compute(config)
+    stages = []
+    for size, share in time_shares(config, params).items():
+        base = _nearest_stage(config, size)
+        epochs = base.epochs if base.size == size else config.tune.time_shares.epochs
+        samples = max(1, round(share * compute / (epochs * size**2)))
+        over = {"size": size, "samples": samples, "epochs": epochs}
+        stages.append(_overlay(base, over, f"tune.time_shares ({size} px)"))
+    return stages
+
+
 def apply_params(config: Config, params: dict[str, Any]) -> Config:
     """``config`` with one trial's values put in, checked; raises ConfigError. New stage
     objects throughout: the study's own config is never changed."""
     stages = [dataclasses.replace(s) for s in config.stages]
     if "schedule" in params:
         stages = _scheduled_stages(config, params["schedule"])
+    elif config.tune.time_shares and any(name.startswith("share_") for name in params):
+        stages = _shared_stages(config, params)
     for i, stage in enumerate(stages):
         if f"lr_stage{i}" in params:
             stages[i] = dataclasses.replace(
@@ -105,10 +161,10 @@ def apply_params(config: Config, params: dict[str, Any]) -> Config:
 
 def tuned_keys(params: dict[str, Any]) -> set[str]:
     """The config keys that a trial's values set in ``apply_params``: ``stages`` (a schedule,
-    a stage's learning rate), ``loss_weights``, ``batch_size``."""
+    time shares, a stage's learning rate), ``loss_weights``, ``batch_size``."""
     keys = set()
     for name in params:
-        if name == "schedule" or name.startswith("lr_stage"):
+        if name == "schedule" or name.startswith(("lr_stage", "share_")):
             keys.add("stages")
         elif name.startswith("loss_weight_"):
             keys.add("loss_weights")
@@ -125,6 +181,10 @@ def suggest(trial: optuna.Trial, config: Config) -> dict[str, Any]:
         labels = [schedule_label(s) for s in tune.schedules]
         label = trial.suggest_categorical("schedule", labels)
         n_stages = len(tune.schedules[labels.index(label)])
+    elif tune.time_shares:
+        for size in share_sizes(config):
+            trial.suggest_float(f"share_{size}", 0.0, 1.0)
+        n_stages = len(time_shares(config, trial.params))
     if tune.lr:
         for i in range(n_stages):
             trial.suggest_float(f"lr_stage{i}", tune.lr.low, tune.lr.high, log=tune.lr.log)
@@ -146,6 +206,11 @@ def recipe_params(config: Config) -> dict[str, Any]:
         params["schedule"] = schedule_label(stages)
     elif tune.schedules:
         return {}  # another number of stages: its learning rates would not line up
+    elif tune.time_shares:
+        shares = _recipe_shares(config)
+        if shares is None:
+            return {}
+        params.update(shares)
     if tune.lr:
         for i, stage in enumerate(config.stages):
             lr = float(stage_optimizer_config(config, stage).lr)
@@ -159,13 +224,43 @@ def recipe_params(config: Config) -> dict[str, Any]:
     return params
 
 
+def _recipe_shares(config: Config) -> dict[str, float] | None:
+    """The recipe as time shares: each stage's part of its compute, where the stages that
+    the profile trains have distinct, rising sizes, each drawn and each given ``min_share``."""
+    stages, sizes = _recipe_stages(config), share_sizes(config)
+    own = [s.size for s in stages]
+    if own != sorted(set(own)) or not set(own) <= set(sizes):
+        return None
+    compute = recipe_compute(config)
+    parts = {s.size: s.samples * s.epochs * s.size**2 / compute for s in stages}
+    if min(parts.values()) < config.tune.time_shares.min_share:
+        return None
+    return {f"share_{size}": float(parts.get(size, 0.0)) for size in sizes}
+
+
+def _check_shares(config: Config) -> None:
+    space = config.tune.time_shares
+    if space is None:
+        return
+    if config.tune.schedules:
+        raise ConfigError("tune: time_shares and schedules are both set; give one of them")
+    if not space.sizes or len(set(space.sizes)) != len(space.sizes):
+        raise ConfigError(f"tune.time_shares.sizes: need distinct sizes, got {space.sizes}")
+    if not 0 <= space.min_share < 1:
+        raise ConfigError(f"tune.time_shares.min_share: {space.min_share} is not in [0, 1)")
+    if space.epochs < 1:
+        raise ConfigError(f"tune.time_shares.epochs: must be at least 1, got {space.epochs}")
+
+
 def _check_ranges(config: Config) -> None:
     tune = config.tune
-    if not (tune.lr or tune.schedules or tune.loss_weights or tune.batch_size):
+    if not (tune.lr or tune.schedules or tune.time_shares or tune.loss_weights
+            or tune.batch_size):  # fmt: skip
         raise ConfigError(
-            f"tune: experiment '{config.name}' has no search space "
-            "(set tune.lr, tune.schedules, tune.loss_weights or tune.batch_size)"
+            f"tune: experiment '{config.name}' has no search space (set tune.lr, "
+            "tune.schedules, tune.time_shares, tune.loss_weights or tune.batch_size)"
         )
+    _check_shares(config)
     if tune.trials < 1:
         raise ConfigError(f"tune.trials: must be at least 1, got {tune.trials}")
     if tune.minutes is not None and not (math.isfinite(tune.minutes) and tune.minutes > 0):
@@ -189,8 +284,12 @@ def check_space(config: Config) -> None:
     """Every choice of the search space must make a valid config: fail before any work."""
     _check_ranges(config)
     tune = config.tune
-    for label in [schedule_label(s) for s in tune.schedules] or [None]:
-        params: dict[str, Any] = {} if label is None else {"schedule": label}
+    points: list[dict[str, Any]] = [{"schedule": schedule_label(s)} for s in tune.schedules]
+    if tune.time_shares:  # each size alone, and all of them
+        sizes = share_sizes(config)
+        points = [{f"share_{s}": float(s == size) for s in sizes} for size in sizes]
+        points.append({f"share_{s}": 1.0 for s in sizes})
+    for params in points or [{}]:
         if tune.batch_size:
             params["batch_size"] = tune.batch_size[0]
         apply_params(config, params)
