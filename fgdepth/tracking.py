@@ -381,9 +381,10 @@ def log_datasets(run_id: str, config: Config, info: dict, fingerprint: str, sour
             dataset = mlflow.data.from_pandas(
                 frame, source=source, name=dataset_name(config), digest=digests[context]
             )
+            entity = dataset._to_mlflow_entity()  # its schema is inferred here
         tags = [InputTag(MLFLOW_DATASET_CONTEXT, context)]
         tags += [InputTag(k, v) for k, v in described.items()]
-        inputs.append(DatasetInput(dataset._to_mlflow_entity(), tags))
+        inputs.append(DatasetInput(entity, tags))
     MlflowClient().log_inputs(run_id, datasets=inputs)
     return {
         "fgdepth.data_digest": digests["evaluation"],
