@@ -23,6 +23,10 @@ With ``rows=True`` the input gains one channel, each pixel's height in the image
 learns where it is only from the zero padding at the borders; yet where an object stands on the
 ground, how far away it is follows the image row of its lowest point. The channel is unchanged by
 the horizontal flips of training and of ``test_flip``.
+
+With ``contact=True`` a prediction (eval mode) reads the object's level of depth at its feet:
+inside the predicted mask the depth map is shifted so that its median is the depth predicted just
+below the mask's lowest pixels, where the object stands (``fgdepth.models.contact``).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fgdepth.models.base import MODELS, DepthMaskModel, conv_bn_relu
+from fgdepth.models.contact import contact_readout
 
 
 class Stage(nn.Sequential):
@@ -69,6 +74,7 @@ class UNet(DepthMaskModel):
         decoder_convs: int = 2,
         test_flip: bool = False,
         rows: bool = False,
+        contact: bool = False,
     ):
         super().__init__()
         self.check_options(
@@ -79,6 +85,7 @@ class UNet(DepthMaskModel):
         self.depth_stride = depth_stride
         self.test_flip = test_flip
         self.rows = rows
+        self.contact = contact
         cin = 10 if rows else 9
         # the sub-pixels of each output pixel, as channels, mixed down to a few features
         self.detail = conv_bn_relu(cin * input_scale**2, 16, 1) if input_scale > 1 else None
@@ -136,11 +143,15 @@ class UNet(DepthMaskModel):
         return 2 if test_flip else 1
 
     def forward(self, fg_bg, bg):
-        if self.training or not self.test_flip:
+        if self.training:
             return self.logits(fg_bg, bg)
         mask, depth = self.logits(fg_bg, bg)
-        mirror_mask, mirror_depth = self.logits(fg_bg.flip(-1), bg.flip(-1))
-        return (mask + mirror_mask.flip(-1)) / 2, (depth + mirror_depth.flip(-1)) / 2
+        if self.test_flip:
+            mirror_mask, mirror_depth = self.logits(fg_bg.flip(-1), bg.flip(-1))
+            mask, depth = (mask + mirror_mask.flip(-1)) / 2, (depth + mirror_depth.flip(-1)) / 2
+        if self.contact:
+            depth = contact_readout(mask, depth)
+        return mask, depth
 
     def logits(self, fg_bg, bg):
         """One forward pass: (mask logits, depth logits)."""
