@@ -103,8 +103,11 @@ def prepare_stage(
 
 def step_starts(n_rows: int, offset: int, step: int, ranks: int) -> range:
     """Where each step of an epoch of ``n_rows`` starts, from row ``offset`` on. A last step
-    with fewer rows than ranks would leave a rank without a batch: it is dropped."""
-    end = n_rows if n_rows % step == 0 or n_rows % step >= ranks else n_rows - n_rows % step
+    with fewer than two rows per rank is dropped: a rank without a batch would wait for the
+    others, and BatchNorm cannot train on one row where a map has one pixel (the 1/16 map of
+    a 16 px stage)."""
+    rest = n_rows % step
+    end = n_rows if rest == 0 or rest >= 2 * ranks else n_rows - rest
     return range(offset, end, step)
 
 

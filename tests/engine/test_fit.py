@@ -8,6 +8,7 @@ from fgdepth.config import ConfigError, load_config
 from fgdepth.engine import Callback, DivergenceError, fit
 from fgdepth.engine.budget import TrainingBudget
 from fgdepth.engine.checks import load_experiment
+from fgdepth.engine.epoch import step_starts
 from fgdepth.engine.plan import plan_run
 from fgdepth.metrics import METRIC_NAMES
 
@@ -335,3 +336,21 @@ def test_bf16_and_fp32_training_agree_within_the_stated_tolerance(train_dataset)
     both = {p: evaluate(fp32.model, cache, rows, torch.device("cpu"), 8, p) for p in runs}
     for name in ("mask_iou", "mask_dice", "depth_rmse", "fg_distance_error"):
         assert both["bf16"][name] == pytest.approx(both["fp32"][name], abs=0.01), name
+
+
+def test_a_last_batch_of_one_row_is_left_out_at_16_px(train_dataset):
+    """17 rows in batches of 16 at 16 px: the last batch, one row on a 1 x 1 map at 1/16, is one
+    that BatchNorm cannot train on; it is dropped, not a crash."""
+    config = load_config("default", None, ["stages.0.size=16", "stages.0.samples=17",
+                                           "stages.0.epochs=1", "data.workers=1"])  # fmt: skip
+    config.stages = config.stages[:1]
+    result = fit(config, train_dataset)
+    assert result.metrics["mask_iou"] >= 0.0
+
+
+def test_an_epoch_drops_a_last_step_with_fewer_than_two_rows_per_rank():
+    assert list(step_starts(33, 0, 16, 1)) == [0, 16]  # 16, 16 and 1 row: the 1 is dropped
+    assert list(step_starts(34, 0, 16, 1)) == [0, 16, 32]
+    assert list(step_starts(35, 0, 16, 2)) == [0, 16]  # 3 rows over 2 ranks: one would get 1
+    assert list(step_starts(36, 0, 16, 2)) == [0, 16, 32]
+    assert list(step_starts(32, 16, 16, 1)) == [16]
