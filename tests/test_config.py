@@ -193,6 +193,7 @@ NEUTRAL = {
     "model.input_scale",
     "model.depth_stride",
     "model.test_flip",
+    "model.contact",
     # the recipe's stages are data of the recipe; the schema's one small stage (64 px, 1000
     # samples) only lets a file without stages train
     "stages",
