@@ -136,7 +136,12 @@ def test_the_best_run_is_registered_with_an_alias_and_usable_by_it(store, tmp_pa
         if math.isnan(value):  # nothing to measure: the run logged nothing either
             assert f"test_{name}" not in logged
         else:
-            assert value == pytest.approx(logged[f"test_{name}"], abs=1e-5), name
+            # the masks to 1e-5 (rounded to 6 digits, float64 sums over the same pixels); the
+            # depth to 1e-3: the contact readout thresholds the mask logits at 0, and a logit
+            # within float noise of 0 (this process's kernels may block the batch otherwise)
+            # moves a column's lowest pixel, and with it one image's shift (8e-5 seen)
+            tol = 1e-3 if name.startswith(("depth", "fg_")) else 1e-5
+            assert value == pytest.approx(logged[f"test_{name}"], abs=tol), name
 
 
 def test_a_bad_rank_metric_is_refused(store, tmp_path):

@@ -4,7 +4,8 @@ The first signal asks the work to stop at its next safe point: training after th
 batch, with a state saved (``Interrupted``); a study or tune before its next run or trial. A
 second one stops at once (``StopNow``), though never inside a tracking store's call: one
 stopped in a database transaction would keep the database locked (SQLite), and the run could
-not be ended; the stop waits for the call to return. Either way every run the command opened
+not be ended; the stop waits for the call to return. A signal after the stop was said is
+ignored: nothing is left to stop. Either way every run the command opened
 ends KILLED, one line says how to go on, and the command exits 128 + the signal: 130 (SIGINT),
 143 (SIGTERM).
 """
@@ -34,12 +35,15 @@ class StopSignals:
         self.previous: dict = {}
         self.pid = os.getpid()
         self.active = False
+        self.done = False  # the stop is complete and said: a later signal has nothing to stop
 
     def __call__(self) -> str | None:
         return self.received[0] if self.received else None
 
     def _handle(self, signum, frame) -> None:
         name = signal.Signals(signum).name
+        if self.done:  # the process is on its way out with the status already chosen
+            return
         if self.received:
             if in_store_call(frame):
                 threading.Timer(RETRY_S, self._again, (signum,)).start()
@@ -105,7 +109,11 @@ def handled_signals():
 def stopped(exc: BaseException, go_on: str) -> int:
     """Say in one line what stopped (``exc``: Interrupted or StopNow) and how to go on; the
     exit status for it. One raw write: a second signal cannot leave half the line written
-    (and its own line after that half)."""
+    (and its own line after that half). Once it is written a later signal is ignored: it came
+    after the work had stopped (raised then, it would only break the interpreter's exit)."""
+    stops = installed_signals()
+    if stops is not None:
+        stops.done = True
     sys.stderr.flush()
     os.write(2, f"fgdepth: {exc}; {go_on}\n".encode())
     return exit_code(exc.reason)
