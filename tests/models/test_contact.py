@@ -22,11 +22,10 @@ def scene(h=32, w=32):
 
 def test_the_level_inside_the_mask_is_the_floors_just_below_its_feet():
     mask, depth = scene()
-    out = contact_readout(mask, depth, gap=2, band=2, feet=2)
+    out = contact_readout(mask, depth, gap=2, feet=2)
     inside = mask > 0
-    # read on rows 21 and 22 under the four feet columns: the median (the lower of the middle
-    # two, as torch takes it) of four 21s and four 22s; values are small integers plus a shift,
-    # exact in float32
+    # read on row 21 under the four feet columns, two rows below the lowest: four 21s; values
+    # are small integers plus a shift, exact in float32
     assert out[inside].median() == 21.0
     assert torch.equal(out[~inside], depth[~inside])  # the background is left as it was
     # the object's own shape of depth is kept: one shift for the whole object
@@ -38,7 +37,7 @@ def test_an_arm_held_out_is_not_read_as_a_foot():
     mask, depth = scene()
     # a floor that differs under the arm's columns only: read there, the level would move
     depth[..., 22:, 14:17] = -50.0
-    out = contact_readout(mask, depth, gap=2, band=2, feet=2)
+    out = contact_readout(mask, depth, gap=2, feet=2)
     assert out[mask > 0].median() > 20.0
 
 
