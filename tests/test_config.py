@@ -194,6 +194,7 @@ NEUTRAL = {
     "model.depth_stride",
     "model.test_flip",
     "model.contact",
+    "model.contact_fit",
     # the recipe's stages are data of the recipe; the schema's one small stage (64 px, 1000
     # samples) only lets a file without stages train
     "stages",

@@ -154,3 +154,11 @@ class ConsoleCallback(Callback):
             f"depth_rmse {r.test['depth_rmse']:.4f} "
             f"fg_distance_error {r.test['fg_distance_error']:.4f}"
         )
+        line = getattr(getattr(model, "module", model), "contact_line", None)
+        if line is not None:  # ``contact_fit``: fitted on the validation rows before the test
+            a, b = (float(v) for v in line)
+            self.print(
+                f"  stage {r.stage} contact readout: object depth = {a:.4f} + {b:.4f} x the "
+                "depth read at its feet "
+                + ("(fitted on val)" if (a, b) != (0.0, 1.0) else "(too few objects on val to fit)")
+            )

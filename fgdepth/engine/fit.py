@@ -23,6 +23,7 @@ from fgdepth.config import Config
 from fgdepth.data import Dataset, build_caches
 from fgdepth.data.modes import decode_workers, open_stage_data
 from fgdepth.engine.budget import TrainingBudget
+from fgdepth.engine.calibrate import fit_readout
 from fgdepth.engine.callbacks import Callback, CallbackList, EpochResult, FitResult, StageResult
 from fgdepth.engine.distributed import current_world, device_for, share, sync_buffers
 from fgdepth.engine.epoch import DivergenceError, StageRun, prepare_stage, train_epoch
@@ -275,7 +276,10 @@ class _Fit:
 
     def _finish_stage(self, run: StageRun, si: int, epochs: list[EpochResult]) -> None:
         last = self.stopped or self.budget_spent or si + 1 == len(self.plan.stages)
-        test = self._evaluate(run.data, "test") if last or self.config.eval.stage_tests else {}
+        test = {}
+        if last or self.config.eval.stage_tests:
+            self._fit_readout(run.data)
+            test = self._evaluate(run.data, "test")
         images = []
         if self.world.main:
             images = sample_predictions(
@@ -287,6 +291,17 @@ class _Fit:
         freeze_groups(self.model, [])
         if not (self.stopped or self.budget_spent) and si + 1 < len(self.plan.stages):
             self.cb.on_checkpoint(self._state(run, si + 1, 0))
+
+    def _fit_readout(self, data) -> None:
+        """Before a test: the contact readout's line (``contact_fit``) fitted on val. Only
+        then: without stage tests (the ``cpu`` profile, tuning trials) no validation metric
+        is read through a line fitted on the same rows; with them, a later stage's are,
+        through the line of the stage before."""
+        config = self.config
+        fit_readout(
+            self.model, data, self.splits["val"], self.device, config.eval.batch_size,
+            self.precision, config.channels_last,
+        )  # fmt: skip
 
     def _evaluate(self, data, split: str) -> dict[str, float]:
         config = self.config

@@ -26,7 +26,9 @@ the horizontal flips of training and of ``test_flip``.
 
 With ``contact=True`` a prediction (eval mode) reads the object's level of depth at its feet:
 inside the predicted mask the depth map is shifted so that its median is the depth predicted just
-below the mask's lowest pixels, where the object stands (``fgdepth.models.contact``).
+below the mask's lowest pixels, where the object stands (``fgdepth.models.contact``). With
+``contact_fit=True`` as well, the level read goes through a line fitted after training on rows
+it did not train on (``contact_line``, set by the engine; saved with the weights).
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fgdepth.models.base import MODELS, DepthMaskModel, conv_bn_relu
-from fgdepth.models.contact import contact_readout
+from fgdepth.models.contact import contact_level, contact_readout
 
 
 class Stage(nn.Sequential):
@@ -75,17 +77,18 @@ class UNet(DepthMaskModel):
         test_flip: bool = False,
         rows: bool = False,
         contact: bool = False,
+        contact_fit: bool = False,
     ):
         super().__init__()
         self.check_options(
             input_scale=input_scale, depth_stride=depth_stride, decoder_convs=decoder_convs
         )
         w = [width, width * 2, width * 4, width * 6]  # 1/2 .. 1/16
-        self.input_scale = input_scale
-        self.depth_stride = depth_stride
-        self.test_flip = test_flip
-        self.rows = rows
-        self.contact = contact
+        self.input_scale, self.depth_stride = input_scale, depth_stride
+        self.test_flip, self.rows = test_flip, rows
+        self.contact, self.contact_fit = contact, contact and contact_fit
+        if self.contact_fit:  # (a, b): depth = a + b * level read; (0, 1) until fitted
+            self.register_buffer("contact_line", torch.tensor([0.0, 1.0]))
         cin = 10 if rows else 9
         # the sub-pixels of each output pixel, as channels, mixed down to a few features
         self.detail = conv_bn_relu(cin * input_scale**2, 16, 1) if input_scale > 1 else None
@@ -145,13 +148,25 @@ class UNet(DepthMaskModel):
     def forward(self, fg_bg, bg):
         if self.training:
             return self.logits(fg_bg, bg)
+        mask, depth = self.predicted_logits(fg_bg, bg)
+        if self.contact:
+            line = self.contact_line if self.contact_fit else None
+            depth = contact_readout(mask, depth, fit=line)
+        return mask, depth
+
+    def predicted_logits(self, fg_bg, bg):
+        """A prediction's logits before the contact readout (averaged with the mirror image's
+        where ``test_flip``)."""
         mask, depth = self.logits(fg_bg, bg)
         if self.test_flip:
             mirror_mask, mirror_depth = self.logits(fg_bg.flip(-1), bg.flip(-1))
             mask, depth = (mask + mirror_mask.flip(-1)) / 2, (depth + mirror_depth.flip(-1)) / 2
-        if self.contact:
-            depth = contact_readout(mask, depth)
         return mask, depth
+
+    def contact_levels(self, fg_bg, bg) -> torch.Tensor:
+        """Each image's depth level read at the object's feet (logits, (B,), NaN where none),
+        before any fitted line: what ``contact_line`` is fitted on."""
+        return contact_level(*self.predicted_logits(fg_bg, bg))
 
     def logits(self, fg_bg, bg):
         """One forward pass: (mask logits, depth logits)."""

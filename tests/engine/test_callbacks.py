@@ -1,6 +1,7 @@
 """The callback interface: every hook forwarded in order, and what the console says."""
 
 import pytest
+import torch
 from torch import nn
 
 from fgdepth.config import StageConfig, load_config
@@ -14,6 +15,7 @@ from fgdepth.engine.callbacks import (
     data_lines,
     data_modes,
 )
+from fgdepth.models import build_model
 
 HOOKS = ("on_fit_start", "on_stage_start", "on_epoch_end", "on_stage_end", "on_fit_end",
          "on_checkpoint")  # fmt: skip
@@ -96,6 +98,23 @@ def test_the_console_says_one_line_per_stage_with_its_test_metrics():
     test = {"mask_iou": 0.9, "depth_rmse": 0.05, "fg_distance_error": 0.012345}
     ConsoleCallback(lines.append).on_stage_end(StageResult(2, StageConfig(), test, []), None)
     assert lines == ["  stage 2 test: mask_iou 0.9000 depth_rmse 0.0500 fg_distance_error 0.0123"]
+
+
+def test_the_console_says_the_contact_line_under_the_test_line():
+    test = {"mask_iou": 0.9, "depth_rmse": 0.05, "fg_distance_error": 0.012345}
+    model = build_model("unet", width=8, contact=True, contact_fit=True)
+    said = []
+    for line in ([0.0, 1.0], [-0.05, 1.04]):
+        model.contact_line.copy_(torch.tensor(line))
+        lines = []
+        ConsoleCallback(lines.append).on_stage_end(StageResult(2, StageConfig(), test, []), model)
+        said.append(lines[1:])
+    assert said == [
+        ["  stage 2 contact readout: object depth = 0.0000 + 1.0000 x the depth read at its "
+         "feet (too few objects on val to fit)"],
+        ["  stage 2 contact readout: object depth = -0.0500 + 1.0400 x the depth read at its "
+         "feet (fitted on val)"],
+    ]  # fmt: skip
 
 
 def _info(**over) -> dict:

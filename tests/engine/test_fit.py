@@ -1,3 +1,4 @@
+import importlib
 import subprocess
 import sys
 
@@ -7,6 +8,7 @@ import torch
 from fgdepth.config import ConfigError, load_config
 from fgdepth.engine import Callback, DivergenceError, fit
 from fgdepth.engine.budget import TrainingBudget
+from fgdepth.engine.calibrate import fit_readout as fit_readout_as_is
 from fgdepth.engine.checks import load_experiment
 from fgdepth.engine.epoch import step_starts
 from fgdepth.engine.plan import plan_run
@@ -354,3 +356,25 @@ def test_an_epoch_drops_a_last_step_with_fewer_than_two_rows_per_rank():
     assert list(step_starts(35, 0, 16, 2)) == [0, 16]  # 3 rows over 2 ranks: one would get 1
     assert list(step_starts(36, 0, 16, 2)) == [0, 16, 32]
     assert list(step_starts(32, 16, 16, 1)) == [16]
+
+
+def test_the_contact_line_is_fitted_on_the_val_split_before_each_stages_test(
+    train_dataset, monkeypatch
+):
+    fit_module = importlib.import_module("fgdepth.engine.fit")  # the module, not the function
+    config = load_config("default", "smoke", overrides=["model.contact_fit=true"])
+    rec, calls = Recorder(), []
+
+    def fit_readout(model, data, indices, *args):
+        calls.append(sorted(indices.tolist()))
+        rec.events.append("fit_readout")
+        return fit_readout_as_is(model, data, indices, *args)
+
+    monkeypatch.setattr(fit_module, "fit_readout", fit_readout)
+    result = fit(config, train_dataset, [rec])
+    assert [e for e in rec.events if e.startswith(("fit_readout", "stage_end"))] == [
+        "fit_readout", "stage_end 0", "fit_readout", "stage_end 1", "fit_readout", "stage_end 2",
+    ]  # fmt: skip
+    val = plan_run(config, train_dataset, 2).splits["val"]
+    assert calls == [sorted(val.tolist())] * 3
+    assert "contact_line" in result.model.state_dict()

@@ -3,7 +3,7 @@
 import torch
 
 from fgdepth.models import build_model
-from fgdepth.models.contact import contact_readout
+from fgdepth.models.contact import EPS, MIN_ROWS, contact_level, contact_readout, fit_contact
 
 
 def scene(h=32, w=32):
@@ -81,3 +81,63 @@ def test_unet_contact_reads_at_the_feet_in_eval_mode_only():
     _, depth_r = reading(fg[:1], bg[:1])
     assert torch.equal(depth_r, contact_readout(mask, depth))
     assert not torch.equal(depth_r, depth)
+
+
+def test_a_fitted_line_sets_the_level_in_depth():
+    mask, depth = scene()
+    line = torch.tensor([-0.05, 1.2])
+    out = contact_readout(mask, depth, gap=2, feet=2, fit=line)
+    # read: logit 21 (as above); through the line, in depth: -0.05 + 1.2 * sigmoid(21) = 1.15,
+    # held just inside (0, 1) by EPS
+    level = torch.sigmoid(out[mask > 0].median())
+    assert torch.isclose(level, torch.tensor(1 - EPS), atol=1e-7)
+    floor = depth.clone()
+    floor -= 21.0  # the floor's logit at the feet: 0, depth 0.5
+    out = contact_readout(mask, floor, gap=2, feet=2, fit=line)
+    assert torch.isclose(torch.sigmoid(out[mask > 0].median()), torch.tensor(0.55), atol=1e-6)
+    assert torch.equal(out[mask <= 0], floor[mask <= 0])
+
+
+def test_fit_contact_recovers_a_line_from_the_levels_read():
+    gen = torch.Generator().manual_seed(0)
+    truth = torch.rand(200, generator=gen) * 0.8 + 0.1
+    read = (truth + 0.0625) / 1.25  # the network's level: depth = 1.25 * read - 0.0625
+    levels = torch.logit(read)
+    levels[::10] = torch.nan  # none read (cut off by the frame)
+    truth[5::10] = torch.nan  # no object
+    a, b = fit_contact(levels, truth)
+    # float32 levels through sigmoid and back: the line within 1e-5 of the exact one
+    assert abs(a - -0.0625) < 1e-5 and abs(b - 1.25) < 1e-5
+
+
+def test_fit_contact_reads_the_level_as_it_is_without_enough_objects_or_spread():
+    levels = torch.logit(torch.linspace(0.2, 0.8, MIN_ROWS - 1))
+    assert torch.equal(fit_contact(levels, levels.sigmoid() * 0.5), torch.tensor([0.0, 1.0]))
+    flat = torch.zeros(100)  # every level the same: no slope to fit
+    assert torch.equal(fit_contact(flat, torch.rand(100)), torch.tensor([0.0, 1.0]))
+
+
+def test_fit_contact_holds_the_slope_within_its_bounds():
+    x = torch.linspace(0.3, 0.7, 100)
+    a, b = fit_contact(torch.logit(x), 0.5 + 5 * (x - 0.5))  # a slope of 5: held at 2
+    assert b == 2.0
+    assert abs(a - (0.5 - 2.0 * 0.5)) < 1e-6  # the intercept fitted for that slope
+
+
+def test_unet_contact_fit_reads_through_its_line_and_saves_it():
+    torch.manual_seed(0)
+    model = build_model("unet", width=8, context=True, contact=True, contact_fit=True).eval()
+    assert torch.equal(model.contact_line, torch.tensor([0.0, 1.0]))
+    model.contact_line.copy_(torch.tensor([0.1, 0.9]))
+    model.logits = lambda *_: scene()
+    fg, bg = torch.rand(1, 3, 32, 32), torch.rand(1, 3, 32, 32)
+    with torch.no_grad():
+        _, depth = model(fg, bg)
+    mask, raw = scene()
+    assert torch.equal(depth, contact_readout(mask, raw, fit=torch.tensor([0.1, 0.9])))
+    assert torch.equal(model.contact_levels(fg, bg), contact_level(mask, raw))
+    again = build_model("unet", width=8, context=True, contact=True, contact_fit=True)
+    again.load_state_dict(model.state_dict())
+    assert torch.equal(again.contact_line, torch.tensor([0.1, 0.9]))
+    # without the readout there is no line to fit
+    assert not hasattr(build_model("unet", width=8, contact_fit=True), "contact_line")
