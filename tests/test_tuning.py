@@ -15,6 +15,7 @@ from fgdepth.engine.callbacks import EpochResult
 from fgdepth.engine.fit import DivergenceError
 from fgdepth.tuning import (
     PRUNERS,
+    NoTrialCompleted,
     PruningCallback,
     StudyData,
     apply_params,
@@ -579,6 +580,41 @@ def test_pruned_trials_end_killed_and_failed_ones_failed_with_the_reason(stores,
     assert runs[2].info.status == "FINISHED"
     parent = client.get_run(outcome.parent_run_id)
     assert parent.data.metrics["trials_pruned"] == parent.data.metrics["trials_fail"] == 1
+
+
+@pytest.mark.slow
+def test_a_trial_that_raises_fails_with_its_error_and_the_study_goes_on(stores, monkeypatch):
+    uri, storage = stores
+    config = smoke("tune.trials=2", "tune.schedules=[]", "tune.lr.high=1.0")
+    study = create_study(config, "raises", storage, 60)
+    study.enqueue_trial({"lr_stage0": 0.9, "lr_stage1": 0.01, "lr_stage2": 0.01})
+    fit_module = importlib.import_module("fgdepth.engine.fit")  # the package exports fit()
+    real_epoch = fit_module.train_epoch
+
+    def crashing(run, *args):  # a crash that these values reach, not a divergence
+        if run.opt.defaults["lr"] > 0.5:
+            raise ValueError("Expected more than 1 value per channel when training")
+        return real_epoch(run, *args)
+
+    monkeypatch.setattr(fit_module, "train_epoch", crashing)
+    outcome = tune(config, "bce_ssim", study_name="raises", storage=storage)
+    assert [t.state for t in outcome.study.get_trials()] == [TrialState.FAIL, TrialState.COMPLETE]
+    runs = {int(r.data.tags["optuna.trial"]): r for r in children(uri, outcome.parent_run_id)}
+    assert runs[0].info.status == "FAILED"
+    assert "ValueError: Expected more than 1 value" in runs[0].data.tags["fgdepth.failure"]
+
+
+def test_a_worker_starts_no_more_trials_after_three_fail_in_a_row(stores, monkeypatch, caplog):
+    _, storage = stores
+    fit_module = importlib.import_module("fgdepth.engine.fit")
+
+    def crashing(*args):
+        raise ValueError("a bug every trial reaches")
+
+    monkeypatch.setattr(fit_module, "train_epoch", crashing)
+    with pytest.raises(NoTrialCompleted, match=r"no trial completed \(3 fail\)"):
+        tune(smoke("tune.trials=6"), "bce_ssim", study_name="bug", storage=storage)
+    assert "3 trials in a row failed: no more trials are started" in caplog.text
 
 
 @pytest.mark.slow

@@ -115,6 +115,14 @@ def _trial_run(job: Job, trial: optuna.Trial, config: Config, params: dict) -> T
     )
 
 
+class TrialFailed(RuntimeError):
+    """A trial's training raised (not a stop, not a divergence): the trial fails, the study
+    goes on, unless ``MAX_FAILED_IN_A_ROW`` of a worker's trials fail one after another."""
+
+
+MAX_FAILED_IN_A_ROW = 3  # then the cause is not the values tried: no more trials are started
+
+
 def objective(job: Job, numbers: list[int] | None = None) -> Callable[[optuna.Trial], Any]:
     """The function Optuna calls per trial: train, then the validation objective;
     ``numbers`` gets each trial's number as it starts."""
@@ -128,7 +136,12 @@ def objective(job: Job, numbers: list[int] | None = None) -> Callable[[optuna.Tr
         trial.set_user_attr("mlflow_parent_run_id", job.trainer.parent_run_id)
         params = suggest(trial, job.config)
         config = apply_params(job.config, params)
-        result = job.trainer.train(config, _trial_run(job, trial, config, params))
+        try:
+            result = job.trainer.train(config, _trial_run(job, trial, config, params))
+        except (Interrupted, DivergenceError, optuna.TrialPruned):
+            raise
+        except Exception as exc:  # this trial's values, a bug they reach: the trial fails
+            raise TrialFailed(f"{type(exc).__name__}: {exc}") from exc
         val = result.stages[-1].epochs[-1].val if result.stages[-1].epochs else result.metrics
         for key in SCORE_TERMS:
             trial.set_user_attr(f"val_{key}", float(val[key]))
@@ -201,6 +214,7 @@ def run_worker(job: Job, own_process: bool = False) -> None:
     # with a time budget, trials start until it is spent, however many that makes
     target = job.config.tune.trials if job.deadline is None else math.inf
     callbacks = [tag_state, progress(job, target)]
+    failed = 0  # this worker's trials that failed one after another
     while True:
         reason = trainer.stop_requested()
         if reason:
@@ -210,17 +224,34 @@ def run_worker(job: Job, own_process: bool = False) -> None:
         if trials_to_go(study, target) > 0:
             numbers.clear()
             try:
-                study.optimize(run, n_trials=1, catch=(DivergenceError,), callbacks=callbacks)
+                study.optimize(
+                    run, n_trials=1, catch=(DivergenceError, TrialFailed), callbacks=callbacks
+                )
             except (Interrupted, KeyboardInterrupt):
                 if numbers:
                     _retry_stopped(study, numbers[-1], trainer)
                 raise
+            failed = _failed_in_a_row(study, failed, numbers)
+            if failed >= MAX_FAILED_IN_A_ROW:
+                logging.getLogger("fgdepth").warning(
+                    "%d trials in a row failed: no more trials are started (see the trials' "
+                    "errors above)", failed,
+                )  # fmt: skip
+                return
         elif heartbeats and running(study):
             # other workers' trials: they end, or their worker died and they come back as
             # retries once their heartbeat is stale; either way wait and look again
             time.sleep(min(job.heartbeat, 5))
         else:
             return
+
+
+def _failed_in_a_row(study: optuna.Study, failed: int, numbers: list[int]) -> int:
+    """``failed`` one more if this worker's last trial failed, else 0."""
+    if not numbers:
+        return failed
+    trial = next(t for t in study.get_trials(deepcopy=False) if t.number == numbers[-1])
+    return failed + 1 if trial.state == TrialState.FAIL else 0
 
 
 def progress(job: Job, target: float) -> Callable[[optuna.Study, Any], None]:
