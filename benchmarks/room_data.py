@@ -739,9 +739,7 @@ def _composite(rng, bg: np.ndarray, depth: np.ndarray, info: dict):
     facing /= np.linalg.norm(facing)
     light = room.light(contact[None], facing[None], np.array([z]))[0] * room.light_tint
     light = light * info["exposure"]
-    rgb[y0:y1, x0:x1] = (
-        palette[local] * tex * (shades[local] * (gy + side))[..., None] * light
-    )
+    rgb[y0:y1, x0:x1] = palette[local] * tex * (shades[local] * (gy + side))[..., None] * light
     rgb = np.clip(rgb, 0, 1)
     # contact shadow: a blurred ellipse on the ground around the contact point
     angles = np.linspace(0, 2 * np.pi, 24, endpoint=False)

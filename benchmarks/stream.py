@@ -220,8 +220,17 @@ def main(argv=None) -> int:
         "(between epochs of one run, the rate varies by up to about 10 % here).",
         "",
         table(
-            ["size px", "inputs px", "stream, 1 worker", "stream, 2 workers", "cache",
-             "model", "fit, cache", "fit, stream", "stream vs cache"],
+            [
+                "size px",
+                "inputs px",
+                "stream, 1 worker",
+                "stream, 2 workers",
+                "cache",
+                "model",
+                "fit, cache",
+                "fit, stream",
+                "stream vs cache",
+            ],
             rows,
         ),  # fmt: skip
     ]
