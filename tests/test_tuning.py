@@ -546,6 +546,19 @@ def test_a_study_is_one_parent_run_with_a_child_run_per_trial(stores, tmp_path):
     assert len(children(uri, again.parent_run_id)) == 1
 
 
+def raise_at_high_lr(monkeypatch, error: Exception) -> None:
+    """Training raises ``error`` in an epoch whose learning rate is above 0.5."""
+    fit_module = importlib.import_module("fgdepth.engine.fit")  # the package exports fit()
+    real_epoch = fit_module.train_epoch
+
+    def epoch(run, *args):
+        if run.opt.defaults["lr"] > 0.5:
+            raise error
+        return real_epoch(run, *args)
+
+    monkeypatch.setattr(fit_module, "train_epoch", epoch)
+
+
 @pytest.mark.slow
 def test_pruned_trials_end_killed_and_failed_ones_failed_with_the_reason(stores, monkeypatch):
     uri, storage = stores
@@ -553,15 +566,8 @@ def test_pruned_trials_end_killed_and_failed_ones_failed_with_the_reason(stores,
     study = create_study(config, "pf", storage, 60)
     study.enqueue_trial({"lr_stage0": 0.9, "lr_stage1": 0.01, "lr_stage2": 0.01})
 
-    fit_module = importlib.import_module("fgdepth.engine.fit")  # the package exports fit()
-    real_epoch = fit_module.train_epoch
-
-    def diverging(run, *args):  # a NaN loss at a learning rate that is far too high
-        if run.opt.defaults["lr"] > 0.5:
-            raise DivergenceError("loss became nan in stage 's64' at batch 0")
-        return real_epoch(run, *args)
-
-    monkeypatch.setattr(fit_module, "train_epoch", diverging)
+    # a NaN loss at a learning rate that is far too high
+    raise_at_high_lr(monkeypatch, DivergenceError("loss became nan in stage 's64' at batch 0"))
     monkeypatch.setattr(optuna.trial.Trial, "should_prune", lambda self: self.number == 1)
     outcome = tune(config, "bce_ssim", study_name="pf", storage=storage)
 
@@ -588,15 +594,8 @@ def test_a_trial_that_raises_fails_with_its_error_and_the_study_goes_on(stores, 
     config = smoke("tune.trials=2", "tune.schedules=[]", "tune.lr.high=1.0")
     study = create_study(config, "raises", storage, 60)
     study.enqueue_trial({"lr_stage0": 0.9, "lr_stage1": 0.01, "lr_stage2": 0.01})
-    fit_module = importlib.import_module("fgdepth.engine.fit")  # the package exports fit()
-    real_epoch = fit_module.train_epoch
-
-    def crashing(run, *args):  # a crash that these values reach, not a divergence
-        if run.opt.defaults["lr"] > 0.5:
-            raise ValueError("Expected more than 1 value per channel when training")
-        return real_epoch(run, *args)
-
-    monkeypatch.setattr(fit_module, "train_epoch", crashing)
+    # a crash that these values reach, not a divergence
+    raise_at_high_lr(monkeypatch, ValueError("Expected more than 1 value per channel"))
     outcome = tune(config, "bce_ssim", study_name="raises", storage=storage)
     assert [t.state for t in outcome.study.get_trials()] == [TrialState.FAIL, TrialState.COMPLETE]
     runs = {int(r.data.tags["optuna.trial"]): r for r in children(uri, outcome.parent_run_id)}

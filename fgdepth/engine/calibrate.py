@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from fgdepth.engine.evaluate import input_size_of, to_device
+from fgdepth.engine.evaluate import device_batches
 from fgdepth.engine.precision import autocast
 from fgdepth.metrics import masked_median
 from fgdepth.models.contact import fit_contact
@@ -35,12 +35,8 @@ def fit_readout(
     was_training = core.training
     core.eval()
     rows = np.asarray(indices)[:MAX_ROWS]
-    chunks = [rows[i : i + batch_size] for i in range(0, len(rows), batch_size)]
     levels, depths = [], []
-    for raw in data.batches(chunks):
-        batch = to_device(raw, device, channels_last, input_size_of(core, data))
-        if len(batch["mask"]) == 0:  # every row of it was bad (skip_bad)
-            continue
+    for batch in device_batches(core, data, rows, device, batch_size, channels_last):
         with autocast(device, precision):
             levels.append(core.contact_levels(batch["fg_bg"], batch["bg"]).float().cpu())
         depths.append(masked_median(batch["depth"], batch["mask"] > 0.5).cpu())

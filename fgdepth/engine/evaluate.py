@@ -46,6 +46,18 @@ def predict(model: nn.Module, fg_bg, bg, precision: str = "fp32"):
     return torch.sigmoid(mask_logits.float()), torch.sigmoid(depth_logits.float())
 
 
+def device_batches(model: nn.Module, data, indices, device, batch_size: int, channels_last=False):
+    """``indices`` of ``data`` in batches on ``device``, inputs at ``model``'s size; a batch
+    whose every row was bad (``skip_bad``) is left out."""
+    indices = np.asarray(indices)
+    chunks = [indices[i : i + batch_size] for i in range(0, len(indices), batch_size)]
+    size = input_size_of(model, data)
+    for raw in data.batches(chunks):
+        batch = to_device(raw, device, channels_last, size)
+        if len(batch["mask"]):
+            yield batch
+
+
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
@@ -66,13 +78,8 @@ def evaluate(
     was_training = model.training
     model.eval()
     acc = MetricAccumulator(to_metres)
-    indices = shard(np.asarray(indices), world)
-    chunks = [indices[i : i + batch_size] for i in range(0, len(indices), batch_size)]
-    size = input_size_of(model, data)
-    for raw in data.batches(chunks):
-        batch = to_device(raw, device, channels_last, size)
-        if len(batch["mask"]) == 0:  # every row of it was bad (skip_bad)
-            continue
+    rows = shard(np.asarray(indices), world)
+    for batch in device_batches(model, data, rows, device, batch_size, channels_last):
         mask, depth = predict(model, batch["fg_bg"], batch["bg"], precision)
         acc.update(mask, depth, batch["mask"], batch["depth"])
     model.train(was_training)

@@ -27,7 +27,7 @@ the horizontal flips of training and of ``test_flip``.
 With ``contact=True`` a prediction (eval mode) reads the object's level of depth at its feet:
 inside the predicted mask the depth map is shifted so that its median is the depth predicted just
 below the mask's lowest pixels, where the object stands (``fgdepth.models.contact``). With
-``contact_fit=True`` as well, the level read goes through a line fitted after training on rows
+``contact_fit=True`` as well, the level read goes through a line fitted before each test on rows
 it did not train on (``contact_line``, set by the engine; saved with the weights).
 """
 
