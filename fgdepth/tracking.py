@@ -350,6 +350,18 @@ def dataset_name(config: Config) -> str:
     return Path(config.data.path).stem if config.data.path else "builtin"
 
 
+def _log_inputs(run_id: str, inputs: list) -> None:
+    """``log_inputs``, once more where another run inserted the same dataset at the same
+    moment: the store checks that a dataset exists, then inserts it, so two runs logging one
+    dataset at once can both insert and one hits the unique key (the second try links it)."""
+    try:
+        MlflowClient().log_inputs(run_id, datasets=inputs)
+    except mlflow.exceptions.MlflowException as exc:
+        if "unique" not in str(exc).lower():
+            raise
+        MlflowClient().log_inputs(run_id, datasets=inputs)
+
+
 def log_datasets(run_id: str, config: Config, info: dict, fingerprint: str, source: str) -> dict:
     """The run's train and test splits as MLflow datasets (the run's Datasets: training and
     evaluation), each a table of its rows, named after the data, with a digest of the data and
@@ -385,7 +397,7 @@ def log_datasets(run_id: str, config: Config, info: dict, fingerprint: str, sour
         tags = [InputTag(MLFLOW_DATASET_CONTEXT, context)]
         tags += [InputTag(k, v) for k, v in described.items()]
         inputs.append(DatasetInput(entity, tags))
-    MlflowClient().log_inputs(run_id, datasets=inputs)
+    _log_inputs(run_id, inputs)
     return {
         "fgdepth.data_digest": digests["evaluation"],
         "fgdepth.test_rows": str(len(splits["test"])),

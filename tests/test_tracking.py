@@ -153,6 +153,27 @@ def test_a_run_lists_its_train_and_test_data_as_datasets(store, recwarn):
     assert contexts["training"].dataset.digest != test.dataset.digest
 
 
+def test_a_dataset_another_run_inserted_at_the_same_moment_is_linked_on_a_second_try(
+    store, monkeypatch
+):
+    client, root = store
+    real, calls = MlflowClient.log_inputs, []
+
+    def racing(self, run_id, datasets=None, models=None):  # the server's unique key, once
+        calls.append(run_id)
+        if len(calls) == 1:
+            raise mlflow.exceptions.MlflowException(
+                "(psycopg.errors.UniqueViolation) duplicate key value violates unique "
+                'constraint "dataset_pk"'
+            )
+        return real(self, run_id, datasets=datasets, models=models)
+
+    monkeypatch.setattr(MlflowClient, "log_inputs", racing)
+    run_id = _logged_run(root, load_config("bce_ssim", "smoke"))
+    assert len(calls) == 2
+    assert len(client.get_run(run_id).inputs.dataset_inputs) == 2
+
+
 def test_the_final_test_samples_are_one_picture_and_a_table_of_rows(store, tmp_path):
     from PIL import Image
 
