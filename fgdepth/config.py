@@ -144,6 +144,10 @@ class EvalConfig:
     max_samples: int | None = None  # cap on test rows (None: the whole split)
     # the test split after every stage (each stage's result logged), or after the last only
     stage_tests: bool = True
+    # under a training time (``train_minutes``): the validation split is also scored when each
+    # of this many equal shares of that time is spent (the last share ends with the last
+    # epoch), for a pruner to judge a trial within its stages; 0: after each epoch only
+    val_reports: int = 0
 
 
 @dataclass
@@ -182,7 +186,10 @@ class ObjectiveConfig:
 class PrunerConfig:
     name: str = "median"  # median | hyperband | none
     startup_trials: int = 3  # median: trials finished before any is pruned
-    warmup_steps: int = 1  # median: epochs of a trial before it can be pruned
+    warmup_steps: int = 3  # median: reports of a trial before it can be pruned
+    # validations per trial at equal shares of its training time (the pruner's steps: the
+    # same minutes for every schedule; 1: after each epoch instead)
+    reports: int = 10
     reduction_factor: int = 3  # hyperband
 
 
@@ -628,6 +635,7 @@ def check_values(config: Config) -> None:
     _check_data(config.data)
     _at_least("eval.batch_size", config.eval.batch_size, 1)
     _at_least("eval.images", config.eval.images, 0)
+    _at_least("eval.val_reports", config.eval.val_reports, 0)
     if config.eval.max_samples is not None:
         _at_least("eval.max_samples", config.eval.max_samples, 1)
     if config.max_minutes is not None:

@@ -11,7 +11,7 @@ from optuna.trial import TrialState
 
 from fgdepth.app.tune import tune
 from fgdepth.config import ConfigError, load_config
-from fgdepth.engine.callbacks import EpochResult
+from fgdepth.engine.callbacks import EpochResult, ProgressResult
 from fgdepth.engine.fit import DivergenceError
 from fgdepth.tuning import (
     PRUNERS,
@@ -34,6 +34,7 @@ from fgdepth.tuning import (
     score,
     study_name,
     study_params,
+    trial_config,
     trials_to_go,
 )
 from fgdepth.tuning.storage import DATA, DATA_FORCED, DATA_PATH
@@ -284,6 +285,48 @@ def test_the_pruning_callback_reports_each_epoch_and_stops_when_told():
     with pytest.raises(optuna.TrialPruned, match="pruned at epoch 1"):
         cb.on_epoch_end(epoch(1, 0.6), None)
     assert trial.reported == [(0, pytest.approx(0.35)), (1, pytest.approx(0.45))]
+
+
+def test_with_validations_within_training_the_steps_are_shares_of_the_time():
+    """Every schedule is judged at the same minutes of training: the score goes to the
+    pruner at each share (step 1, 2, ...), not at epoch ends, whose minutes differ."""
+
+    class Trial:
+        def __init__(self):
+            self.reported = []
+
+        def report(self, value, step):
+            self.reported.append((step, value))
+
+        def should_prune(self):
+            return len(self.reported) == 2
+
+    val = {"mask_iou": 0.5, "depth_rmse": 0.1, "fg_distance_error": 0.05}
+    trial = Trial()
+    cb = PruningCallback(trial, smoke().tune.objective, by_share=True)
+    cb.on_progress(ProgressResult(0, 0, 1, 10, val), None)
+    cb.on_epoch_end(EpochResult(0, "s", 0, 0, {}, val, 0.01, 1.0, 1.0), None)
+    with pytest.raises(optuna.TrialPruned, match="pruned at 2/10 of its time"):
+        cb.on_progress(ProgressResult(0, 1, 2, 10, val), None)
+    assert trial.reported == [(1, pytest.approx(0.35)), (2, pytest.approx(0.35))]
+
+
+@pytest.mark.parametrize(
+    "sets, reports",
+    [
+        (["train_minutes=2"], 10),
+        (["train_minutes=2", "tune.pruner.reports=4"], 4),
+        (["train_minutes=2", "tune.pruner.reports=1"], 0),  # each epoch's end instead
+        (["train_minutes=2", "tune.pruner.name=none"], 0),  # nothing to judge
+        (["train_minutes=2", "tune.objective.multi=true"], 0),  # Optuna prunes one only
+        ([], 0),  # no training time to share
+    ],
+)
+def test_a_trial_is_validated_at_the_pruners_shares_of_its_time(sets, reports):
+    config = smoke(*sets)
+    trial = trial_config(apply_params(config, {}))
+    assert trial.eval.val_reports == reports
+    assert config.eval.val_reports == 0  # the study's recipe (best.yaml, --compare) is not
 
 
 def test_a_spent_time_budget_prunes_the_trial_under_way_once_a_trial_has_completed():
@@ -562,7 +605,9 @@ def raise_at_high_lr(monkeypatch, error: Exception) -> None:
 @pytest.mark.slow
 def test_pruned_trials_end_killed_and_failed_ones_failed_with_the_reason(stores, monkeypatch):
     uri, storage = stores
-    config = smoke("tune.trials=3", "tune.schedules=[]", "tune.lr.high=1.0")
+    # reported after each epoch (a smoke trial's few batches may fall within one tenth)
+    sets = ("tune.trials=3", "tune.schedules=[]", "tune.lr.high=1.0", "tune.pruner.reports=1")
+    config = smoke(*sets)
     study = create_study(config, "pf", storage, 60)
     study.enqueue_trial({"lr_stage0": 0.9, "lr_stage1": 0.01, "lr_stage2": 0.01})
 

@@ -173,7 +173,7 @@ def equal_time(config: Config) -> tuple[Config, float]:
     rates = Rates(steps=3)
     minutes = config.train_minutes or round(recipe_seconds(config, rates) / 60, 3)
     config = replace(config, train_minutes=minutes)
-    return config, expected_seconds(config, rates)
+    return config, expected_seconds(tuning.trial_config(config), rates)
 
 
 def expectation(config: Config, experiment: str, trial_s: float, workers: int) -> str:

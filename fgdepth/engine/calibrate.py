@@ -1,6 +1,7 @@
 """After a stage, before its test: a model that reads the object's level at its feet through a
 fitted line (``contact_fit``) has that line fitted on the validation rows, which it did not
-train on (``fgdepth.models.contact.fit_contact``)."""
+train on (``fgdepth.models.contact.fit_contact``), and set back to the level as read when the
+next stage starts, so that no validation metric is read through a line fitted on its rows."""
 
 from __future__ import annotations
 
@@ -46,3 +47,11 @@ def fit_readout(
     line = fit_contact(levels, depths)
     core.contact_line.copy_(line.to(core.contact_line.device))
     return line
+
+
+def reset_readout(model: nn.Module) -> None:
+    """``model``'s ``contact_line`` back to the level as read (0, 1), if it has one: a line
+    fitted for one stage's weights does not hold for the next stage's."""
+    core = getattr(model, "module", model)
+    if getattr(core, "contact_fit", False):
+        core.contact_line.copy_(torch.tensor([0.0, 1.0], device=core.contact_line.device))

@@ -25,6 +25,18 @@ class EpochResult:
 
 
 @dataclass
+class ProgressResult:
+    """A validation within training (``eval.val_reports``): the ``share``-th of ``of`` equal
+    shares of the run's training time was just spent."""
+
+    stage: int
+    epoch: int
+    share: int  # 1 .. of - 1 (the last share ends with the run's last epoch)
+    of: int
+    val: dict[str, float]
+
+
+@dataclass
 class StageResult:
     stage: int
     config: StageConfig
@@ -53,6 +65,8 @@ class Callback:
 
     def on_stage_start(self, stage: int, config: StageConfig) -> None: ...
 
+    def on_progress(self, result: ProgressResult, model: nn.Module) -> None: ...
+
     def on_epoch_end(self, result: EpochResult, model: nn.Module) -> None: ...
 
     def on_stage_end(self, result: StageResult, model: nn.Module) -> None: ...
@@ -79,6 +93,9 @@ class CallbackList(Callback):
 
     def on_stage_start(self, *args):
         self._each("on_stage_start", *args)
+
+    def on_progress(self, *args):
+        self._each("on_progress", *args)
 
     def on_epoch_end(self, *args):
         self._each("on_epoch_end", *args)
@@ -144,6 +161,12 @@ class ConsoleCallback(Callback):
             f"loss {r.train['loss']:.4f}  val mask_iou {r.val['mask_iou']:.4f} "
             f"depth_rmse {r.val['depth_rmse']:.4f} dist {r.val['fg_distance_error']:.4f}  "
             f"({r.samples_per_s:.0f} samples/s, {r.seconds:.0f}s)"
+        )
+
+    def on_progress(self, r: ProgressResult, model):
+        self.print(
+            f"    {r.share}/{r.of} of the training time: val mask_iou {r.val['mask_iou']:.4f} "
+            f"depth_rmse {r.val['depth_rmse']:.4f} dist {r.val['fg_distance_error']:.4f}"
         )
 
     def on_stage_end(self, r: StageResult, model):

@@ -156,12 +156,14 @@ def train_epoch(
     policy: StopPolicy | None = None,
     save: Callable[[int, dict], None] | None = None,
     where: str = "",
+    report: Callable[[], None] | None = None,
 ) -> EpochOutcome:
     """One pass over ``rows`` (shuffled, the same on every rank) from row ``offset`` on, with
     the metric ``sums`` of the rows before it. Each step takes the next ``batch_size x
     ranks`` rows and this rank trains on its share. After each step the ``policy`` may ask
-    for a state (``save(rows_done, sums)``), end the epoch (the deadline), or stop
-    (``Interrupted``, after a state). A non-finite loss on any rank raises on every rank."""
+    for a state (``save(rows_done, sums)``), a validation (``report()``, then training goes
+    on in train mode), end the epoch (the deadline), or stop (``Interrupted``, after a
+    state). A non-finite loss on any rank raises on every rank."""
     set_train_mode(run.model, run.frozen)
     policy = policy or StopPolicy(None, None, float("inf"), world=run.world)
     step, world = run.rows_per_step, run.world
@@ -194,6 +196,9 @@ def train_epoch(
             policy.checkpointed()
         if verdict.stop:
             raise Interrupted(verdict.stop, f"{where or progress} row {done}")
+        if verdict.report and report is not None and not verdict.deadline:
+            report()
+            set_train_mode(run.model, run.frozen)
         if verdict.deadline:
             deadline = True
             break

@@ -23,8 +23,15 @@ from fgdepth.config import Config
 from fgdepth.data import Dataset, build_caches
 from fgdepth.data.modes import decode_workers, open_stage_data
 from fgdepth.engine.budget import TrainingBudget
-from fgdepth.engine.calibrate import fit_readout
-from fgdepth.engine.callbacks import Callback, CallbackList, EpochResult, FitResult, StageResult
+from fgdepth.engine.calibrate import fit_readout, reset_readout
+from fgdepth.engine.callbacks import (
+    Callback,
+    CallbackList,
+    EpochResult,
+    FitResult,
+    ProgressResult,
+    StageResult,
+)
 from fgdepth.engine.distributed import current_world, device_for, share, sync_buffers
 from fgdepth.engine.epoch import DivergenceError, StageRun, prepare_stage, train_epoch
 from fgdepth.engine.evaluate import evaluate, sample_predictions
@@ -207,6 +214,8 @@ class _Fit:
         )  # fmt: skip
         if resuming:
             self._resume_optimizer(run)
+        else:  # a line fitted before an earlier stage's test reads that stage's model
+            reset_readout(self.model)
         self._note_bad(data, stage.size)
         self.cb.on_stage_start(si, stage)
         epochs = []
@@ -229,12 +238,22 @@ class _Fit:
             self.cb.on_checkpoint(self._state(run, si, epoch, done, rows, sums))
 
         t0 = time.monotonic()
+        paused = 0.0  # in validations within the epoch
+
+        def report() -> None:
+            nonlocal paused
+            trained = pos.train_seconds + time.monotonic() - t0 - paused
+            paused += self._report(run, si, epoch, trained)
+
         label = f"{stage.name or si} {epoch + 1}/{stage.epochs}"
         where = f"stage {si} epoch {epoch}"
+        reports = self._report_times()
         if self.budget is not None:
-            self.policy.train_for(self.budget.left(pos.train_seconds))
-        out = train_epoch(run, rows, label, first, sums, self.policy, save, where)
-        seconds = time.monotonic() - t0
+            self.policy.train_for(self.budget.left(pos.train_seconds), reports)
+        out = train_epoch(
+            run, rows, label, first, sums, self.policy, save, where, report if reports else None
+        )
+        seconds = time.monotonic() - t0 - paused
         self.policy.train_for(math.inf)
         pos.train_seconds += seconds
         pos.trained += out.done - first
@@ -265,6 +284,28 @@ class _Fit:
             self.budget_spent = True
         return result
 
+    def _report(self, run: StageRun, si: int, epoch: int, trained: float) -> float:
+        """A validation within training, ``trained`` seconds into it, to the callbacks; the
+        seconds it took, which the policy's clock and the epoch's time leave out."""
+        start = time.monotonic()
+        n = self.config.eval.val_reports
+        share = min(n - 1, max(1, math.floor(n * trained / self.budget.seconds)))
+        sync_buffers(self.model, self.world)
+        val = self._evaluate(run.data, "val")
+        self.cb.on_progress(ProgressResult(si, epoch, share, n, val), self.model)
+        took = time.monotonic() - start
+        self.policy.paused(took)
+        return took
+
+    def _report_times(self) -> list[float]:
+        """In how many seconds of training from now each validation within training that is
+        still to come is due (``eval.val_reports`` equal shares of ``train_minutes``)."""
+        n = self.config.eval.val_reports
+        if self.budget is None or n < 2:
+            return []
+        total, spent = self.budget.seconds, self.pos.train_seconds
+        return [k * total / n - spent for k in range(1, n) if k * total / n > spent]
+
     def _epoch_rows(self, samples: int) -> np.ndarray:
         """An epoch's rows, shuffled: ``samples`` of the train split (fewer once bad rows are
         out), or, where a training budget asks for more, the split over and over."""
@@ -294,9 +335,8 @@ class _Fit:
 
     def _fit_readout(self, data) -> None:
         """Before a test: the contact readout's line (``contact_fit``) fitted on val. Only
-        then: without stage tests (the ``cpu`` profile, tuning trials) no validation metric
-        is read through a line fitted on the same rows; with them, a later stage's are,
-        through the line of the stage before."""
+        then, and set back at the next stage's start: no validation metric is read through a
+        line fitted on the same rows."""
         config = self.config
         fit_readout(
             self.model, data, self.splits["val"], self.device, config.eval.batch_size,

@@ -2,9 +2,9 @@
 
 Three things can end training before its last batch: a stop request (a signal, or a pruner
 through ``stop()``), the run's time budget (``max_minutes``), and, between them, a resumable
-state falls due every ``checkpoint_minutes``. All are checked after every batch and agreed
-over the ranks in one small all-reduce, so that every rank takes the same branch at the same
-batch.
+state falls due every ``checkpoint_minutes``, and a validation within training at the times
+``train_for`` is given. All are checked after every batch and agreed over the ranks in one
+small all-reduce, so that every rank takes the same branch at the same batch.
 """
 
 from __future__ import annotations
@@ -63,6 +63,7 @@ class Verdict:
     stop: str | None = None  # a stop request: save a state and raise Interrupted
     deadline: bool = False  # the time budget is spent: end the epoch here, then test
     checkpoint: bool = False  # a resumable state is due
+    report: bool = False  # a validation within training is due (see ``train_for``)
 
 
 class StopPolicy:
@@ -83,6 +84,7 @@ class StopPolicy:
         self.stop, self.world = stop, world
         self.end = now + max_minutes * 60 - spent if max_minutes else math.inf
         self.train_end = math.inf  # see ``train_for``
+        self.reports: list[float] = []  # when validations within training are due, ascending
         self.last_batch, self.batch_s = now, math.inf  # when the batch before ended; see below
         self.every = checkpoint_minutes * 60
         self.last_checkpoint = now
@@ -100,17 +102,29 @@ class StopPolicy:
             _stop_code(reason),
             float(now > self.end or now + self.batch_s / 2 > self.train_end),
             float(now - self.last_checkpoint >= self.every),
+            float(bool(self.reports) and now >= self.reports[0]),
         ]
-        code, deadline, due = largest(flags, self.world)
+        code, deadline, due, report = largest(flags, self.world)
+        if report > 0:  # one validation for the times passed (the first: on every rank)
+            self.reports = [t for t in self.reports[1:] if t > now]
         stop = _stop_reason(code, reason) if code > 0 else None
-        return Verdict(stop, deadline > 0, due > 0 or stop is not None)
+        return Verdict(stop, deadline > 0, due > 0 or stop is not None, report > 0 and not stop)
 
-    def train_for(self, seconds: float) -> None:
+    def train_for(self, seconds: float, reports: list[float] | tuple = ()) -> None:
         """The training time left in a run's budget of training time: the epoch under way
-        ends once it is spent (``math.inf``: no such budget, or between epochs)."""
+        ends once it is spent (``math.inf``: no such budget, or between epochs); ``reports``:
+        in how many seconds of training from now a validation is due, each."""
         self.train_end = self.last_batch = time.monotonic()
+        self.reports = sorted(self.train_end + r for r in reports if r < seconds)
         self.train_end += seconds
         self.batch_s = math.inf
+
+    def paused(self, seconds: float) -> None:
+        """Training stood still for ``seconds`` (a validation within it): the training time
+        left and the validations due move by as much; ``max_minutes`` (wall time) does not."""
+        self.train_end += seconds
+        self.last_batch += seconds
+        self.reports = [t + seconds for t in self.reports]
 
     def deadline_passed(self) -> bool:
         return largest([float(time.monotonic() > self.end)], self.world)[0] > 0

@@ -42,6 +42,7 @@ from fgdepth.tuning.space import (
     schedule_label,
     score,
     suggest,
+    trial_config,
     tuned_keys,
 )
 from fgdepth.tuning.storage import (
@@ -74,7 +75,7 @@ __all__ = [
     "artifact_dir", "best_config", "best_experiment", "check_data", "check_space", "counts",
     "create_study", "formula", "masked", "objective_label", "objective_values", "objectives",
     "open_storage", "open_study", "recipe_params", "schedule_label", "score", "study_params",
-    "suggest", "trials_to_go", "tune", "tuned_keys",
+    "suggest", "trial_config", "trials_to_go", "tune", "tuned_keys",
 ]  # fmt: skip
 
 

@@ -11,7 +11,7 @@ from typing import Any
 import optuna
 
 from fgdepth.config import Config, ConfigError, ObjectiveConfig, StageConfig, build
-from fgdepth.engine.callbacks import Callback, EpochResult
+from fgdepth.engine.callbacks import Callback, EpochResult, ProgressResult
 from fgdepth.engine.checks import check
 from fgdepth.engine.stages import stage_optimizer_config
 from fgdepth.engine.stopping import Interrupted
@@ -159,6 +159,28 @@ def apply_params(config: Config, params: dict[str, Any]) -> Config:
     return out
 
 
+def trial_config(config: Config) -> Config:
+    """What a trial of ``config`` (its values put in) trains: with a training time, one
+    objective and a pruner, validated at ``tune.pruner.reports`` equal shares of that time
+    as well (``eval.val_reports``), so that the pruner judges every schedule at the same
+    minutes and within long stages. The recipe a study writes and compares stays without."""
+    tune = config.tune
+    if (
+        not config.train_minutes
+        or tune.objective.multi
+        or tune.pruner.name == "none"
+        or tune.pruner.reports < 2
+    ):
+        return config
+    evaluation = dataclasses.replace(config.eval, val_reports=tune.pruner.reports)
+    return dataclasses.replace(config, eval=evaluation)
+
+
+def by_share(config: Config) -> bool:
+    """Whether a run of ``config`` reports its validation within training (see above)."""
+    return bool(config.train_minutes) and config.eval.val_reports > 1
+
+
 def tuned_keys(params: dict[str, Any]) -> set[str]:
     """The config keys that a trial's values set in ``apply_params``: ``stages`` (a schedule,
     time shares, a stage's learning rate), ``loss_weights``, ``batch_size``."""
@@ -263,6 +285,8 @@ def _check_ranges(config: Config) -> None:
     _check_shares(config)
     if tune.trials < 1:
         raise ConfigError(f"tune.trials: must be at least 1, got {tune.trials}")
+    if tune.pruner.reports < 1:
+        raise ConfigError(f"tune.pruner.reports: must be at least 1, got {tune.pruner.reports}")
     if tune.minutes is not None and not (math.isfinite(tune.minutes) and tune.minutes > 0):
         raise ConfigError(f"tune.minutes: {tune.minutes} is not allowed (a number above 0)")
     if not any(weights(tune.objective).values()):
@@ -355,26 +379,40 @@ class TrialPruned(optuna.TrialPruned, Interrupted):
 
 
 class PruningCallback(Callback):
-    """Reports the validation score each epoch; stops the trial when the pruner says so, or
-    when the study's time budget (``deadline``, as ``time.time()``) is spent and a trial has
-    completed (before that, the trial under way is the study's only chance of a result)."""
+    """Reports the validation score to the trial: at each share of its training time when the
+    trial is validated within training (``eval.val_reports``: steps 1, 2, ..., the same
+    shares of the same minutes for every schedule), else each epoch (step: epochs done).
+    Stops the trial when the pruner says so, or when the study's time budget (``deadline``,
+    as ``time.time()``) is spent and a trial has completed (before that, the trial under way
+    is the study's only chance of a result)."""
 
-    def __init__(self, trial: optuna.Trial, objective: ObjectiveConfig, deadline=None):
+    def __init__(
+        self, trial: optuna.Trial, objective: ObjectiveConfig, deadline=None, by_share=False
+    ):
         self.trial = trial
         self.objective = objective
         self.deadline = deadline
+        self.by_share = by_share
+
+    def on_progress(self, result: ProgressResult, model) -> None:
+        if self.by_share:
+            self._judge(result.val, result.share, f"at {result.share}/{result.of} of its time")
 
     def on_epoch_end(self, result: EpochResult, model) -> None:
+        self._judge(result.val, None if self.by_share else result.step, f"at epoch {result.step}")
+
+    def _judge(self, val: dict, step: int | None, when: str) -> None:
+        """``step``: report the score as that step and ask the pruner; None: the budget only."""
         if self.objective.multi:
             return  # Optuna prunes single-objective studies only
-        value = score(result.val, self.objective)
-        self.trial.report(value, result.step)
-        if self.trial.should_prune():
-            raise TrialPruned(f"pruned at epoch {result.step}: validation score {value:.4f}")
+        value = score(val, self.objective)
+        if step is not None:
+            self.trial.report(value, step)
+            if self.trial.should_prune():
+                raise TrialPruned(f"pruned {when}: validation score {value:.4f}")
         if self.deadline is not None and time.time() >= self.deadline and self._one_completed():
             raise TrialPruned(
-                f"pruned at epoch {result.step}: the study's time budget is spent "
-                f"(validation score {value:.4f})"
+                f"pruned {when}: the study's time budget is spent (validation score {value:.4f})"
             )
 
     def _one_completed(self) -> bool:

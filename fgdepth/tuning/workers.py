@@ -41,8 +41,10 @@ from fgdepth.tuning.space import (
     SAMPLERS,
     PruningCallback,
     apply_params,
+    by_share,
     objective_values,
     suggest,
+    trial_config,
 )
 from fgdepth.tuning.storage import here, open_storage, running, trials_to_go
 
@@ -110,7 +112,7 @@ def _trial_run(job: Job, trial: optuna.Trial, config: Config, params: dict) -> T
         trial.number,
         f"{job.study_name} trial {trial.number}",
         tags,
-        [PruningCallback(trial, config.tune.objective, job.deadline)],
+        [PruningCallback(trial, config.tune.objective, job.deadline, by_share(config))],
         lambda run_id: trial.set_user_attr("mlflow_run_id", run_id),
     )
 
@@ -135,7 +137,7 @@ def objective(job: Job, numbers: list[int] | None = None) -> Callable[[optuna.Tr
         trial.set_user_attr("coordinator", job.coordinator)
         trial.set_user_attr("mlflow_parent_run_id", job.trainer.parent_run_id)
         params = suggest(trial, job.config)
-        config = apply_params(job.config, params)
+        config = trial_config(apply_params(job.config, params))
         try:
             result = job.trainer.train(config, _trial_run(job, trial, config, params))
         except (Interrupted, DivergenceError, optuna.TrialPruned):

@@ -1,6 +1,7 @@
 import importlib
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -11,6 +12,7 @@ from fgdepth.engine.budget import TrainingBudget
 from fgdepth.engine.calibrate import fit_readout as fit_readout_as_is
 from fgdepth.engine.checks import load_experiment
 from fgdepth.engine.epoch import step_starts
+from fgdepth.engine.evaluate import evaluate as evaluate_as_is
 from fgdepth.engine.plan import plan_run
 from fgdepth.metrics import METRIC_NAMES
 
@@ -378,3 +380,74 @@ def test_the_contact_line_is_fitted_on_the_val_split_before_each_stages_test(
     val = plan_run(config, train_dataset, 2).splits["val"]
     assert calls == [sorted(val.tolist())] * 3
     assert "contact_line" in result.model.state_dict()
+
+
+def test_each_stage_starts_with_the_contact_line_as_read(train_dataset, monkeypatch):
+    """A line fitted before one stage's test reads that stage's weights: the next stage's
+    validations read the level as the network gives it, (0, 1), until its own test."""
+    fit_module = importlib.import_module("fgdepth.engine.fit")
+    config = load_config("default", "smoke", overrides=["model.contact_fit=true"])
+    lines = []
+
+    def fit_readout(model, *args):  # a line as a fit on many objects would give
+        model.contact_line.copy_(torch.tensor([0.25, 1.5]))
+
+    class Lines(Callback):
+        def on_stage_start(self, stage, stage_config):
+            lines.append(("start", stage, self.model.contact_line.tolist()))
+
+        def on_fit_start(self, config, model, info):
+            self.model = model
+
+        def on_epoch_end(self, result, model):
+            lines.append(("epoch", result.stage, model.contact_line.tolist()))
+
+    monkeypatch.setattr(fit_module, "fit_readout", fit_readout)
+    fit(config, train_dataset, [Lines()])
+    assert [line for where, _, line in lines if where != "start"] == [[0.0, 1.0]] * 3
+    assert [line for where, _, line in lines if where == "start"] == [[0.0, 1.0]] * 3
+
+
+class Progress(Callback):
+    def __init__(self):
+        self.results, self.events = [], []
+
+    def on_progress(self, result, model):
+        self.results.append(result)
+        self.events.append(f"progress {result.share}")
+
+    def on_epoch_end(self, result, model):
+        self.events.append("epoch")
+
+
+def test_validations_within_training_come_at_equal_shares_of_its_time(train_dataset, monkeypatch):
+    """``eval.val_reports``: the validation split is scored when each share of the training
+    time is spent, within the epoch, and that time does not count as training: a run with
+    slow validations still trains for its whole budget."""
+    fit_module = importlib.import_module("fgdepth.engine.fit")
+    monkeypatch.setattr(fit_module, "training_rate", too_fast)  # one long first stage
+    calls = []
+
+    def slow_evaluate(*args, **kwargs):
+        calls.append(1)
+        time.sleep(0.6)
+        return evaluate_as_is(*args, **kwargs)
+
+    monkeypatch.setattr(fit_module, "evaluate", slow_evaluate)
+    sets = ["train_minutes=0.05", "batch_size=8", "eval.val_reports=4"]
+    progress = Progress()
+    result = fit(load_config("default", "smoke", sets), train_dataset, [progress])
+    assert progress.events == ["progress 1", "progress 2", "progress 3", "epoch"]
+    assert {(r.stage, r.epoch, r.of) for r in progress.results} == {(0, 0, 4)}
+    assert all(set(r.val) >= set(METRIC_NAMES) for r in progress.results)
+    # 3 s of training (give or take a batch of 8 at 32 px, well under a second): the 0.6 s
+    # of each validation, three within the epoch, is not part of it
+    assert result.train_seconds == pytest.approx(3.0, abs=1.0)
+    assert result.seconds - result.train_seconds >= 0.6 * len(calls) - 0.05
+    assert len(calls) == 5  # three within training, the epoch's end, the test
+
+
+def test_without_a_training_time_there_are_no_validations_within_training(train_dataset):
+    progress = Progress()
+    fit(load_config("default", "smoke", ["eval.val_reports=4"]), train_dataset, [progress])
+    assert progress.events == ["epoch"] * 3
