@@ -186,7 +186,7 @@ class ObjectiveConfig:
 class PrunerConfig:
     name: str = "median"  # median | hyperband | none
     startup_trials: int = 3  # median: trials finished before any is pruned
-    warmup_steps: int = 3  # median: reports of a trial before it can be pruned
+    warmup_steps: int = 3  # median: no pruning at steps below this (step k: the k-th share)
     # validations per trial at equal shares of its training time (the pruner's steps: the
     # same minutes for every schedule; 1: after each epoch instead)
     reports: int = 10

@@ -140,6 +140,14 @@ def _train_step(run: StageRun, batch: dict, at: int):
     return mask_logits, depth_logits, loss
 
 
+def _batches(run: StageRun, rows: np.ndarray, starts: range):
+    """This rank's batches of the steps that start at ``starts``; asked for again after a
+    validation within the epoch, which reads through the same loader (a stage's loader and
+    its workers serve every pass)."""
+    step = run.rows_per_step
+    return run.data.batches(shard(rows[at : at + step], run.world) for at in starts)
+
+
 @dataclass
 class EpochOutcome:
     train: dict[str, float]  # the train metrics and loss over all ranks
@@ -156,13 +164,13 @@ def train_epoch(
     policy: StopPolicy | None = None,
     save: Callable[[int, dict], None] | None = None,
     where: str = "",
-    report: Callable[[], None] | None = None,
+    report: Callable[[int], None] | None = None,
 ) -> EpochOutcome:
     """One pass over ``rows`` (shuffled, the same on every rank) from row ``offset`` on, with
     the metric ``sums`` of the rows before it. Each step takes the next ``batch_size x
     ranks`` rows and this rank trains on its share. After each step the ``policy`` may ask
-    for a state (``save(rows_done, sums)``), a validation (``report()``, then training goes
-    on in train mode), end the epoch (the deadline), or stop (``Interrupted``, after a
+    for a state (``save(rows_done, sums)``), a validation (``report(share)``, then training
+    goes on in train mode), end the epoch (the deadline), or stop (``Interrupted``, after a
     state). A non-finite loss on any rank raises on every rank."""
     set_train_mode(run.model, run.frozen)
     policy = policy or StopPolicy(None, None, float("inf"), world=run.world)
@@ -171,14 +179,15 @@ def train_epoch(
     if sums:
         acc.sums = {k: v.clone() for k, v in sums.items()}
     starts = step_starts(len(rows), offset, step, world.size)
-    shares = (shard(rows[at : at + step], world) for at in starts)
+
     size = input_size_of(run.model, run.data)
     bar = tqdm(
         starts, desc=progress, leave=False, unit="batch", disable=None if world.main else True
     )
     done, deadline = offset, False
-    for at, raw in zip(bar, run.data.batches(shares), strict=True):
-        batch = to_device(raw, run.device, run.config.channels_last, size)
+    batches = _batches(run, rows, starts)
+    for i, at in enumerate(bar):
+        batch = to_device(next(batches), run.device, run.config.channels_last, size)
         if run.config.augment.enabled:
             batch = augment(batch, run.config.augment, run.generator)
         if len(batch["mask"]) == 0 and not world.distributed:
@@ -197,8 +206,9 @@ def train_epoch(
         if verdict.stop:
             raise Interrupted(verdict.stop, f"{where or progress} row {done}")
         if verdict.report and report is not None and not verdict.deadline:
-            report()
+            report(verdict.report)
             set_train_mode(run.model, run.frozen)
+            batches = _batches(run, rows, starts[i + 1 :])
         if verdict.deadline:
             deadline = True
             break

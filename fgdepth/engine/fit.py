@@ -234,24 +234,27 @@ class _Fit:
         else:
             rows, first, sums = self._epoch_rows(stage.samples), 0, None
 
-        def save(done: int, sums: dict) -> None:
-            self.cb.on_checkpoint(self._state(run, si, epoch, done, rows, sums))
-
         t0 = time.monotonic()
         paused = 0.0  # in validations within the epoch
 
-        def report() -> None:
+        def save(done: int, sums: dict) -> None:  # with the training so far: seconds, rows
+            so_far = (
+                pos.train_seconds + time.monotonic() - t0 - paused,
+                pos.trained + done - first,
+            )
+            self.cb.on_checkpoint(self._state(run, si, epoch, done, rows, sums, so_far))
+
+        def report(share: int) -> None:
             nonlocal paused
-            trained = pos.train_seconds + time.monotonic() - t0 - paused
-            paused += self._report(run, si, epoch, trained)
+            paused += self._report(run, si, epoch, share)
 
         label = f"{stage.name or si} {epoch + 1}/{stage.epochs}"
         where = f"stage {si} epoch {epoch}"
-        reports = self._report_times()
+        within = self.budget is not None and self.config.eval.val_reports > 1
         if self.budget is not None:
-            self.policy.train_for(self.budget.left(pos.train_seconds), reports)
-        out = train_epoch(
-            run, rows, label, first, sums, self.policy, save, where, report if reports else None
+            self.policy.train_for(self.budget.left(pos.train_seconds), self._report_times())
+        out = train_epoch(  # ``report`` on every rank: the policy's agreed verdict decides
+            run, rows, label, first, sums, self.policy, save, where, report if within else None
         )
         seconds = time.monotonic() - t0 - paused
         self.policy.train_for(math.inf)
@@ -284,12 +287,11 @@ class _Fit:
             self.budget_spent = True
         return result
 
-    def _report(self, run: StageRun, si: int, epoch: int, trained: float) -> float:
-        """A validation within training, ``trained`` seconds into it, to the callbacks; the
+    def _report(self, run: StageRun, si: int, epoch: int, share: int) -> float:
+        """The validation within training at ``share`` of its time, to the callbacks; the
         seconds it took, which the policy's clock and the epoch's time leave out."""
         start = time.monotonic()
         n = self.config.eval.val_reports
-        share = min(n - 1, max(1, math.floor(n * trained / self.budget.seconds)))
         sync_buffers(self.model, self.world)
         val = self._evaluate(run.data, "val")
         self.cb.on_progress(ProgressResult(si, epoch, share, n, val), self.model)
@@ -297,14 +299,15 @@ class _Fit:
         self.policy.paused(took)
         return took
 
-    def _report_times(self) -> list[float]:
-        """In how many seconds of training from now each validation within training that is
-        still to come is due (``eval.val_reports`` equal shares of ``train_minutes``)."""
+    def _report_times(self) -> dict[int, float]:
+        """Share -> in how many seconds of training from now its validation is due, for the
+        validations within training still to come (``eval.val_reports`` equal shares of
+        ``train_minutes``; the last share ends with the last epoch)."""
         n = self.config.eval.val_reports
         if self.budget is None or n < 2:
-            return []
+            return {}
         total, spent = self.budget.seconds, self.pos.train_seconds
-        return [k * total / n - spent for k in range(1, n) if k * total / n > spent]
+        return {k: k * total / n - spent for k in range(1, n) if k * total / n > spent}
 
     def _epoch_rows(self, samples: int) -> np.ndarray:
         """An epoch's rows, shuffled: ``samples`` of the train split (fewer once bad rows are
@@ -362,9 +365,12 @@ class _Fit:
         self.splits = without_bad_rows(self.splits, new)
         self.skipped.update(int(p.row) for p in new)
 
-    def _state(self, run, stage, epoch, offset=0, rows=None, sums=None) -> dict:
+    def _state(self, run, stage, epoch, offset=0, rows=None, sums=None, so_far=None) -> dict:
+        """The resumable state; ``so_far``: within an epoch, the training seconds and rows
+        up to its ``offset`` (a resumed epoch adds those after it)."""
+        seconds, trained = so_far or (self.pos.train_seconds, self.pos.trained)
         pos = Position(
-            stage, epoch, offset, self.pos.step, self.pos.trained, self.pos.train_seconds,
+            stage, epoch, offset, self.pos.step, trained, seconds,
             rows=rows, acc=sums, stage_tests=[r.test for r in self.results],
             samples=self.pos.samples,
         )  # fmt: skip

@@ -63,7 +63,7 @@ class Verdict:
     stop: str | None = None  # a stop request: save a state and raise Interrupted
     deadline: bool = False  # the time budget is spent: end the epoch here, then test
     checkpoint: bool = False  # a resumable state is due
-    report: bool = False  # a validation within training is due (see ``train_for``)
+    report: int = 0  # the share whose validation within training is due (``train_for``)
 
 
 class StopPolicy:
@@ -84,7 +84,7 @@ class StopPolicy:
         self.stop, self.world = stop, world
         self.end = now + max_minutes * 60 - spent if max_minutes else math.inf
         self.train_end = math.inf  # see ``train_for``
-        self.reports: list[float] = []  # when validations within training are due, ascending
+        self.reports: dict[int, float] = {}  # share -> when its validation is due
         self.last_batch, self.batch_s = now, math.inf  # when the batch before ended; see below
         self.every = checkpoint_minutes * 60
         self.last_checkpoint = now
@@ -102,20 +102,21 @@ class StopPolicy:
             _stop_code(reason),
             float(now > self.end or now + self.batch_s / 2 > self.train_end),
             float(now - self.last_checkpoint >= self.every),
-            float(bool(self.reports) and now >= self.reports[0]),
+            float(max((k for k, t in self.reports.items() if now >= t), default=0)),
         ]
-        code, deadline, due, report = largest(flags, self.world)
-        if report > 0:  # one validation for the times passed (the first: on every rank)
-            self.reports = [t for t in self.reports[1:] if t > now]
+        code, deadline, due, share = largest(flags, self.world)
+        if share > 0:  # one validation, numbered alike on every rank, for the shares passed
+            self.reports = {k: t for k, t in self.reports.items() if k > share}
         stop = _stop_reason(code, reason) if code > 0 else None
-        return Verdict(stop, deadline > 0, due > 0 or stop is not None, report > 0 and not stop)
+        report = int(share) if stop is None else 0
+        return Verdict(stop, deadline > 0, due > 0 or stop is not None, report)
 
-    def train_for(self, seconds: float, reports: list[float] | tuple = ()) -> None:
+    def train_for(self, seconds: float, reports: dict[int, float] | None = None) -> None:
         """The training time left in a run's budget of training time: the epoch under way
         ends once it is spent (``math.inf``: no such budget, or between epochs); ``reports``:
-        in how many seconds of training from now a validation is due, each."""
+        share -> in how many seconds of training from now its validation is due."""
         self.train_end = self.last_batch = time.monotonic()
-        self.reports = sorted(self.train_end + r for r in reports if r < seconds)
+        self.reports = {k: self.train_end + r for k, r in (reports or {}).items() if r < seconds}
         self.train_end += seconds
         self.batch_s = math.inf
 
@@ -124,7 +125,7 @@ class StopPolicy:
         left and the validations due move by as much; ``max_minutes`` (wall time) does not."""
         self.train_end += seconds
         self.last_batch += seconds
-        self.reports = [t + seconds for t in self.reports]
+        self.reports = {k: t + seconds for k, t in self.reports.items()}
 
     def deadline_passed(self) -> bool:
         return largest([float(time.monotonic() > self.end)], self.world)[0] > 0

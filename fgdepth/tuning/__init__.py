@@ -2,8 +2,9 @@
 
 A study searches the experiment's ``tune`` block (learning rate per stage, resize schedule,
 loss weights, batch size). Each trial is a normal training run, trained and tracked by the
-application's ``Trainer``; the validation score is reported every epoch so that a pruner can
-stop hopeless trials early (``TrialPruned``: to Optuna a pruned trial, to the engine a stop).
+application's ``Trainer``; the validation score is reported at each tenth of a trial's
+training time (or every epoch) so that a pruner can stop hopeless trials early
+(``TrialPruned``: to Optuna a pruned trial, to the engine a stop).
 Running again with the same study name continues the study up to its trial count; the
 default name holds a key of the data (``study_name``), so that each dataset and split has a
 study of its own.

@@ -381,7 +381,8 @@ class TrialPruned(optuna.TrialPruned, Interrupted):
 class PruningCallback(Callback):
     """Reports the validation score to the trial: at each share of its training time when the
     trial is validated within training (``eval.val_reports``: steps 1, 2, ..., the same
-    shares of the same minutes for every schedule), else each epoch (step: epochs done).
+    shares of the same minutes for every schedule), else each epoch (step: the epoch's number
+    in the run, from 0).
     Stops the trial when the pruner says so, or when the study's time budget (``deadline``,
     as ``time.time()``) is spent and a trial has completed (before that, the trial under way
     is the study's only chance of a result)."""

@@ -211,6 +211,8 @@ def test_a_run_with_a_training_budget_resumes_with_the_samples_it_was_fitted_to(
     config = load_config("default", "smoke", ["train_minutes=0.05", "batch_size=8"])
     state = stopped_at_the_second_batch(config, train_dataset)
     assert state["samples"] and len(state["samples"]) == 3  # fitted before the first stage
+    # the two batches trained before the stop count: a resumed run trains only what is left
+    assert state["trained"] == 16 and state["train_seconds"] > 0
 
     # steps timed again would now fit other samples: the state's are kept
     monkeypatch.setattr(sys.modules["fgdepth.engine.fit"], "training_rate", too_fast)
@@ -437,6 +439,8 @@ def test_validations_within_training_come_at_equal_shares_of_its_time(train_data
     sets = ["train_minutes=0.05", "batch_size=8", "eval.val_reports=4"]
     progress = Progress()
     result = fit(load_config("default", "smoke", sets), train_dataset, [progress])
+    # each share's validation once, in order (a batch of 8 at 32 px takes far less than the
+    # 0.75 s between two shares, so none is passed over), then the epoch's end
     assert progress.events == ["progress 1", "progress 2", "progress 3", "epoch"]
     assert {(r.stage, r.epoch, r.of) for r in progress.results} == {(0, 0, 4)}
     assert all(set(r.val) >= set(METRIC_NAMES) for r in progress.results)
@@ -445,6 +449,20 @@ def test_validations_within_training_come_at_equal_shares_of_its_time(train_data
     assert result.train_seconds == pytest.approx(3.0, abs=1.0)
     assert result.seconds - result.train_seconds >= 0.6 * len(calls) - 0.05
     assert len(calls) == 5  # three within training, the epoch's end, the test
+
+
+@pytest.mark.slow  # streaming trains through loader processes: about 10 s more per run
+def test_a_validation_within_an_epoch_leaves_the_streamed_epoch_whole(train_dataset, monkeypatch):
+    """A stage's loader (and its workers) serves training and validation alike: after a
+    validation in mid-epoch, training reads its next batches again, from where it was."""
+    monkeypatch.setattr(sys.modules["fgdepth.engine.fit"], "training_rate", too_fast)
+    # 12 s, long past the loader workers' start (its first batch waits for them)
+    sets = ["train_minutes=0.2", "batch_size=8", "eval.val_reports=3", "data.cache=never"]
+    progress = Progress()
+    fit(load_config("default", "smoke", [*sets, "data.workers=1"]), train_dataset, [progress])
+    assert progress.events[-1] == "epoch" and progress.events.count("epoch") == 1
+    shares = [r.share for r in progress.results]
+    assert shares and shares == sorted(set(shares)) and set(shares) <= {1, 2}
 
 
 def test_without_a_training_time_there_are_no_validations_within_training(train_dataset):
