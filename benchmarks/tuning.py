@@ -11,8 +11,9 @@ the verdict (better or worse only beyond the spread).
 
     python benchmarks/tuning.py --minutes 60                 # every family; BENCHMARKS.md
     python benchmarks/tuning.py --minutes 20 --families room # one family, a shorter study
-    python benchmarks/tuning.py --pruners --minutes 20       # median / hyperband / none under
-                                                             # the same budget, built-in data
+    python benchmarks/tuning.py --pruners --minutes 20 --families room
+                                                             # median / hyperband / none under
+                                                             # the same budget, room data
     python benchmarks/tuning.py --smoke                      # seconds; prints only
 """
 
@@ -128,18 +129,28 @@ def pays(args, out: Path) -> str:
 
 
 def pruners(args, out: Path) -> str:
+    """A study per pruner, each with the same budget on the first of ``--families``."""
     profile = "smoke" if args.smoke else "cpu"
+    family = args.families.split(",")[0]
+    data = None if args.smoke else str(families.dataset(Path(args.data_root), family, ROWS))
     rows = []
     for name in PRUNERS:
-        r = run_study(out / f"pruner-{name}", None, args.minutes, profile, ["--pruner", name])
+        r = run_study(out / f"pruner-{name}", data, args.minutes, profile, ["--pruner", name])
         rows.append(
-            [name, r["trials"], r["pruned"], f"{r['minutes']:.1f}", f"{r['best_value']:.4f}"]
-        )
-    command = f"python benchmarks/tuning.py --pruners --minutes {args.minutes:g}"
+            [name, r["trials"], r["complete"], r["pruned"], f"{r['minutes']:.1f}",
+             f"{r['best_value']:.4f}", "yes" if r["best_is_recipe"] else "no"]
+        )  # fmt: skip
+    command = (
+        f"python benchmarks/tuning.py --pruners --minutes {args.minutes:g} --families {family}"
+    )
+    header = ["pruner", "trials", "complete", "pruned", "minutes", "best validation score",
+              "best is the recipe"]  # fmt: skip
     return "\n".join([
         "## Tuning: pruners under the same time budget", "",
-        f"Machine: {machine()}.", f"Command: `{command}` (built-in data, profile {profile}).", "",
-        table(["pruner", "trials", "pruned", "minutes", "best validation score"], rows),
+        f"Machine: {machine()}.",
+        f"Command: `{command}` ({'the built-in' if data is None else family} data, profile "
+        f"{profile}).", "",
+        table(header, rows),
     ])  # fmt: skip
 
 
