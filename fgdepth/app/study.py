@@ -88,14 +88,14 @@ class Rates:
 
 def expected_seconds(config: Config, rate) -> float:
     """Training, validation each epoch, the test pass(es) and the run's overhead."""
-    from fgdepth.engine.budget import recipe_seconds
+    from fgdepth.engine.budget import recipe_seconds, reports_within
 
     stages = scaled_stages(config)
     train = config.train_minutes * 60 if config.train_minutes else recipe_seconds(config, rate)
     val = sum(config.data.val_samples * s.epochs / rate(config, s) for s in stages)
-    if config.train_minutes and config.eval.val_reports > 1:  # validations within training
+    if reports_within(config):  # validations within training
         each = sum(config.data.val_samples / rate(config, s) for s in stages) / len(stages)
-        val += (config.eval.val_reports - 1) * each
+        val += (reports_within(config) - 1) * each
     tested = stages if config.eval.stage_tests else stages[-1:]
     rows = config.eval.max_samples or 1000  # the test split is capped by the profiles
     test = sum(rows / rate(config, s) for s in tested)

@@ -41,6 +41,14 @@ def fit_stages(
     return [*stages[:first], *scaled]
 
 
+def reports_within(config: Config) -> int:
+    """How many equal shares of the training time a run of ``config`` is validated at, within
+    training (``eval.val_reports`` under ``train_minutes``; the last share ends with the last
+    epoch): 0 without a training time or with fewer than 2 shares."""
+    n = config.eval.val_reports
+    return n if config.train_minutes and n > 1 else 0
+
+
 class TrainingBudget:
     """A run's training time (its steps: not validation, tests or pictures) shared among its
     stages: fitted before the first stage from timed steps, then again before each later

@@ -179,7 +179,6 @@ def train_epoch(
     if sums:
         acc.sums = {k: v.clone() for k, v in sums.items()}
     starts = step_starts(len(rows), offset, step, world.size)
-
     size = input_size_of(run.model, run.data)
     bar = tqdm(
         starts, desc=progress, leave=False, unit="batch", disable=None if world.main else True

@@ -22,7 +22,7 @@ from torch import nn
 from fgdepth.config import Config
 from fgdepth.data import Dataset, build_caches
 from fgdepth.data.modes import decode_workers, open_stage_data
-from fgdepth.engine.budget import TrainingBudget
+from fgdepth.engine.budget import TrainingBudget, reports_within
 from fgdepth.engine.calibrate import fit_readout, reset_readout
 from fgdepth.engine.callbacks import (
     Callback,
@@ -250,7 +250,7 @@ class _Fit:
 
         label = f"{stage.name or si} {epoch + 1}/{stage.epochs}"
         where = f"stage {si} epoch {epoch}"
-        within = self.budget is not None and self.config.eval.val_reports > 1
+        within = self.budget is not None and reports_within(self.config) > 0
         if self.budget is not None:
             self.policy.train_for(self.budget.left(pos.train_seconds), self._report_times())
         out = train_epoch(  # ``report`` on every rank: the policy's agreed verdict decides
@@ -303,8 +303,8 @@ class _Fit:
         """Share -> in how many seconds of training from now its validation is due, for the
         validations within training still to come (``eval.val_reports`` equal shares of
         ``train_minutes``; the last share ends with the last epoch)."""
-        n = self.config.eval.val_reports
-        if self.budget is None or n < 2:
+        n = reports_within(self.config)
+        if self.budget is None or not n:
             return {}
         total, spent = self.budget.seconds, self.pos.train_seconds
         return {k: k * total / n - spent for k in range(1, n) if k * total / n > spent}

@@ -176,11 +176,6 @@ def trial_config(config: Config) -> Config:
     return dataclasses.replace(config, eval=evaluation)
 
 
-def by_share(config: Config) -> bool:
-    """Whether a run of ``config`` reports its validation within training (see above)."""
-    return bool(config.train_minutes) and config.eval.val_reports > 1
-
-
 def tuned_keys(params: dict[str, Any]) -> set[str]:
     """The config keys that a trial's values set in ``apply_params``: ``stages`` (a schedule,
     time shares, a stage's learning rate), ``loss_weights``, ``batch_size``."""

@@ -32,6 +32,7 @@ from optuna.trial import TrialState
 
 from fgdepth.config import Config
 from fgdepth.engine import DivergenceError
+from fgdepth.engine.budget import reports_within
 from fgdepth.engine.callbacks import Callback, FitResult
 from fgdepth.engine.stopping import SIGNALS, Interrupted, exit_code
 from fgdepth.metrics import SCORE_TERMS
@@ -41,7 +42,6 @@ from fgdepth.tuning.space import (
     SAMPLERS,
     PruningCallback,
     apply_params,
-    by_share,
     objective_values,
     suggest,
     trial_config,
@@ -112,7 +112,7 @@ def _trial_run(job: Job, trial: optuna.Trial, config: Config, params: dict) -> T
         trial.number,
         f"{job.study_name} trial {trial.number}",
         tags,
-        [PruningCallback(trial, config.tune.objective, job.deadline, by_share(config))],
+        [PruningCallback(trial, config.tune.objective, job.deadline, reports_within(config) > 0)],
         lambda run_id: trial.set_user_attr("mlflow_run_id", run_id),
     )
 
