@@ -50,11 +50,16 @@ class _KeepsWriteErrors:
 
 
 def _save(obj, file) -> None:
-    """torch.save, raising the OS's error when a write fails."""
+    """torch.save, raising the OS's error when a write fails, and an interrupt that came in
+    while it wrote as itself (torch's writer, closed on the way out, fails on the half-written
+    file: "unexpected pos")."""
     kept = _KeepsWriteErrors(file)
     try:
         torch.save(obj, kept)
-    except RuntimeError:
+    except RuntimeError as exc:
+        interrupt = exc.__context__
+        if isinstance(interrupt, KeyboardInterrupt):
+            raise interrupt from None
         if kept.error is None:
             raise
         raise kept.error from None

@@ -18,6 +18,7 @@ from fgdepth.engine.checkpoint import (
     save_checkpoint,
     tensor_bytes,
 )
+from fgdepth.engine.stopping import StopNow
 from fgdepth.models import build_model
 
 
@@ -156,6 +157,36 @@ def test_a_file_size_limit_keeps_the_previous_state_and_names_the_file(tmp_path)
     assert exc.value.errno == errno.EFBIG
     assert str(exc.value) == f"{path}: file too large (over this process's file size limit, " \
         "ulimit -f)"  # fmt: skip
+    assert torch.load(path, weights_only=True)["step"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["state.pt"]
+
+
+def test_a_stop_in_the_middle_of_a_write_is_raised_as_itself(tmp_path, monkeypatch):
+    """A second signal's StopNow raised while torch.save writes: torch's writer, closed on
+    the way out, fails on the half-written file with a RuntimeError of its own; the caller
+    gets the stop (one line, the run ended KILLED), and the earlier state is kept."""
+    path = tmp_path / "state.pt"
+    atomic_save({"step": 1, "w": torch.zeros(10)}, path)
+    real = torch.save
+
+    def stopped_while_writing(obj, f):
+        class Stops:  # the signal arrives at the third write
+            calls = 0
+
+            def write(self, data):
+                Stops.calls += 1
+                if Stops.calls == 3:
+                    raise StopNow("SIGTERM")
+                return f.write(data)
+
+            def flush(self):
+                f.flush()
+
+        real(obj, Stops())
+
+    monkeypatch.setattr(checkpoint.torch, "save", stopped_while_writing)
+    with pytest.raises(StopNow, match="SIGTERM again: stopped at once"):
+        atomic_save({"step": 2, "w": torch.zeros(1000)}, path)
     assert torch.load(path, weights_only=True)["step"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["state.pt"]
 
