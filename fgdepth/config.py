@@ -225,6 +225,10 @@ class TuneConfig:
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     pruner: PrunerConfig = field(default_factory=PrunerConfig)
     sampler: str = "tpe"  # tpe | random
+    # with a time budget: its last part trains this many leading trials and the recipe again,
+    # with another seed, and the best is the best mean of two runs (fgdepth.tuning.confirm);
+    # none where those runs would take over a third of the budget, or with several objectives
+    confirm: int = 0
 
 
 @dataclass

@@ -203,6 +203,8 @@ NEUTRAL = {
     "tune.loss_weights",
     "tune.batch_size",
     "tune.schedules",
+    # a study trains each trial once unless a file asks for its leaders to be run again
+    "tune.confirm",
 }
 
 

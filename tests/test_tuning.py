@@ -9,7 +9,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-from fgdepth.app.tune import tune
+from fgdepth.app.tune import confirmations, expectation, tune
 from fgdepth.config import ConfigError, load_config
 from fgdepth.engine.callbacks import EpochResult, ProgressResult
 from fgdepth.engine.fit import DivergenceError
@@ -21,6 +21,7 @@ from fgdepth.tuning import (
     apply_params,
     best_config,
     best_experiment,
+    best_trial,
     check_space,
     create_study,
     formula,
@@ -30,6 +31,7 @@ from fgdepth.tuning import (
     open_storage,
     open_study,
     recipe_params,
+    runs_of,
     schedule_label,
     score,
     study_name,
@@ -37,6 +39,7 @@ from fgdepth.tuning import (
     trial_config,
     trials_to_go,
 )
+from fgdepth.tuning.confirm import RECIPE, RERUN_OF, leaders, queue_reruns
 from fgdepth.tuning.storage import DATA, DATA_FORCED, DATA_PATH
 
 
@@ -373,6 +376,72 @@ def test_a_new_study_first_tries_the_recipe_it_tunes(tmp_path, experiment):
     assert len(open_study(config, "s", storage, print_fn=lambda line: None).get_trials()) == 1
 
 
+# --- the leaders trained again ----------------------------------------------------------------
+
+
+def _scored(values: list[float], attrs: dict[int, dict] | None = None) -> optuna.Study:
+    """A study of completed trials, trial i with learning rate i and score ``values[i]``,
+    ``attrs[i]`` its user attributes."""
+    study = optuna.create_study(direction="maximize")
+    dist = {"lr_stage0": optuna.distributions.FloatDistribution(0.0, 100.0)}
+    for i, value in enumerate(values):
+        params = {"lr_stage0": float((attrs or {}).get(i, {}).get("lr", i))}
+        user = {k: v for k, v in (attrs or {}).get(i, {}).items() if k != "lr"}
+        study.add_trial(optuna.create_trial(params=params, distributions=dist, value=value,
+                                            user_attrs=user))  # fmt: skip
+    return study
+
+
+def test_the_leaders_are_the_best_first_runs_and_the_recipe_each_set_of_values_once():
+    # trial 0 the recipe (last on value), trial 3 the same values as trial 1
+    study = _scored([0.60, 0.71, 0.70, 0.72, 0.65], {0: {RECIPE: "default"}, 3: {"lr": 1}})
+    assert [t.number for t in leaders(study, 2)] == [3, 2, 0]
+    queue_reruns(study, leaders(study, 2))
+    waiting = study.get_trials(states=(TrialState.WAITING,))
+    assert [t.user_attrs[RERUN_OF] for t in waiting] == [3, 2, 0]
+    assert [t.system_attrs["fixed_params"]["lr_stage0"] for t in waiting] == [1.0, 2.0, 0.0]
+    assert leaders(study, 2) == []  # queued once: a continued study does not queue them again
+
+
+def test_with_reruns_the_best_is_the_best_mean_of_a_trials_runs():
+    # trial 1 the luckiest first run; with its rerun it falls behind trial 2's two runs
+    study = _scored([0.60, 0.75, 0.72, 0.66, 0.70, 0.60],
+                    {3: {RERUN_OF: 1, "lr": 1}, 4: {RERUN_OF: 2, "lr": 2},
+                     5: {RERUN_OF: 0, "lr": 0}})  # fmt: skip
+    assert runs_of(study) == {0: [0.60, 0.60], 1: [0.75, 0.66], 2: [0.72, 0.70]}
+    trial, value = best_trial(study)
+    assert (trial.number, value) == (2, pytest.approx(0.71))
+    study.add_trial(optuna.create_trial(  # trial 1 run a third time
+        params={"lr_stage0": 1.0}, value=0.80, user_attrs={RERUN_OF: 1},
+        distributions={"lr_stage0": optuna.distributions.FloatDistribution(0.0, 100.0)},
+    ))  # fmt: skip
+    trial, value = best_trial(study)
+    assert (trial.number, value) == (1, pytest.approx((0.75 + 0.66 + 0.80) / 3))
+    assert best_trial(_scored([0.6, 0.7]))[0].number == 1  # no reruns: Optuna's best
+
+
+@pytest.mark.parametrize(
+    ("sets", "trial_s", "expected"),
+    [
+        (["tune.minutes=60", "tune.confirm=2"], 174.0, 2),  # 3 reruns: 8.7 of 60 min
+        (["tune.minutes=10", "tune.confirm=2"], 174.0, 0),  # 8.7 of 10 min: over a third
+        (["tune.confirm=2"], 174.0, 0),  # no time budget: the trials asked for, once each
+        (["tune.minutes=60", "tune.confirm=0"], 174.0, 0),
+        (["tune.minutes=60", "tune.confirm=2", "tune.objective.multi=true"], 174.0, 0),
+    ],
+)
+def test_the_budget_keeps_time_for_the_reruns_only_where_they_fit(sets, trial_s, expected):
+    config = smoke("train_minutes=2.35", *sets)
+    assert confirmations(config, trial_s) == expected
+    line = expectation(config, "bce_ssim", trial_s, 1, expected)
+    assert ("trained again with another seed" in line) == bool(expected)
+
+
+def test_a_negative_number_of_reruns_is_refused():
+    with pytest.raises(ConfigError, match="tune.confirm: must be 0 or more, got -1"):
+        check_space(smoke("tune.confirm=-1"))
+
+
 def test_database_passwords_are_masked():
     assert masked("postgresql://bob:s3cret@db:5432/optuna") == "postgresql://bob:***@db:5432/optuna"
     assert masked("sqlite:///optuna.db") == "sqlite:///optuna.db"
@@ -587,6 +656,34 @@ def test_a_study_is_one_parent_run_with_a_child_run_per_trial(stores, tmp_path):
     again = tune(smoke("tune.trials=4"), "bce_ssim", study_name="t", storage=storage)
     assert len(again.study.get_trials()) == 4  # continued, not restarted
     assert len(children(uri, again.parent_run_id)) == 1
+
+
+@pytest.mark.slow
+def test_a_study_trains_its_leaders_again_with_another_seed_and_picks_the_best_mean(
+    stores, monkeypatch
+):
+    """Two trials (the recipe, then a sampled one), then with one leader to confirm: it and
+    the recipe (one trial if the recipe leads) trained again with seed + 1, each rerun a
+    child run of its own; the best is the best mean, and best.yaml says so."""
+    uri, storage = stores
+    monkeypatch.setattr("fgdepth.app.tune.confirmations", lambda config, trial_s: 1)
+    lines: list[str] = []
+    config = smoke("tune.trials=2", "tune.confirm=1")
+    outcome = tune(config, "bce_ssim", study_name="c", storage=storage, print_fn=lines.append)
+    trials = outcome.study.get_trials()
+    assert RECIPE in trials[0].user_attrs
+    leader = max(trials[:2], key=lambda t: t.value).number
+    again = [leader] if leader == 0 else [1, 0]  # the leader, then the recipe if another
+    assert [t.user_attrs.get(RERUN_OF) for t in trials] == [None, None, *again]
+    assert {t.state for t in trials} == {TrialState.COMPLETE}
+    means = {n: (trials[n].value + trials[2 + i].value) / 2 for i, n in enumerate(again)}
+    best = max(means, key=means.get)
+    assert (outcome.best_trial, outcome.best_value) == (best, pytest.approx(means[best]))
+    assert any(line.startswith("trained again with seed 1") for line in lines)
+    runs = {r.data.tags["optuna.trial"]: r for r in children(uri, outcome.parent_run_id)}
+    assert runs["2"].data.tags[RERUN_OF] == str(leader) and runs["2"].data.params["seed"] == "1"
+    assert trials[2].params == trials[leader].params and runs["0"].data.params["seed"] == "0"
+    assert "mean of 2 runs' score" in outcome.best_yaml.read_text()
 
 
 def raise_at_high_lr(monkeypatch, error: Exception) -> None:

@@ -134,12 +134,15 @@ def tune(
     resolve_dataset(config)  # generated once here, before workers start
     config, trial_s = equal_time(config)
     minutes = config.tune.minutes
-    print_fn(expectation(config, experiment, trial_s, workers))
-    deadline = start + minutes * 60 if minutes else None
+    confirm = confirmations(config, trial_s)
+    print_fn(expectation(config, experiment, trial_s, workers, confirm))
+    # the leaders' reruns take the budget's last part: trials start until it begins
+    reruns_s = rerun_seconds(confirm, trial_s)
+    deadline = start + minutes * 60 - reruns_s if minutes else None
     settings = trk.setup_tracking(tracking)
     experiment_name = experiment_name or trk.DEFAULT_EXPERIMENT
     trk.experiment_id(experiment_name, settings.get("artifact_root"))
-    tags = _parent_tags(config, name, storage, deadline)
+    tags = _parent_tags(config, name, storage, start + minutes * 60 if minutes else None)
     with trk.tracked_run(
         experiment_name, f"tune {name}", settings.get("artifact_root"), tags=tags,
         stopped=(Interrupted,),
@@ -148,20 +151,22 @@ def tune(
         outcome = tuning.tune(
             config, experiment, trainer, name=name, storage=storage, workers=workers, out=out,
             heartbeat=heartbeat, print_fn=print_fn, stop=stop, deadline=deadline,
+            confirm=confirm, confirm_s=reruns_s,
         )  # fmt: skip
         params = tuning.study_params(config, experiment, name, storage, workers)
         _log_outcome(outcome, params, list(tuning.objectives(config.tune.objective)))
     return outcome
 
 
-def _parent_tags(config: Config, name: str, storage: str, deadline: float | None) -> dict:
+def _parent_tags(config: Config, name: str, storage: str, ends: float | None) -> dict:
+    """``ends``: the time budget's end (``fgdepth.deadline``), reruns included."""
     tags = {
         "fgdepth.kind": "tune", "optuna.study": name, "optuna.storage": tuning.masked(storage),
         "fgdepth.process": tuning.here(),
         "fgdepth.objective": tuning.objective_label(config.tune.objective),
     }  # fmt: skip
-    if deadline is not None:  # local time, as Optuna dates its trials
-        tags["fgdepth.deadline"] = datetime.datetime.fromtimestamp(deadline).isoformat()
+    if ends is not None:  # local time, as Optuna dates its trials
+        tags["fgdepth.deadline"] = datetime.datetime.fromtimestamp(ends).isoformat()
     return tags
 
 
@@ -176,7 +181,24 @@ def equal_time(config: Config) -> tuple[Config, float]:
     return config, expected_seconds(tuning.trial_config(config), rates)
 
 
-def expectation(config: Config, experiment: str, trial_s: float, workers: int) -> str:
+def confirmations(config: Config, trial_s: float) -> int:
+    """How many leading trials the study trains again, with the recipe, at its budget's end
+    (``tune.confirm``): none without a time budget, with several objectives, or where those
+    reruns (``trial_s`` each) would take over a third of the budget."""
+    tune = config.tune
+    if not tune.minutes or not tune.confirm or tune.objective.multi:
+        return 0
+    return tune.confirm if rerun_seconds(tune.confirm, trial_s) <= tune.minutes * 60 / 3 else 0
+
+
+def rerun_seconds(confirm: int, trial_s: float) -> float:
+    """The part of the budget the reruns of ``confirm`` leaders and the recipe take."""
+    return (confirm + 1) * trial_s if confirm else 0.0
+
+
+def expectation(
+    config: Config, experiment: str, trial_s: float, workers: int, confirm: int = 0
+) -> str:
     """What the study expects, before its first trial."""
     each = (
         f"each trial trains for {config.train_minutes:g} min (the {experiment} recipe's time at "
@@ -184,9 +206,13 @@ def expectation(config: Config, experiment: str, trial_s: float, workers: int) -
     )
     budget = config.tune.minutes
     if budget:
-        n = max(1, math.floor(budget * 60 / trial_s * workers))
+        reserve = rerun_seconds(confirm, trial_s)
+        n = max(1, math.floor((budget * 60 - reserve) / trial_s * workers))
+        again = (f"; then, in its last {reserve / 60:.1f} min, the {confirm} best and the "
+                 "recipe trained again with another seed: the best is the best mean of two runs"
+                 if confirm else "")  # fmt: skip
         return (f"{each}; budget {budget:g} min: about {n} trial(s) with {workers} worker(s), "
-                "more where the pruner stops some early")  # fmt: skip
+                f"more where the pruner stops some early{again}")  # fmt: skip
     total = config.tune.trials * trial_s / 60 / workers
     ends = time.strftime("%H:%M", time.localtime(time.time() + total * 60))
     return f"{each}; {config.tune.trials} trial(s): at most about {total:.0f} min (ends by {ends})"

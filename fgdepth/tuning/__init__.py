@@ -12,6 +12,7 @@ study of its own.
 - ``space``: the search space, pruners and samplers by name, the pruning callback;
 - ``storage``: storage URLs, lost-trial recovery, counting trials across workers;
 - ``workers``: the processes that take trials;
+- ``confirm``: the leading trials trained again with another seed, and the best of them;
 - ``summary``: each trial's files, the table of trials, the plots, the best YAML.
 """
 
@@ -28,6 +29,7 @@ import optuna
 from fgdepth.config import Config
 from fgdepth.engine.stopping import Interrupted
 from fgdepth.errors import UserError
+from fgdepth.tuning.confirm import RERUN_OF, best_trial, runs_of
 from fgdepth.tuning.space import (
     PRUNERS,
     SAMPLERS,
@@ -65,17 +67,26 @@ from fgdepth.tuning.summary import (
     write_best,
     write_summary,
 )
-from fgdepth.tuning.workers import Job, Trainer, TrialRun, run_worker, run_workers
+from fgdepth.tuning.workers import (
+    Job,
+    Trainer,
+    TrialRun,
+    confirm_leaders,
+    run_worker,
+    run_workers,
+)
 
 # heartbeats, stale-trial retry and the matplotlib plots are marked experimental in Optuna
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 __all__ = [
-    "DEFAULT_STORAGE", "PRUNERS", "SAMPLERS", "Job", "NoTrialCompleted", "PruningCallback",
-    "StudyData", "Trainer", "TrialPruned", "TrialRun", "TuneOutcome", "apply_params",
-    "artifact_dir", "best_config", "best_experiment", "check_data", "check_space", "counts",
+    "DEFAULT_STORAGE", "PRUNERS", "RERUN_OF", "SAMPLERS", "Job", "NoTrialCompleted",
+    "PruningCallback", "StudyData", "Trainer", "TrialPruned", "TrialRun", "TuneOutcome",
+    "apply_params", "artifact_dir", "best_config", "best_experiment", "best_trial",
+    "check_data", "check_space", "counts",
     "create_study", "formula", "masked", "objective_label", "objective_values", "objectives",
-    "open_storage", "open_study", "recipe_params", "schedule_label", "score", "study_params",
+    "open_storage", "open_study", "recipe_params", "runs_of", "schedule_label", "score",
+    "study_params",
     "suggest", "trial_config", "trials_to_go", "tune", "tuned_keys",
 ]  # fmt: skip
 
@@ -142,12 +153,16 @@ def tune(
     print_fn=print,
     stop=None,
     deadline: float | None = None,
+    confirm: int = 0,
+    confirm_s: float = 0.0,
 ) -> TuneOutcome:
     """Run (or continue) study ``name`` over ``config``'s search space with ``workers``
     processes, each trial trained by ``trainer``; then write the summary and best.yaml.
     ``stop()`` names a signal this process got: the workers' trials stop (each FAIL, queued
-    to run again) and Interrupted says so. ``deadline`` (``time.time()``): the time budget's
-    end, from ``tune.minutes``; no trial starts after it."""
+    to run again) and Interrupted says so. ``deadline`` (``time.time()``): no trial starts
+    after it. ``confirm``: then this many leading trials and the recipe are trained again
+    in this process (``confirm``), in about ``confirm_s`` seconds after the deadline, which
+    the application kept of the budget for them."""
     storage = storage or DEFAULT_STORAGE
     study = create_study(config, name, storage, heartbeat, trainer.end_lost_run)
     before = counts(study)
@@ -165,8 +180,9 @@ def tune(
         f"{masked(storage)} --artifact-dir {artifacts})"
     )
     job = Job(
-        config, storage, name, trainer, heartbeat, here(), 0, str(artifacts), deadline, workers
-    )
+        config, storage, name, trainer, heartbeat, here(), 0, str(artifacts), deadline, workers,
+        confirm_s if confirm else 0.0,
+    )  # fmt: skip
     codes = run_workers(job, workers, stop)
     reason = stop() if stop is not None else None
     if reason:
@@ -174,6 +190,8 @@ def tune(
     if any(codes):  # a worker died: finish its part here (its trial comes back as a retry)
         print_fn(f"worker exit codes {codes}: finishing the study in this process")
         run_worker(job)
+    if confirm and not config.tune.objective.multi:
+        confirm_leaders(job, confirm, print_fn)
     return _finish(study, config, experiment, trainer.parent_run_id, out, codes)
 
 

@@ -280,6 +280,8 @@ def _check_ranges(config: Config) -> None:
     _check_shares(config)
     if tune.trials < 1:
         raise ConfigError(f"tune.trials: must be at least 1, got {tune.trials}")
+    if tune.confirm < 0:
+        raise ConfigError(f"tune.confirm: must be 0 or more, got {tune.confirm}")
     if tune.pruner.reports < 1:
         raise ConfigError(f"tune.pruner.reports: must be at least 1, got {tune.pruner.reports}")
     if tune.minutes is not None and not (math.isfinite(tune.minutes) and tune.minutes > 0):

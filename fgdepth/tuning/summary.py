@@ -16,6 +16,7 @@ import yaml
 
 from fgdepth.config import Config, ObjectiveConfig, StageConfig
 from fgdepth.data.preview import prediction_grid
+from fgdepth.tuning.confirm import best_trial, runs_of
 from fgdepth.tuning.space import (
     apply_params,
     formula,
@@ -61,8 +62,9 @@ def upload_trial_files(trial: optuna.Trial, folder: str | Path, result, val: dic
 
 
 def best_config(config: Config, study: optuna.Study) -> tuple[Config, optuna.trial.FrozenTrial]:
-    """The experiment with the best trial's values (for several objectives: the Pareto trial
-    with the best single score)."""
+    """The experiment with the best trial's values (``confirm.best_trial``: where leaders were
+    trained again, the best mean of their runs; for several objectives: the Pareto trial with
+    the best single score)."""
     objective = config.tune.objective
     if objective.multi:
         names = list(objectives(objective))
@@ -72,7 +74,7 @@ def best_config(config: Config, study: optuna.Study) -> tuple[Config, optuna.tri
 
         trial = max(study.best_trials, key=weighted)
     else:
-        trial = study.best_trial
+        trial, _ = best_trial(study)
     return apply_params(config, trial.params), trial
 
 
@@ -126,8 +128,11 @@ def write_best(study: optuna.Study, config: Config, experiment: str, out: Path):
         study=study.study_name,
     )  # fmt: skip
     objective = config.tune.objective
-    value = list(trial.values) if objective.multi else trial.value
+    value = list(trial.values) if objective.multi else best_trial(study)[1]
     what = ", ".join(objectives(objective)) if objective.multi else f"score {formula(objective)} ="
+    runs = len(runs_of(study).get(trial.number, [])) if not objective.multi else 1
+    if runs > 1:
+        what = f"mean of {runs} runs' {what}"
     header = (
         f"# Best trial {trial.number} of study '{study.study_name}' "
         f"(validation {what} {value}, profile {config.profile}).\n"

@@ -19,6 +19,7 @@ import math
 import multiprocessing
 import os
 import signal
+import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -37,6 +38,16 @@ from fgdepth.engine.callbacks import Callback, FitResult
 from fgdepth.engine.stopping import SIGNALS, Interrupted, exit_code
 from fgdepth.metrics import SCORE_TERMS
 from fgdepth.parallel import WorkerGuard
+from fgdepth.tuning.confirm import (
+    RERUN_OF,
+    SEED_OFFSET,
+    best_trial,
+    leaders,
+    queue_reruns,
+    queued,
+    rerun_of,
+    runs_of,
+)
 from fgdepth.tuning.space import (
     PRUNERS,
     SAMPLERS,
@@ -95,8 +106,9 @@ class Job:
     coordinator: str = ""  # host:pid of the `fgdepth tune` process
     worker: int = 0
     artifacts: str = ""  # the trials' files (see summary.artifact_dir)
-    deadline: float | None = None  # the study's time budget ends (``time.time()``), if it has one
+    deadline: float | None = None  # no trial starts after it (``time.time()``), if a budget
     workers: int = 1  # processes on the study: for the time left
+    after: float = 0.0  # seconds of the budget after ``deadline``: the leaders' reruns
 
 
 def _trial_run(job: Job, trial: optuna.Trial, config: Config, params: dict) -> TrialRun:
@@ -108,13 +120,19 @@ def _trial_run(job: Job, trial: optuna.Trial, config: Config, params: dict) -> T
     lost_run = trial.user_attrs.get("mlflow_run_id")  # a retry inherits its lost run's attrs
     if lost_run:
         tags["optuna.retry_of_run"] = lost_run
-    return TrialRun(
-        trial.number,
-        f"{job.study_name} trial {trial.number}",
-        tags,
-        [PruningCallback(trial, config.tune.objective, job.deadline, reports_within(config) > 0)],
-        lambda run_id: trial.set_user_attr("mlflow_run_id", run_id),
+    first = rerun_of(trial)
+    name = f"{job.study_name} trial {trial.number}"
+    if first is not None:  # a leader's second run: never pruned, nor stopped by the budget
+        tags[RERUN_OF] = str(first)
+        return TrialRun(trial.number, f"{name} (trial {first} again)", tags, [], _note(trial))
+    pruning = PruningCallback(
+        trial, config.tune.objective, job.deadline, reports_within(config) > 0
     )
+    return TrialRun(trial.number, name, tags, [pruning], _note(trial))
+
+
+def _note(trial: optuna.Trial) -> Callable[[str], None]:
+    return lambda run_id: trial.set_user_attr("mlflow_run_id", run_id)
 
 
 class TrialFailed(RuntimeError):
@@ -137,7 +155,11 @@ def objective(job: Job, numbers: list[int] | None = None) -> Callable[[optuna.Tr
         trial.set_user_attr("coordinator", job.coordinator)
         trial.set_user_attr("mlflow_parent_run_id", job.trainer.parent_run_id)
         params = suggest(trial, job.config)
-        config = trial_config(apply_params(job.config, params))
+        config = apply_params(job.config, params)
+        if rerun_of(trial) is None:
+            config = trial_config(config)
+        else:  # another seed; no validations within training: nothing prunes it
+            config = dataclasses.replace(config, seed=config.seed + SEED_OFFSET)
         try:
             result = job.trainer.train(config, _trial_run(job, trial, config, params))
         except (Interrupted, DivergenceError, optuna.TrialPruned):
@@ -208,14 +230,10 @@ def run_worker(job: Job, own_process: bool = False) -> None:
     numbers: list[int] = []
     run = objective(job, numbers)
 
-    def tag_state(study, trial) -> None:  # the trial's final state on its tracked run
-        if trial.user_attrs.get("mlflow_run_id"):
-            trainer.tag_run(trial.user_attrs["mlflow_run_id"], {"optuna.state": trial.state.name})
-
     heartbeats = isinstance(storage, optuna.storages.RDBStorage)
     # with a time budget, trials start until it is spent, however many that makes
     target = job.config.tune.trials if job.deadline is None else math.inf
-    callbacks = [tag_state, progress(job, target)]
+    callbacks = [_tag_state(trainer), progress(job, target)]
     failed = 0  # this worker's trials that failed one after another
     while True:
         reason = trainer.stop_requested()
@@ -224,15 +242,7 @@ def run_worker(job: Job, own_process: bool = False) -> None:
         if job.deadline is not None and time.time() >= job.deadline:
             return
         if trials_to_go(study, target) > 0:
-            numbers.clear()
-            try:
-                study.optimize(
-                    run, n_trials=1, catch=(DivergenceError, TrialFailed), callbacks=callbacks
-                )
-            except (Interrupted, KeyboardInterrupt):
-                if numbers:
-                    _retry_stopped(study, numbers[-1], trainer)
-                raise
+            _one_trial(study, run, numbers, callbacks, trainer)
             failed = _failed_in_a_row(study, failed, numbers)
             if failed >= MAX_FAILED_IN_A_ROW:
                 logging.getLogger("fgdepth").warning(
@@ -246,6 +256,65 @@ def run_worker(job: Job, own_process: bool = False) -> None:
             time.sleep(min(job.heartbeat, 5))
         else:
             return
+
+
+def _tag_state(trainer) -> Callable[[optuna.Study, Any], None]:
+    def tag(study, trial) -> None:  # the trial's final state on its tracked run
+        if trial.user_attrs.get("mlflow_run_id"):
+            trainer.tag_run(trial.user_attrs["mlflow_run_id"], {"optuna.state": trial.state.name})
+
+    return tag
+
+
+def _one_trial(study, run, numbers: list[int], callbacks, trainer) -> None:
+    """The study's next trial (a queued one first); one a signal stops is queued again."""
+    numbers.clear()
+    try:
+        study.optimize(run, n_trials=1, catch=(DivergenceError, TrialFailed), callbacks=callbacks)
+    except (Interrupted, KeyboardInterrupt):
+        if numbers:
+            _retry_stopped(study, numbers[-1], trainer)
+        raise
+
+
+def confirm_leaders(job: Job, n: int, print_fn=print) -> None:
+    """Train the study's ``n`` leading trials and its recipe once more, in this process, with
+    another seed (``confirm``); a line before and one after each rerun."""
+    trainer = job.trainer
+    trainer.setup()
+    study = _load(job, open_storage(job.storage, job.heartbeat, trainer.end_lost_run))
+    chosen = leaders(study, n)
+    if not chosen:
+        return
+    queue_reruns(study, chosen)
+    listed = ", ".join(f"{t.number} ({t.value:.4f})" for t in chosen)
+    print_fn(f"trained again with seed {job.config.seed + SEED_OFFSET}, the best being the best "
+             f"mean of two runs: trials {listed}")  # fmt: skip
+    sys.stdout.flush()  # before the reruns' training output, in a pipe too
+    numbers: list[int] = []
+    run = objective(job, numbers)
+    callbacks = [_tag_state(trainer), _rerun_line(len(chosen))]
+    # until none of them waits: a trial queued before them (a lost one's retry) goes first
+    while queued(study, {t.number for t in chosen}):
+        reason = trainer.stop_requested()
+        if reason:
+            raise Interrupted(reason, "the start of a trial")
+        _one_trial(study, run, numbers, callbacks, trainer)
+
+
+def _rerun_line(total: int) -> Callable[[optuna.Study, Any], None]:
+    done: list[int] = []
+
+    def line(study: optuna.Study, trial) -> None:
+        done.append(trial.number)
+        first = rerun_of(trial)
+        values = runs_of(study).get(first, [])
+        said = (f"{trial.values[0]:.4f}, mean of its runs {statistics.fmean(values):.4f}"
+                if trial.values and len(values) > 1 else trial.state.name.lower())  # fmt: skip
+        print(f"trial {first} again ({len(done)}/{total}): {said}; best {_best(study)}",
+              flush=True)  # fmt: skip
+
+    return line
 
 
 def _failed_in_a_row(study: optuna.Study, failed: int, numbers: list[int]) -> int:
@@ -267,8 +336,8 @@ def progress(job: Job, target: float) -> Callable[[optuna.Study, Any], None]:
         minutes = [(t.datetime_complete - t.datetime_start).total_seconds() / 60 for t in ended]
         took = minutes[-1] if ended and ended[-1].number == trial.number else math.nan
         value = f" {trial.values[0]:.4f}" if trial.values and len(trial.values) == 1 else ""
-        if job.deadline is not None:
-            left = max(job.deadline - time.time(), 0.0) / 60
+        if job.deadline is not None:  # the budget's end: the reruns' part included
+            left = max(job.deadline + job.after - time.time(), 0.0) / 60
         else:
             to_go = max(trials_to_go(study, target), 0)
             left = to_go * (sum(minutes) / len(minutes)) / job.workers if minutes else 0.0
@@ -287,9 +356,10 @@ def _best(study: optuna.Study) -> str:
     if len(study.directions) > 1:
         return f"{len(study.best_trials)} on the Pareto front"
     try:
-        return f"{study.best_value:.4f} (trial {study.best_trial.number})"
+        trial, value = best_trial(study)
     except ValueError:  # none completed yet
         return "none yet"
+    return f"{value:.4f} (trial {trial.number})"
 
 
 def _worker_process(job: Job) -> None:
