@@ -136,8 +136,7 @@ def tune(
     minutes = config.tune.minutes
     confirm = confirmations(config, trial_s)
     print_fn(expectation(config, experiment, trial_s, workers, confirm))
-    # the leaders' reruns take the budget's last part: trials start until it begins
-    reruns_s = rerun_seconds(confirm, trial_s)
+    reruns_s = rerun_seconds(confirm, trial_s)  # the budget's last part: no trial starts in it
     deadline = start + minutes * 60 - reruns_s if minutes else None
     settings = trk.setup_tracking(tracking)
     experiment_name = experiment_name or trk.DEFAULT_EXPERIMENT
