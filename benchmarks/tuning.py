@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks import families  # noqa: E402
 from benchmarks.common import machine, publish, table  # noqa: E402
-from fgdepth.tuning import best_trial, runs_of  # noqa: E402
+from fgdepth.tuning import RECIPE, best_trial, runs_of  # noqa: E402
 
 ROWS = 12000  # each family's rows, as the quality protocol writes them
 PRUNERS = ("median", "hyperband", "none")
@@ -64,7 +64,7 @@ def run_study(folder: Path, data: str | None, minutes: float, profile: str, extr
     states = [t.state.name for t in study.trials]
     compared = folder / "study" / "tuned_vs_default.csv"
     best, value = best_trial(study)  # with reruns: the best mean of a leader's runs
-    recipe = best.user_attrs.get("fgdepth.recipe")  # the study's trial 0
+    recipe = best.user_attrs.get(RECIPE)  # the study's trial 0
     reruns = {n: v for n, v in runs_of(study).items() if len(v) > 1}
     return {
         "best_is_recipe": recipe is not None,

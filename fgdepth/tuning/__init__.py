@@ -29,7 +29,7 @@ import optuna
 from fgdepth.config import Config
 from fgdepth.engine.stopping import Interrupted
 from fgdepth.errors import UserError
-from fgdepth.tuning.confirm import RERUN_OF, best_trial, runs_of
+from fgdepth.tuning.confirm import RECIPE, RERUN_OF, best_trial, runs_of
 from fgdepth.tuning.space import (
     PRUNERS,
     SAMPLERS,
@@ -80,7 +80,7 @@ from fgdepth.tuning.workers import (
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 __all__ = [
-    "DEFAULT_STORAGE", "PRUNERS", "RERUN_OF", "SAMPLERS", "Job", "NoTrialCompleted",
+    "DEFAULT_STORAGE", "PRUNERS", "RECIPE", "RERUN_OF", "SAMPLERS", "Job", "NoTrialCompleted",
     "PruningCallback", "StudyData", "Trainer", "TrialPruned", "TrialRun", "TuneOutcome",
     "apply_params", "artifact_dir", "best_config", "best_experiment", "best_trial",
     "check_data", "check_space", "counts",
@@ -135,7 +135,7 @@ def open_study(
     if note:
         print_fn(note)
     if not study.get_trials(deepcopy=False) and (own := recipe_params(config)):
-        study.enqueue_trial(own, user_attrs={"fgdepth.recipe": config.name})
+        study.enqueue_trial(own, user_attrs={RECIPE: config.name})
         print_fn(f"trial 0 is the {config.name} recipe itself: {own}")
     return study
 
