@@ -137,12 +137,11 @@ def tune(
     confirm = confirmations(config, trial_s)
     print_fn(expectation(config, experiment, trial_s, workers, confirm))
     reruns_s = rerun_seconds(confirm, trial_s)  # the budget's last part: no trial starts in it
-    ends = start + minutes * 60 if minutes else None
-    deadline = ends - reruns_s if ends else None
+    deadline = start + minutes * 60 - reruns_s if minutes else None
     settings = trk.setup_tracking(tracking)
     experiment_name = experiment_name or trk.DEFAULT_EXPERIMENT
     trk.experiment_id(experiment_name, settings.get("artifact_root"))
-    tags = _parent_tags(config, name, storage, ends)
+    tags = _parent_tags(config, name, storage, deadline and deadline + reruns_s)
     with trk.tracked_run(
         experiment_name, f"tune {name}", settings.get("artifact_root"), tags=tags,
         stopped=(Interrupted,),
