@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 import platform
 import re
+import subprocess
 from pathlib import Path
 
 import torch
 
-BENCHMARKS_MD = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
+ROOT = Path(__file__).resolve().parent.parent
+BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
 
 
 def machine(precision: str | None = None, threads: int | None = None) -> str:
@@ -41,6 +43,16 @@ def machine(precision: str | None = None, threads: int | None = None) -> str:
     return line
 
 
+def commit() -> str:
+    """The checked-out commit, marked ``+changes`` when the tree differs from it."""
+
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout
+
+    dirty = git("status", "--porcelain", "--", "fgdepth", "experiments").strip()
+    return git("rev-parse", "--short", "HEAD").strip() + ("+changes" if dirty else "")
+
+
 def auto_precision() -> str:
     """What ``precision: auto`` trains in on this machine's CPU."""
     from fgdepth.engine.precision import choose_precision
@@ -48,25 +60,29 @@ def auto_precision() -> str:
     return choose_precision("auto", torch.device("cpu"))[0]
 
 
-def write_section(name: str, body: str, path: Path = BENCHMARKS_MD) -> None:
-    """Replace (or append) the section between ``<!-- name:start -->`` and ``<!-- name:end -->``."""
+def write_section(name: str, body: str, path: Path = BENCHMARKS_MD, after: str | None = None):
+    """Replace the section between ``<!-- name:start -->`` and ``<!-- name:end -->``; a new one
+    goes just after section ``after`` where that one is there, else at the end."""
     start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
     block = f"{start}\n{body.strip()}\n{end}"
     text = path.read_text() if path.exists() else "# Benchmarks\n"
     pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.S)
-    text = (
-        pattern.sub(lambda _: block, text)
-        if pattern.search(text)
-        else text.rstrip() + "\n\n" + block + "\n"
-    )
+    anchor = f"<!-- {after}:end -->" if after else None
+    if pattern.search(text):
+        text = pattern.sub(lambda _: block, text)
+    elif anchor and anchor in text:
+        text = text.replace(anchor, f"{anchor}\n\n{block}", 1)
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
     path.write_text(text)
 
 
-def publish(name: str, body: str, write: bool = True) -> None:
-    """Print a section and, unless ``write`` is false (smoke runs), write it to BENCHMARKS.md."""
+def publish(name: str, body: str, write: bool = True, after: str | None = None) -> None:
+    """Print a section and, unless ``write`` is false (smoke runs), write it to BENCHMARKS.md
+    (a new section just after section ``after``)."""
     print(body)
     if write:
-        write_section(name, body)
+        write_section(name, body, after=after)
 
 
 def table(header: list[str], rows: list[list]) -> str:

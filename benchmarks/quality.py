@@ -46,7 +46,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks import families, street_data  # noqa: E402
-from benchmarks.common import auto_precision, machine, publish, table  # noqa: E402
+from benchmarks.common import auto_precision, commit, machine, publish, table  # noqa: E402
 from fgdepth.app.datasets import resolve_dataset  # noqa: E402
 from fgdepth.baselines import reference_metrics  # noqa: E402
 from fgdepth.config import load_config, scaled_stages  # noqa: E402
@@ -226,16 +226,6 @@ def code_digest() -> str:
     for path in sorted([*(ROOT / "fgdepth").rglob("*.py"), *(ROOT / "experiments").glob("*")]):
         digest.update(path.relative_to(ROOT).as_posix().encode() + path.read_bytes())
     return digest.hexdigest()[:16]
-
-
-def commit() -> str:
-    """The checked-out commit, marked ``+changes`` when the tree differs from it."""
-
-    def git(*args):
-        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout
-
-    dirty = git("status", "--porcelain", "--", "fgdepth", "experiments").strip()
-    return git("rev-parse", "--short", "HEAD").strip() + ("+changes" if dirty else "")
 
 
 def floors_of(refs: dict) -> dict[str, str]:

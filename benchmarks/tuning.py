@@ -10,7 +10,11 @@ every headline metric and the study's score, mean ± standard deviation, the see
 the verdict (better or worse only beyond the spread).
 
     python benchmarks/tuning.py --minutes 60                 # every family; BENCHMARKS.md
-    python benchmarks/tuning.py --minutes 20 --families room # one family, a shorter study
+    python benchmarks/tuning.py --minutes 20 --families room # one family, a shorter study;
+                                                             # the other families' sections stay
+    python benchmarks/tuning.py --from-results --families room
+                                                             # its section again from the saved
+                                                             # results.json, running nothing
     python benchmarks/tuning.py --pruners --minutes 20 --families room
                                                              # median / hyperband / none under
                                                              # the same budget, room data
@@ -34,7 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks import families  # noqa: E402
-from benchmarks.common import machine, publish, table  # noqa: E402
+from benchmarks.common import commit, machine, publish, table  # noqa: E402
 from fgdepth.tuning import RECIPE, best_trial, runs_of  # noqa: E402
 
 ROWS = 12000  # each family's rows, as the quality protocol writes them
@@ -103,47 +107,71 @@ def _reruns(result: dict) -> list[str]:
     return [f"Leaders trained again with another seed (validation score of each run): {said}."]
 
 
-def pays(args, out: Path) -> str:
+INTRO = """## Tuning: does a study beat the default?
+
+Each family: `fgdepth tune --experiment default --profile cpu --data FAMILY --minutes M
+--compare`, run by `python benchmarks/tuning.py --minutes M --families FAMILY` with its own
+Optuna and MLflow stores; every trial and every compared run trains for the default recipe's
+minutes, and the comparison is on the test split (which no trial saw), seeds 0 and 1 each. A
+metric is better or worse only beyond the seeds' spread. Each family's section names its
+machine, commit and command."""
+
+
+def family_section(family: str, result: dict, data_root: Path) -> str:
+    """One family's study: machine, command, data, trials, the leaders' runs, the table."""
+    shown = (
+        "the built-in data"
+        if result.get("data", "") is None  # smoke: the built-in generator, no folder
+        else f"`{families.command(data_root, family, ROWS)}`"
+    )
+    at = "".join(f", {k} {result[k]}" for k in ("date", "commit") if result.get(k))
+    command = f"python benchmarks/tuning.py --minutes {result['budget']:g} --families {family}"
+    parts = [
+        f"### {family}",
+        "",
+        f"Machine: {result.get('machine') or machine()}; precision `auto` (it times both and "
+        f"picks per run){at}. Command: `{command}`.",
+        "",
+        f"Data: {shown}. {result['trials']} trials ({result['complete']} complete, "
+        f"{result['pruned']} pruned) in {result['minutes']:.1f} min including the comparison; "
+        f"best trial's values: `{result['best_params']}`.",
+        f"{result['expected']}.",
+        *_reruns(result),
+        "",
+        family_table(result),
+    ]
+    if result["best_is_recipe"]:
+        parts += [
+            "",
+            "No trial beat the recipe itself (the study's first trial): the two columns are two "
+            "pairs of runs of one recipe, and their difference is the noise of a run at this "
+            "budget.",
+        ]
+    return "\n".join(parts)
+
+
+def pays(args, out: Path) -> None:
+    """A study per family (or, with ``--from-results``, the results each one saved), each
+    family's section written in place: the other families' sections stay as they are."""
     names = ["built-in"] if args.smoke else args.families.split(",")
     profile = "smoke" if args.smoke else "cpu"
-    parts = []
+    publish("tuning", INTRO, write=not args.smoke)
     for family in names:
-        data = None if args.smoke else str(families.dataset(Path(args.data_root), family, ROWS))
-        result = run_study(out / family, data, args.minutes, profile, ["--compare"])
-        (out / family / "results.json").write_text(json.dumps(result, indent=2, default=str))
-        shown = (
-            "the built-in data"
-            if data is None
-            else f"`{families.command(Path(args.data_root), family, ROWS)}`"
-        )
-        parts += [
-            f"### {family}",
-            "",
-            f"Data: {shown}. {result['trials']} trials ({result['complete']} complete, "
-            f"{result['pruned']} pruned) in {result['minutes']:.1f} min including the "
-            f"comparison; best trial's values: `{result['best_params']}`.",
-            f"{result['expected']}.",
-            *_reruns(result),
-            "",
-            family_table(result),
-            "",
-        ]
-        if result["best_is_recipe"]:
-            parts += [
-                "No trial beat the recipe itself (the study's first trial) on validation: "
-                "the two columns are two pairs of runs of one recipe, and their difference "
-                "is the noise of a run at this budget.",
-                "",
-            ]
-    command = f"python benchmarks/tuning.py --minutes {args.minutes:g} --families {','.join(names)}"
-    return "\n".join([
-        "## Tuning: does a study beat the default?", "",
-        f"Machine: {machine()}.", f"Command: `{command}`.", "",
-        "Each family: `fgdepth tune --experiment default --profile cpu --data FAMILY --minutes "
-        f"{args.minutes:g} --compare`; every trial and every compared run trains for the default "
-        "recipe's minutes; the comparison is on the test split, seeds 0 and 1 each.", "",
-        *parts,
-    ])  # fmt: skip
+        saved = out / family / "results.json"
+        if args.from_results:
+            result = json.loads(saved.read_text())
+        else:
+            data = None if args.smoke else families.dataset(Path(args.data_root), family, ROWS)
+            data = data and str(data)
+            stamp = {"machine": machine(), "date": time.strftime("%Y-%m-%d"), "commit": commit()}
+            result = run_study(out / family, data, args.minutes, profile, ["--compare"])
+            result.update(data=data, budget=args.minutes, **stamp)
+            saved.write_text(json.dumps(result, indent=2, default=str))
+        result.setdefault("budget", args.minutes)
+        body = family_section(family, result, Path(args.data_root))
+        order = ["tuning", *(f"tuning-{n}" for n in families.NAMES)]
+        after = order[order.index(f"tuning-{family}") - 1] if family in families.NAMES else None
+        publish(f"tuning-{family}", body, write=not args.smoke, after=after)
 
 
 def pruners(args, out: Path) -> str:
@@ -178,14 +206,20 @@ def main(argv=None) -> int:
     parser.add_argument("--minutes", type=float, default=60.0, help="each study's budget")
     parser.add_argument("--families", default=",".join(families.NAMES))
     parser.add_argument("--pruners", action="store_true", help="compare the pruners instead")
+    parser.add_argument(
+        "--from-results", action="store_true",
+        help="write the sections from each family's saved results.json, running nothing",
+    )  # fmt: skip
     parser.add_argument("--data-root", default=str(ROOT / "outputs" / "bench-quality"))
     parser.add_argument("--out", default="outputs/bench-tuning")
     args = parser.parse_args(argv)
     if args.smoke:
         args.minutes = 0.2
     out = Path(args.out).resolve()
-    body = pruners(args, out) if args.pruners else pays(args, out)
-    publish("tuning-pruners" if args.pruners else "tuning", body, write=not args.smoke)
+    if args.pruners:
+        publish("tuning-pruners", pruners(args, out), write=not args.smoke)
+    else:
+        pays(args, out)
     return 0
 
 
