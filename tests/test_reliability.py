@@ -201,8 +201,10 @@ def test_a_run_killed_while_its_data_is_decoded_ends_failed_process_lost(store, 
         time.sleep(0.002)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    (left,) = tmp_folders(cache)  # a cache folder half built
-    assert left.name.endswith(f".tmp{proc.pid}")
+    # the cache folders half built: one per size and part that the build allocates, so one
+    # or several, depending on how far the allocation had gone when the kill came
+    left = tmp_folders(cache)
+    assert left and all(folder.name.endswith(f".tmp{proc.pid}") for folder in left)
     client = MlflowClient(uri)
     (run,) = client.search_runs([client.get_experiment_by_name("lost").experiment_id])
     assert run.info.status == "RUNNING"  # killed: nobody closed it
