@@ -129,8 +129,8 @@ def family_section(family: str, result: dict, data_root: Path) -> str:
     parts = [
         f"### {family}",
         "",
-        f"Machine: {result.get('machine') or machine()}; precision `auto` (it times both and "
-        f"picks per run){at}. Command: `{command}`.",
+        f"Machine: {result.get('machine', 'not recorded')}; precision `auto` (it times both "
+        f"and picks per run){at}. Command: `{command}`.",
         "",
         f"Data: {shown}. {result['trials']} trials ({result['complete']} complete, "
         f"{result['pruned']} pruned) in {result['minutes']:.1f} min including the comparison; "
@@ -156,6 +156,7 @@ def pays(args, out: Path) -> None:
     names = ["built-in"] if args.smoke else args.families.split(",")
     profile = "smoke" if args.smoke else "cpu"
     publish("tuning", INTRO, write=not args.smoke)
+    order = ["tuning", *(f"tuning-{n}" for n in families.NAMES)]  # each after the one before
     for family in names:
         saved = out / family / "results.json"
         if args.from_results:
@@ -169,9 +170,9 @@ def pays(args, out: Path) -> None:
             saved.write_text(json.dumps(result, indent=2, default=str))
         result.setdefault("budget", args.minutes)
         body = family_section(family, result, Path(args.data_root))
-        order = ["tuning", *(f"tuning-{n}" for n in families.NAMES)]
-        after = order[order.index(f"tuning-{family}") - 1] if family in families.NAMES else None
-        publish(f"tuning-{family}", body, write=not args.smoke, after=after)
+        name = f"tuning-{family}"
+        after = order[order.index(name) - 1] if name in order else None
+        publish(name, body, write=not args.smoke, after=after)
 
 
 def pruners(args, out: Path) -> str:
